@@ -1,0 +1,96 @@
+"""The target registry: which servers the lab measures and where they listen.
+
+The list lives in ``targets.toml`` beside this module. Where a target listens is
+resolved from, in order: an explicit ``NAME=URL`` override (``--target``), the
+environment (``BENCHLAB_URL_<NAME>``, then ``BENCHLAB_TARGET_HOST`` + the port in
+``BENCHLAB_PORT_<NAME>``), and the registry's default port on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from benchlab.errors import BenchlabError
+
+REGISTRY = Path(__file__).with_name("targets.toml")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    framework: str
+    server: str
+    worker_class: str
+    service: str
+    port: int
+    command: tuple[str, ...]
+    url: str
+
+    @property
+    def env_key(self) -> str:
+        """``flask-gunicorn-gevent`` -> ``FLASK_GUNICORN_GEVENT`` for env overrides."""
+        return self.name.upper().replace("-", "_")
+
+
+def _registry(path: Path = REGISTRY) -> dict[str, Target]:
+    data = tomllib.loads(path.read_text())
+    targets = {}
+    for name, entry in data.items():
+        port = int(entry["port"])
+        targets[name] = Target(
+            name=name,
+            framework=entry["framework"],
+            server=entry["server"],
+            worker_class=entry["worker_class"],
+            service=entry["service"],
+            port=port,
+            command=tuple(entry["command"]),
+            url=f"http://127.0.0.1:{port}",
+        )
+    return targets
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["NAME=URL", ...]`` -> ``{NAME: URL}``; malformed items are a user error."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise BenchlabError(f"--target expects NAME=http://HOST:PORT, got {item!r}")
+        out[name.strip()] = url.rstrip("/")
+    return out
+
+
+def load_targets(
+    names: Iterable[str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> list[Target]:
+    """The selected targets (all when ``names`` is empty), in registry order, with URLs resolved."""
+    env = os.environ if env is None else env
+    overrides = dict(overrides or {})
+    registry = _registry()
+    selected = list(names or [])
+    unknown = [n for n in [*selected, *overrides] if n not in registry]
+    if unknown:
+        raise BenchlabError(
+            f"unknown target {unknown[0]!r}; known targets: {', '.join(registry)}"
+        )
+    host = env.get("BENCHLAB_TARGET_HOST", "127.0.0.1")
+    out = []
+    for name, target in registry.items():
+        if selected and name not in selected:
+            continue
+        port = int(env.get(f"BENCHLAB_PORT_{target.env_key}", target.port))
+        url = overrides.get(name) or env.get(f"BENCHLAB_URL_{target.env_key}") or f"http://{host}:{port}"
+        out.append(replace(target, port=port, url=url.rstrip("/")))
+    return out
+
+
+def split_names(value: str | None) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; None or empty -> ``[]`` (meaning all)."""
+    return [n.strip() for n in (value or "").split(",") if n.strip()]
