@@ -1,8 +1,7 @@
 -- The TechEmpower schema and data: the one SQL source for the Postgres image's
 -- /docker-entrypoint-initdb.d and for `benchlab up --native`.
 -- Run as the benchmark role, connected to the hello_world database.
-
-CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+-- pg_stat_statements (for query counting) is set up by pg_stat_statements.sql.
 
 CREATE TABLE world (
     id integer PRIMARY KEY,
