@@ -94,3 +94,13 @@ def load_targets(
 def split_names(value: str | None) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]``; None or empty -> ``[]`` (meaning all)."""
     return [n.strip() for n in (value or "").split(",") if n.strip()]
+
+
+def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = None) -> str:
+    """The ``benchlab targets`` table: name, framework, server, worker class, workers, URL."""
+    env = os.environ if env is None else env
+    workers = env.get("BENCHLAB_WORKERS") or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
+    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "WORKERS", "URL")]
+    rows += [(t.name, t.framework, t.server, t.worker_class, workers, t.url) for t in targets]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

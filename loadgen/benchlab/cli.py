@@ -1,0 +1,165 @@
+"""The ``benchlab`` command: thin argument parsing over the modules that do the work.
+
+Every user error is a ``BenchlabError``: one line on stderr, exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchlab.errors import BenchlabError
+
+EXIT_USAGE = 2
+
+
+def _targets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--targets", help="comma-separated target names (default: all)")
+    p.add_argument(
+        "--target", action="append", default=[], metavar="NAME=URL",
+        help="where a target listens, e.g. fastapi-uvicorn=http://10.0.0.2:8082 (repeatable)",
+    )  # fmt: skip
+
+
+def _native_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--native", action="store_true", help="start Postgres and the targets here, without Docker")
+    p.add_argument("--workers", type=int, help="worker processes per target (default: its CPUs)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="start Postgres and the targets, print their URLs, wait for Ctrl-C")
+    _targets_args(p)
+    _native_args(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("targets", help="list the known targets")
+    _targets_args(p)
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("verify", help="check every target x test against the TechEmpower contract")
+    _targets_args(p)
+    _native_args(p)
+    p.add_argument("--tests", help="comma-separated tests (default: all)")
+    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for value and query-count checks")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("run", help="verify, then load-test the targets with a scenario")
+    _targets_args(p)
+    _native_args(p)
+    p.add_argument("--scenario", default=os.environ.get("SCENARIO", "smoke"), help="scenario name or YAML file")
+    p.add_argument("--out", default=os.environ.get("BENCHLAB_OUT", "results"), help="results directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
+    p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
+    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", help="write report.html, PNG charts and summary.csv for a run")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="compare two runs, benchstat-style")
+    p.add_argument("run_a", type=Path)
+    p.add_argument("run_b", type=Path)
+    p.add_argument("--fail-above", type=float, metavar="PCT", help="exit 1 on a significant regression above PCT %%")
+    p.add_argument("--csv", type=Path, help="where to write the table as CSV (default: RUN_B/compare.csv)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("calibrate", help="measure the load engine's ceiling against a trivial server")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument("--vs", type=Path, metavar="RUN_DIR", help="a run whose fastest target sets the headroom ratio")
+    p.set_defaults(func=cmd_calibrate)
+    return parser
+
+
+def _selected(args: argparse.Namespace) -> list:
+    from benchlab.targets import load_targets, parse_overrides, split_names
+
+    return load_targets(split_names(args.targets), parse_overrides(args.target))
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not args.native:
+        raise BenchlabError("`benchlab up` starts the lab natively: add --native (or use `docker compose up`)")
+    from benchlab.cpus import RoleCpus
+    from benchlab.harness import NativeLab
+
+    with NativeLab(_selected(args), cpus=RoleCpus.from_env(), workers=args.workers) as lab:
+        for t in lab.targets:
+            print(f"{t.name} {t.url}", flush=True)
+        print(lab.dsn, flush=True)
+        print("ready", flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from benchlab.targets import describe_targets
+
+    print(describe_targets(_selected(args)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from benchlab.runner import verify_command
+
+    return verify_command(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchlab.runner import run_command
+
+    return run_command(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchlab.report import build_report
+
+    print(build_report(args.run_dir))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchlab.comparison import compare_runs
+
+    result = compare_runs(args.run_a, args.run_b, args.fail_above, args.csv)
+    print(result.render_text())
+    return result.exit_code
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from benchlab.runner import calibrate_command
+
+    return calibrate_command(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except BenchlabError as exc:
+        print(f"benchlab: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("benchlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

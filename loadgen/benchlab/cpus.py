@@ -1,0 +1,82 @@
+"""CPU sets per role (targets, database, loadgen): parsed, checked and recorded.
+
+The same ``BENCHLAB_CPUS_*`` variables drive compose's ``cpuset`` and the native harness's
+affinity, so every run records what each role was given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from benchlab.errors import BenchlabError
+
+ROLES = ("targets", "db", "loadgen")
+
+
+def available() -> set[int]:
+    return set(os.sched_getaffinity(0))
+
+
+def parse_cpuset(text: str, what: str = "cpuset") -> set[int]:
+    """``"0-2,5"`` -> ``{0, 1, 2, 5}``; names of CPUs this machine lacks are a user error."""
+    cpus: set[int] = set()
+    try:
+        for part in text.replace(" ", "").split(","):
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi or lo)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            cpus.update(range(first, last + 1))
+    except ValueError:
+        raise BenchlabError(f"{what}: {text!r} is not a cpuset like '0-3' or '0,2'") from None
+    if not cpus:
+        raise BenchlabError(f"{what}: empty cpuset")
+    missing = cpus - available()
+    if missing:
+        raise BenchlabError(
+            f"{what}: {text!r} names CPUs that do not exist or are not ours "
+            f"(available: {format_cpuset(available())})"
+        )
+    return cpus
+
+
+def format_cpuset(cpus: set[int] | list[int]) -> str:
+    """``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
+    out, run = [], []
+    for c in sorted(cpus):
+        if run and c != run[-1] + 1:
+            out.append(_span(run))
+            run = []
+        run.append(c)
+    if run:
+        out.append(_span(run))
+    return ",".join(out)
+
+
+def _span(run: list[int]) -> str:
+    return str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"
+
+
+@dataclass(frozen=True)
+class RoleCpus:
+    """What each role may run on; None means "not pinned" (all CPUs)."""
+
+    targets: set[int] | None = None
+    db: set[int] | None = None
+    loadgen: set[int] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RoleCpus:
+        env = os.environ if env is None else env
+        values = {}
+        for role in ROLES:
+            key = f"BENCHLAB_CPUS_{role.upper()}"
+            values[role] = parse_cpuset(env[key], key) if env.get(key) else None
+        return cls(**values)
+
+    def describe(self) -> dict[str, str]:
+        return {r: format_cpuset(getattr(self, r) or available()) for r in ROLES}

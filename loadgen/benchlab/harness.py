@@ -1,0 +1,174 @@
+"""The native harness: a real Postgres and the real target servers on 127.0.0.1, no Docker.
+
+``benchlab up --native``, ``benchlab run --native`` and the tests all start the lab through
+``NativeLab``, so what the tests prove is what users run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+
+from benchlab.cpus import RoleCpus
+from benchlab.errors import BenchlabError
+from benchlab.postgres import Postgres, check_port_free, start_postgres
+from benchlab.targets import Target
+from benchlab.venvs import service_python
+
+
+def repo_root() -> Path:
+    """The checkout holding ``db/`` and ``services/`` (``BENCHLAB_ROOT`` overrides)."""
+    root = Path(os.environ.get("BENCHLAB_ROOT") or Path(__file__).resolve().parents[2])
+    if not (root / "db").is_dir() or not (root / "services").is_dir():
+        raise BenchlabError(
+            f"native mode needs a benchlab checkout: no db/ and services/ under {root} "
+            "(install with `pip install -e .` from the checkout, or set BENCHLAB_ROOT)"
+        )
+    return root
+
+
+@dataclass
+class RunningTarget:
+    target: Target
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def processes(self) -> list[psutil.Process]:
+        try:
+            main = psutil.Process(self.process.pid)
+            return [main, *main.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def log_tail(self, lines: int = 5) -> str:
+        text = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or "(no output)"
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+class NativeLab:
+    """Postgres plus the selected targets; a context manager that always cleans up."""
+
+    def __init__(
+        self,
+        targets: list[Target],
+        *,
+        cpus: RoleCpus | None = None,
+        workers: int | None = None,
+        db_port: int | None = None,
+        ready_timeout_s: float = 90,
+        log: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.root = repo_root()
+        self.targets = targets
+        self.cpus = cpus or RoleCpus()
+        self.workers = workers
+        self.db_port = db_port
+        self.ready_timeout_s = ready_timeout_s
+        self.log = log
+        self.postgres: Postgres | None = None
+        self.running: dict[str, RunningTarget] = {}
+        self.log_dir = Path(tempfile.mkdtemp(prefix="benchlab-logs-"))
+
+    @property
+    def dsn(self) -> str:
+        assert self.postgres is not None, "lab not started"
+        return self.postgres.dsn
+
+    def start(self) -> NativeLab:
+        for t in self.targets:
+            check_port_free(t.port, t.name)
+        pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
+        self.log("starting PostgreSQL")
+        self.postgres = start_postgres(self.root / "db", port=self.db_port, cpus=self.cpus.db)
+        for t in self.targets:
+            self.running[t.name] = self._spawn(t, pythons[t.service])
+        for t in self.targets:
+            self._wait_ready(self.running[t.name])
+        return self
+
+    def _spawn(self, target: Target, python: str) -> RunningTarget:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.dsn,
+            BENCHLAB_HOST="127.0.0.1",
+            BENCHLAB_PORT=str(target.port),
+            PYTHONUNBUFFERED="1",
+        )
+        if self.workers:
+            env["BENCHLAB_WORKERS"] = str(self.workers)
+        cpus = self.cpus.targets
+        argv = [python if part == "python" else part for part in target.command]
+        log_path = self.log_dir / f"{target.name}.log"
+        self.log(f"starting {target.name}: {' '.join(target.command)}")
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                argv, cwd=self.root / "services" / target.service, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+            )  # fmt: skip
+        return RunningTarget(target, proc, log_path)
+
+    def _wait_ready(self, rt: RunningTarget) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        url = rt.target.url + "/json"
+        while time.monotonic() < deadline:
+            if rt.process.poll() is not None:
+                raise BenchlabError(f"{rt.target.name} exited at start-up: {rt.log_tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise BenchlabError(
+            f"{rt.target.name} did not become ready at {url} within {self.ready_timeout_s:.0f} s: "
+            f"{rt.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM to each server's process group, SIGKILL after a grace period; drop the data."""
+        for rt in self.running.values():
+            _signal_group(rt.process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for rt in self.running.values():
+            try:
+                rt.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(rt.process, signal.SIGKILL)
+                rt.process.wait()
+            _signal_group(rt.process, signal.SIGKILL)  # any straggler left in the group
+        self.running.clear()
+        if self.postgres:
+            self.postgres.stop()
+            self.postgres = None
+
+    def __enter__(self) -> NativeLab:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
