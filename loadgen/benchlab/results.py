@@ -22,19 +22,12 @@ COLUMNS: tuple[str, ...] = (
     "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_p9999_ms",
     "latency_max_ms", "errors_connect", "errors_read", "errors_write", "errors_timeout",
     "errors_status", "dropped", "server_cpu_cores", "server_rss_mb", "db_cpu_cores",
-    "loadgen_cpu_cores", "client_bound", "verification", "started_at", "finished_at",
+    "loadgen_cpu_cores", "client_bound", "verification", "started_at", "finished_at", "step_id",
 )  # fmt: skip
-
-# The columns that identify a step; resume skips a step whose key is already in the CSV.
-STEP_KEY: tuple[str, ...] = ("target", "test", "mode", "concurrency", "pipeline", "queries", "repeat", "offered_rps")
 
 CSV_NAME = "results.csv"
 RUN_JSON = "run.json"
 RAW_DIR = "raw"
-
-
-def step_key(row: Mapping[str, Any]) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in STEP_KEY)
 
 
 class ResultsWriter:
@@ -45,6 +38,7 @@ class ResultsWriter:
         self.path = run_dir / CSV_NAME
         try:
             (run_dir / RAW_DIR).mkdir(parents=True, exist_ok=True)
+            _drop_partial_line(self.path)
             new = not self.path.exists() or self.path.stat().st_size == 0
             self._fh = self.path.open("a", newline="", encoding="utf-8")
         except OSError as exc:
@@ -75,6 +69,15 @@ class ResultsWriter:
         self.close()
 
 
+def _drop_partial_line(path: Path) -> None:
+    """A row cut off by a hard kill (power loss, SIGKILL mid-write) is removed before appending."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -98,11 +101,11 @@ def read_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-def iter_done_keys(run_dir: Path) -> Iterator[tuple[str, ...]]:
-    """Keys of the steps already recorded, for ``--resume``."""
+def iter_done_steps(run_dir: Path) -> Iterator[str]:
+    """``step_id`` of every step already recorded, for ``--resume``."""
     if (run_dir / CSV_NAME).exists():
         for row in read_rows(run_dir):
-            yield step_key(row)
+            yield row["step_id"]
 
 
 def write_run_json(run_dir: Path, meta: Mapping[str, Any]) -> None:

@@ -1,0 +1,116 @@
+"""What a run records about where it ran: host, CPUs per role, versions, limits (``run.json``)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from benchlab import __version__
+from benchlab.cpus import RoleCpus, format_cpuset
+from benchlab.targets import Target
+
+
+def host_info() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "platform": platform.platform(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "hostname": platform.node(),
+    }
+
+
+def git_commit() -> str:
+    """The checkout's commit, or the one baked into an image (``BENCHLAB_GIT_COMMIT``)."""
+    if os.environ.get("BENCHLAB_GIT_COMMIT"):
+        return os.environ["BENCHLAB_GIT_COMMIT"]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unavailable"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
+    """Registry facts plus what the running server says of itself (``/benchlab/info``)."""
+    info: dict[str, Any] = {
+        "url": target.url,
+        "framework": target.framework,
+        "server": target.server,
+        "worker_class": target.worker_class,
+    }
+    try:
+        reported = httpx.get(target.url + "/benchlab/info", timeout=timeout_s).json()
+    except (httpx.HTTPError, ValueError):
+        reported = {}
+    info["workers"] = reported.get("workers")
+    info["cpus"] = format_cpuset(reported["cpus"]) if reported.get("cpus") else None
+    info["python"] = reported.get("python")
+    info["packages"] = reported.get("packages", {})
+    return info
+
+
+def nofile_limit() -> int:
+    """Raises the soft open-file limit to the hard one and returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def run_metadata(
+    *, run_id: str, scenario: dict[str, Any], scenario_name: str, mode: str, cpus: RoleCpus,
+    targets: dict[str, dict[str, Any]], engines: dict[str, str], started_at: str,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "run_id": run_id,
+        "scenario_name": scenario_name,
+        "scenario": scenario,
+        "mode": mode,
+        "status": "running",
+        "started_at": started_at,
+        "finished_at": None,
+        "benchlab_version": __version__,
+        "git_commit": git_commit(),
+        "host": host_info(),
+        "cpus": {
+            **cpus.describe(),
+            "targets_reported": {name: t.get("cpus") for name, t in targets.items()},
+        },
+        "targets": targets,
+        "engines": engines,
+        "nofile_limit": nofile_limit(),
+        "python": platform.python_version(),
+    }

@@ -1,0 +1,409 @@
+"""``benchlab run``: verify each target, then measure every step of a scenario into ``results.csv``.
+
+Order follows TechEmpower: per target and test a primer, an optional warm-up at the highest
+concurrency, then each level with a pause between. Repeats are the outer loop so that slow
+drift on the host spreads over every target instead of favouring one. A step's row is written
+the moment it ends; ``--resume`` skips the steps whose ``step_id`` is already in the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from benchlab import k6, wrk
+from benchlab.cpus import RoleCpus
+from benchlab.errors import BenchlabError
+from benchlab.measurement import Measurement
+from benchlab.metadata import nofile_limit, run_metadata, target_info, tool_version
+from benchlab.progress import Progress
+from benchlab.results import (
+    COLUMNS,
+    RAW_DIR,
+    ResultsWriter,
+    iter_done_steps,
+    read_rows,
+    read_run_json,
+    write_run_json,
+)
+from benchlab.sampling import StepSampler
+from benchlab.scenarios import Scenario, Step, load_scenario
+from benchlab.targets import Target, load_targets, parse_overrides, split_names
+from benchlab.verification import Check, format_checks, verify_targets
+
+SCENARIO_COPY = "scenario.yaml"
+# Descriptors wrk needs beyond one per connection (threads' epoll, pipes, stdio, the binary).
+FD_MARGIN = 64
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def step_id(step: Step) -> str:
+    """A stable name for a step: the resume key and the raw file's name."""
+    level = f"c{step.concurrency}-p{step.pipeline}-q{step.queries if step.queries is not None else '-'}"
+    if step.mode == "open":
+        level += f"-rate{step.rate:g}" if step.rate else f"-frac{step.rate_fraction:g}"
+    return f"r{step.repeat}/{step.target}/{step.test}/{step.mode}/{level}"
+
+
+@dataclass
+class Lab:
+    """Where the targets are and what can be sampled: native (started here) or external."""
+
+    targets: list[Target]
+    dsn: str | None
+    db_processes: Callable[[], list[psutil.Process]] | None
+    mode: str
+
+
+@contextmanager
+def open_lab(args: argparse.Namespace, targets: list[Target], cpus: RoleCpus) -> Iterator[Lab]:
+    if args.native:
+        from benchlab.harness import NativeLab
+
+        with NativeLab(targets, cpus=cpus, workers=args.workers) as native:
+            assert native.postgres is not None
+            yield Lab(targets, native.dsn, native.postgres.processes, "native")
+        return
+    wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", "120")))
+    scan = os.environ.get("BENCHLAB_SAMPLE_DB") == "host"
+    mode = os.environ.get("BENCHLAB_MODE", "external")
+    yield Lab(targets, args.dsn, _host_postgres if scan else None, mode)
+
+
+def _host_postgres() -> list[psutil.Process]:
+    """Postgres processes visible in our PID namespace (compose gives the loadgen the host's)."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+
+
+def wait_ready(targets: list[Target], timeout_s: float) -> None:
+    """Bounded wait until each target answers ``/json``; a dead one is a clear error."""
+    deadline = time.monotonic() + timeout_s
+    for t in targets:
+        while True:
+            try:
+                if httpx.get(t.url + "/json", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchlabError(
+                    f"target {t.name} at {t.url} did not become ready within {timeout_s:.0f} s"
+                )
+            time.sleep(0.5)
+
+
+def alive(target: Target) -> bool:
+    try:
+        return httpx.get(target.url + "/json", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass
+class Runner:
+    """Runs the planned steps of one run directory."""
+
+    run_dir: Path
+    run_id: str
+    scenario: Scenario
+    lab: Lab
+    steps: list[Step]
+    progress: Progress
+    done: set[str] = field(default_factory=set)
+    peaks: dict[tuple[str, str], float] = field(default_factory=dict)
+    target_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def execute(self) -> None:
+        by_name = {t.name: t for t in self.lab.targets}
+        pending_targets = [t for t in self.lab.targets if any(
+            s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
+        tests = sorted({s.test for s in self.steps})
+        self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
+        checks = {(c.target, c.test): c for c in verify_targets(pending_targets, tests, self.lab.dsn)}
+        self.progress.message(format_checks(list(checks.values())))
+        with ResultsWriter(self.run_dir) as writer:
+            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.target, s.test))
+            for (_, target_name, test), group in blocks:
+                pending = [s for s in group if step_id(s) not in self.done]
+                if pending:
+                    check = checks.get((target_name, test))
+                    self._run_group(writer, by_name[target_name], test, pending, check)
+
+    def _run_group(
+        self, writer: ResultsWriter, target: Target, test: str, steps: list[Step], check: Check | None
+    ) -> None:
+        verdict = _verdict(check)
+        if verdict.startswith("fail"):
+            for s in steps:
+                self._write(writer, target, s, None, None, verdict, now())
+            return
+        if not alive(target):
+            for s in steps:
+                self._write(writer, target, s, None, None, "error: target not responding", now())
+            return
+        closed = [s for s in steps if s.mode == "closed"]
+        if closed:
+            self._prime(target, closed)
+        for s in steps:
+            self._measure(writer, target, s, verdict)
+
+    def _prime(self, target: Target, closed: list[Step]) -> None:
+        """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
+        first = closed[0]
+        url = target.url + first.url_path()
+        raw = self.run_dir / RAW_DIR / _raw_name(step_id(first), "primer")
+        p = self.scenario.primer
+        self.progress.live(f"{target.name} {first.test}: primer {p.duration_s:g} s")
+        try:
+            wrk.run_wrk(url, connections=p.connections, duration_s=p.duration_s,
+                        threads=wrk.threads_for(p.connections), raw_path=raw)  # fmt: skip
+            warmup = self.scenario.warmup_duration_s
+            if warmup:
+                top = max(closed, key=lambda s: s.concurrency)
+                self.progress.live(f"{target.name} {first.test}: warm-up {warmup:g} s at {top.concurrency}")
+                wrk.run_wrk(
+                    target.url + top.url_path(), connections=top.concurrency, duration_s=warmup,
+                    threads=wrk.threads_for(top.concurrency), pipeline=top.pipeline,
+                    raw_path=self.run_dir / RAW_DIR / _raw_name(step_id(top), "warmup"),
+                )  # fmt: skip
+        except BenchlabError as exc:
+            self.progress.message(f"{target.name} {first.test}: primer failed: {exc}")
+
+    def _measure(self, writer: ResultsWriter, target: Target, step: Step, verdict: str) -> None:
+        sid = step_id(step)
+        raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
+        url = target.url + step.url_path()
+        started = now()
+        time.sleep(self.scenario.pause_s)
+        if step.mode == "open":
+            peak = self.peaks.get((target.name, step.test))
+            rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
+            if not rate:
+                why = "skipped: no closed-loop peak to scale the rate from"
+                self._write(writer, target, step, None, None, why, started)
+                return
+            label = f"{rate:.0f} req/s offered"
+        else:
+            label = f"c={step.concurrency}" + (f" pipeline={step.pipeline}" if step.pipeline > 1 else "")
+        q = f" q={step.queries}" if step.queries is not None else ""
+        self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
+        sampler = StepSampler(target.url, db_processes=self.lab.db_processes)
+        try:
+            with sampler:
+                if step.mode == "open":
+                    vus = max(step.concurrency, 1)
+                    m = k6.run_k6(url, rate=rate, duration_s=step.duration_s, pre_allocated_vus=vus,
+                                  max_vus=vus * 4, raw_path=raw)  # fmt: skip
+                else:
+                    m = wrk.run_wrk(url, connections=step.concurrency, duration_s=step.duration_s,
+                                    threads=wrk.threads_for(step.concurrency), pipeline=step.pipeline,
+                                    timeout_s=self.scenario.timeout_s, raw_path=raw)  # fmt: skip
+        except BenchlabError as exc:
+            self._write(writer, target, step, None, sampler.result, f"error: {exc}", started)
+            return
+        if step.mode == "closed" and not _has_errors(m):
+            key = (target.name, step.test)
+            self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
+        self._write(writer, target, step, m, sampler.result, verdict, started)
+        self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s")
+
+    def _write(self, writer: ResultsWriter, target: Target, step: Step, m: Measurement | None,
+               samples: Any, verdict: str, started: str) -> None:  # fmt: skip
+        meta = self.target_meta.get(target.name, {})
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update(
+            run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
+            workers=meta.get("workers"), test=step.test, mode=step.mode, concurrency=step.concurrency,
+            pipeline=step.pipeline, queries=step.queries, repeat=step.repeat,
+            verification=verdict, started_at=started, finished_at=now(), step_id=step_id(step),
+        )  # fmt: skip
+        if m is not None:
+            row.update(m.row())
+        if samples is not None:
+            row.update(
+                server_cpu_cores=samples.server_cpu_cores, server_rss_mb=samples.server_rss_mb,
+                db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
+                client_bound=samples.client_bound,
+            )  # fmt: skip
+        writer.write(row)
+        self.done.add(step_id(step))
+        if m is None:
+            self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {verdict}")
+
+
+def _has_errors(m: Measurement) -> bool:
+    return m.socket_errors + m.errors_status > 0
+
+
+def _verdict(check: Check | None) -> str:
+    if check is None:
+        return "pass"
+    if check.status == "pass":
+        return "pass"
+    return f"{check.status}: {'; '.join(check.reasons)}"[:500]
+
+
+def _raw_name(sid: str, kind: str) -> str:
+    return f"{sid.replace('/', '__')}.{kind}.txt"
+
+
+def _peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
+    """Closed-loop peaks already measured (a resumed run scales open-loop rates from them)."""
+    peaks: dict[tuple[str, str], float] = {}
+    if not (run_dir / "results.csv").exists():
+        return peaks
+    for row in read_rows(run_dir):
+        ok = row["mode"] == "closed" and row["rps"] and row["verification"].startswith(("pass", "warn"))
+        errors = sum(int(row[f"errors_{k}"] or 0) for k in ("connect", "read", "write", "timeout", "status"))
+        if ok and not errors:
+            key = (row["target"], row["test"])
+            peaks[key] = max(peaks.get(key, 0.0), float(row["rps"]))
+    return peaks
+
+
+def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, str]:
+    """Tools present and the open-file limit high enough, before anything starts."""
+    engines = {"wrk": tool_version([wrk.find_wrk(), "-v"])}
+    if needs_k6:
+        engines["k6"] = tool_version([k6.find_k6(), "version"])
+    limit = nofile_limit()
+    top = max((s.concurrency for s in steps if s.mode == "closed"), default=0)
+    if top + FD_MARGIN > limit:
+        raise BenchlabError(
+            f"concurrency {top} needs about {top + FD_MARGIN} open files but the limit is {limit}: "
+            "raise it (`ulimit -n`, or BENCHLAB_NOFILE for compose) or lower the scenario's levels"
+        )
+    return engines
+
+
+def _new_run_dir(out: Path, scenario_name: str) -> tuple[Path, str]:
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{scenario_name}"
+    run_dir = out / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        run_id += f"-{os.getpid()}"
+        run_dir = out / run_id
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise BenchlabError(f"cannot create the results directory {out}: {exc.strerror}") from exc
+    if not os.access(run_dir, os.W_OK):
+        raise BenchlabError(f"cannot write to the results directory {run_dir}")
+    return run_dir, run_id
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The ``benchlab run`` command; returns the exit code (0: every step measured)."""
+    cpus = RoleCpus.from_env()
+    if args.resume:
+        run_dir = Path(args.resume)
+        meta = read_run_json(run_dir)
+        run_id = meta["run_id"]
+        scenario = load_scenario(str(run_dir / SCENARIO_COPY))
+        names = list(meta["targets"])
+    else:
+        scenario = load_scenario(args.scenario)
+        names = split_names(args.targets) or scenario.target_names()
+    targets = load_targets(names, parse_overrides(args.target))
+    steps = scenario.plan(targets)
+    tests = split_names(args.tests)
+    if tests:
+        steps = [s for s in steps if s.test in tests]
+        if not steps:
+            raise BenchlabError(f"no steps left: the scenario has no test among {', '.join(tests)}")
+    engines = check_limits(steps, any(s.mode == "open" for s in steps))
+    if not args.resume:
+        run_dir, run_id = _new_run_dir(Path(args.out), scenario.name)
+        (run_dir / SCENARIO_COPY).write_text(scenario.to_yaml())
+    progress = Progress(total=len(steps))
+    progress.message(f"run {run_id}: scenario {scenario.name}, {len(steps)} steps -> {run_dir}")
+    progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
+    status = "interrupted"
+    meta = {}
+    try:
+        with open_lab(args, targets, cpus) as lab:
+            if cpus.loadgen:
+                os.sched_setaffinity(0, cpus.loadgen)
+            target_meta = {t.name: target_info(t) for t in targets}
+            if args.resume:
+                meta = read_run_json(run_dir)
+                meta.setdefault("resumed_at", []).append(now())
+            else:
+                meta = run_metadata(
+                    run_id=run_id, scenario=scenario.to_dict(), scenario_name=scenario.name,
+                    mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, started_at=now(),
+                )  # fmt: skip
+            write_run_json(run_dir, meta)
+            runner = Runner(
+                run_dir=run_dir, run_id=run_id, scenario=scenario, lab=lab, steps=steps, progress=progress,
+                done=set(iter_done_steps(run_dir)), peaks=_peaks_from(run_dir), target_meta=target_meta,
+            )  # fmt: skip
+            progress.advance(len(runner.done & {step_id(s) for s in steps}))
+            with progress:
+                runner.execute()
+            status = "complete"
+    finally:
+        if meta:
+            meta.update(status=status, finished_at=now())
+            write_run_json(run_dir, meta)
+    progress.message(f"results: {run_dir / 'results.csv'}")
+    if not args.no_report:
+        _report(run_dir, progress)
+    rows = read_rows(run_dir)
+    failed = [r for r in rows if not r["verification"].startswith(("pass", "warn"))]
+    if failed:
+        progress.message(f"{len(failed)} of {len(rows)} steps not measured: see the verification column")
+    return 1 if failed else 0
+
+
+def _report(run_dir: Path, progress: Progress) -> None:
+    try:
+        from benchlab.report import build_report
+    except ImportError:  # reports are optional to a run
+        return
+    try:
+        progress.message(f"report: {build_report(run_dir)}")
+    except BenchlabError as exc:
+        progress.message(f"no report: {exc}")
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    targets = load_targets(split_names(args.targets), parse_overrides(args.target))
+    tests = split_names(args.tests) or None
+    lab_cm = open_lab(args, targets, RoleCpus.from_env()) if args.native else nullcontext(None)
+    with lab_cm as lab:
+        if lab is None:
+            wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", "30")))
+        dsn = lab.dsn if lab else args.dsn
+        checks = verify_targets(targets, tests, dsn)
+    print(format_checks(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    from benchlab.calibrate import format_calibration, run_calibration
+
+    targets_rps = None
+    if args.vs:
+        targets_rps = {}
+        for row in read_rows(args.vs):
+            if row["rps"] and row["mode"] == "closed" and row["test"] in ("json", "plaintext"):
+                key = f"{row['target']} {row['test']}"
+                targets_rps[key] = max(targets_rps.get(key, 0.0), float(row["rps"]))
+    result = run_calibration(targets_rps, duration_s=args.duration)
+    print(format_calibration(result))
+    return 0
