@@ -1,0 +1,208 @@
+"""The seven TechEmpower tests on Flask 3, served by gunicorn's gevent worker.
+
+Gunicorn imports this module in each worker after gevent has monkey-patched it
+(``preload_app`` stays off, see gunicorn_conf.py): psycopg chooses its wait function at
+import, and only then does it choose the one that yields to other greenlets while a query
+runs. Settings come from gunicorn_conf.py, the service's one reader of the env contract.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from operator import itemgetter
+from pathlib import Path
+from random import randint, sample
+
+import gunicorn_conf as settings
+import orjson
+import psutil
+from flask import Flask, Response, render_template, request
+from psycopg import Connection, InterfaceError, OperationalError
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+MAX_QUERIES = 500
+WORLD_IDS = range(1, 10_001)
+EXTRA_FORTUNE = (0, "Additional fortune added at request time.")
+
+READ_WORLD = "SELECT id, randomnumber FROM world WHERE id = %s"
+READ_ALL_WORLDS = "SELECT id, randomnumber FROM world"
+READ_FORTUNES = "SELECT id, message FROM fortune"
+# Driven by the (sorted) id array in a nested loop, so rows lock in id order: no deadlocks.
+WRITE_WORLDS = (
+    "UPDATE world SET randomnumber = v.r FROM unnest(%s::int[], %s::int[]) AS v(id, r) "
+    "WHERE world.id = v.id"
+)
+
+# A healthy database gets time to drain a queue of requests under full load; one that has
+# just failed gets a short wait, so requests fail fast (503) until a query succeeds again.
+POOL_WAIT_S = 10.0
+DOWN_WAIT_S = 1.0
+DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
+UNAVAILABLE = orjson.dumps({"error": "database unavailable"})
+
+POOL = ConnectionPool(
+    settings.DATABASE_URL,
+    min_size=settings.DB_POOL_SIZE,
+    max_size=settings.DB_POOL_SIZE,
+    kwargs={"autocommit": True, "connect_timeout": 2},
+    reconnect_timeout=2.0,  # give up a failed reconnect soon; the next request grows the pool again
+    name="flask",
+    open=False,
+)
+POOL.open(wait=False)  # the worker starts (and answers 503s) even while the database is down
+
+app = Flask(__name__)
+_db_healthy = False  # until the first success, a database that may be down gets the short wait
+_world_cache: dict[int, dict[str, int]] = {}
+
+
+@contextmanager
+def database() -> Iterator[Connection]:
+    """A pooled connection; records whether the database is answering to bound later waits."""
+    global _db_healthy
+    try:
+        with POOL.connection(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S) as conn:
+            yield conn
+    except DB_ERRORS:
+        _db_healthy = False
+        raise
+    _db_healthy = True
+
+
+def query_count(name: str) -> int:
+    """TFB's rule: missing, empty, non-integer or < 1 gives 1; > 500 gives 500."""
+    try:
+        n = int(request.args.get(name, ""))
+    except ValueError:
+        return 1
+    return 1 if n < 1 else min(n, MAX_QUERIES)
+
+
+def json_response(body: object) -> Response:
+    return Response(orjson.dumps(body), content_type="application/json")
+
+
+def database_unavailable(_exc: Exception) -> Response:
+    return Response(UNAVAILABLE, status=503, content_type="application/json")
+
+
+for _error in DB_ERRORS:
+    app.register_error_handler(_error, database_unavailable)
+
+
+@app.get("/json")
+def json_test() -> Response:
+    return json_response({"message": "Hello, World!"})
+
+
+@app.get("/plaintext")
+def plaintext() -> Response:
+    return Response(b"Hello, World!", content_type="text/plain")
+
+
+@app.get("/db")
+def single_query() -> Response:
+    with database() as conn:
+        row = conn.execute(READ_WORLD, (randint(1, 10_000),)).fetchone()
+    return json_response({"id": row[0], "randomNumber": row[1]})
+
+
+def read_worlds(conn: Connection, ids: list[int]) -> list[tuple[int, int]]:
+    """One round trip per row, as the test demands."""
+    cur = conn.cursor()
+    rows = []
+    for world_id in ids:
+        cur.execute(READ_WORLD, (world_id,))
+        rows.append(cur.fetchone())
+    return rows
+
+
+@app.get("/queries")
+def multiple_queries() -> Response:
+    n = query_count("queries")
+    with database() as conn:
+        rows = read_worlds(conn, [randint(1, 10_000) for _ in range(n)])
+    return json_response([{"id": i, "randomNumber": r} for i, r in rows])
+
+
+@app.get("/updates")
+def updates() -> Response:
+    # Distinct ids (one value per row in the bulk UPDATE), sorted for the lock order.
+    ids = sorted(sample(WORLD_IDS, query_count("queries")))
+    numbers = [randint(1, 10_000) for _ in ids]
+    with database() as conn:
+        read_worlds(conn, ids)
+        conn.execute(WRITE_WORLDS, (ids, numbers))
+    return json_response([{"id": i, "randomNumber": r} for i, r in zip(ids, numbers, strict=True)])
+
+
+@app.get("/fortunes")
+def fortunes() -> str:
+    with database() as conn:
+        rows = conn.execute(READ_FORTUNES).fetchall()
+    rows.append(EXTRA_FORTUNE)
+    rows.sort(key=itemgetter(1))
+    return render_template("fortunes.html", fortunes=rows)
+
+
+def world_cache() -> dict[int, dict[str, int]]:
+    """This worker's copy of every world row, by id, loaded on first use."""
+    if not _world_cache:
+        with database() as conn:
+            rows = conn.execute(READ_ALL_WORLDS).fetchall()
+        _world_cache.update((i, {"id": i, "randomNumber": r}) for i, r in rows)
+    return _world_cache
+
+
+@app.get("/cached-queries")
+def cached_queries() -> Response:
+    cache = world_cache()
+    return json_response([cache[randint(1, 10_000)] for _ in range(query_count("count"))])
+
+
+def _requirements() -> list[str]:
+    """Distribution names pinned in requirements.txt, extras dropped."""
+    lines = (Path(__file__).with_name("requirements.txt")).read_text().splitlines()
+    return [re.split(r"[\[=<>~! ]", ln.strip(), maxsplit=1)[0] for ln in lines if ln.strip()[:1].isalnum()]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+PACKAGES = {dist: _version(dist) for dist in _requirements()}
+MASTER_PID = int(os.environ.get("BENCHLAB_MASTER_PID") or os.getppid())
+
+
+@app.get("/benchlab/info")
+def benchlab_info() -> Response:
+    """What ran and what it costs, so the loadgen need not see the server's processes."""
+    master = psutil.Process(MASTER_PID)
+    cpu = rss = 0.0
+    for proc in [master, *master.children(recursive=True)]:
+        try:
+            with proc.oneshot():
+                times = proc.cpu_times()
+                cpu += times.user + times.system
+                rss += proc.memory_info().rss
+        except psutil.Error:
+            continue  # a process that ended between listing and sampling
+    return json_response(
+        {
+            "target_pid": MASTER_PID,
+            "workers": settings.WORKERS,
+            "cpus": sorted(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "packages": PACKAGES,
+            "cpu_seconds": round(cpu, 3),
+            "rss_mb": round(rss / 2**20, 1),
+        }
+    )
