@@ -91,6 +91,7 @@ def _wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
+    print("stopping", file=sys.stderr, flush=True)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -148,9 +149,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return calibrate_command(args)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (docker stop, kill) unwinds like Ctrl-C, so servers stop and results are kept."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return func(args)
     except BenchlabError as exc:
