@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +25,49 @@ def lab() -> Iterator[NativeLab]:
 def target(request: pytest.FixtureRequest, lab: NativeLab) -> Target:
     """Each target in turn, running in the session's lab."""
     return lab.running[request.param].target
+
+
+def run_benchlab(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """The real ``benchlab`` command as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "benchlab.cli", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def only_run_dir(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+# Ports for a native run started while the session lab holds the default ones.
+NATIVE_RUN_PORTS = {
+    "BENCHLAB_PORT_FLASK_GUNICORN_GEVENT": "18081",
+    "BENCHLAB_PORT_FASTAPI_UVICORN": "18082",
+    "BENCHLAB_PORT_FASTAPI_HYPERCORN": "18083",
+}
+
+
+@pytest.fixture(scope="session")
+def smoke_native(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`benchlab run --native --scenario smoke`: its own Postgres and targets, as a new user runs it."""
+    out = tmp_path_factory.mktemp("smoke-native")
+    proc = run_benchlab("run", "--native", "--scenario", "smoke", "--out", str(out), env=NATIVE_RUN_PORTS)
+    return only_run_dir(out), proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_native: tuple[Path, subprocess.CompletedProcess[str]]) -> Path:
+    """A real run directory of the smoke scenario."""
+    return smoke_native[0]
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(smoke_run: Path, lab: NativeLab, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two real smoke runs: the native one, and one against the session's lab (external mode)."""
+    out = tmp_path_factory.mktemp("smoke-external")
+    proc = run_benchlab("run", "--scenario", "smoke", "--dsn", lab.dsn, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return smoke_run, only_run_dir(out)
