@@ -23,6 +23,7 @@ import httpx
 import psutil
 
 from benchlab import k6, wrk
+from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement
@@ -290,20 +291,35 @@ def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, str]:
     return engines
 
 
-def _new_run_dir(out: Path, scenario_name: str) -> tuple[Path, str]:
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{scenario_name}"
-    run_dir = out / run_id
+def _check_out_dir(out: Path) -> None:
+    """Fail before anything starts when results could not be written."""
     try:
-        run_dir.mkdir(parents=True, exist_ok=False)
-    except FileExistsError:
-        run_id += f"-{os.getpid()}"
-        run_dir = out / run_id
-        run_dir.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchlabError(f"cannot create the results directory {out}: {exc.strerror}") from exc
-    if not os.access(run_dir, os.W_OK):
-        raise BenchlabError(f"cannot write to the results directory {run_dir}")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BenchlabError(f"cannot write to the results directory {out}")
+
+
+def _new_run_dir(out: Path, scenario: Scenario) -> tuple[Path, str]:
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{scenario.name}"
+    run_dir = out / run_id
+    if run_dir.exists():
+        run_id += f"-{os.getpid()}"
+        run_dir = out / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / SCENARIO_COPY).write_text(scenario.to_yaml())
     return run_dir, run_id
+
+
+def _select_tests(steps: list[Step], wanted: list[str]) -> list[Step]:
+    unknown = [t for t in wanted if t not in TESTS]
+    if unknown:
+        raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
+    kept = [s for s in steps if s.test in wanted] if wanted else steps
+    if not kept:
+        raise BenchlabError(f"the scenario has no steps for {', '.join(wanted)}")
+    return kept
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -318,35 +334,30 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         scenario = load_scenario(args.scenario)
         names = split_names(args.targets) or scenario.target_names()
+        meta = {}
     targets = load_targets(names, parse_overrides(args.target))
-    steps = scenario.plan(targets)
-    tests = split_names(args.tests)
-    if tests:
-        steps = [s for s in steps if s.test in tests]
-        if not steps:
-            raise BenchlabError(f"no steps left: the scenario has no test among {', '.join(tests)}")
+    steps = _select_tests(scenario.plan(targets), split_names(args.tests))
     engines = check_limits(steps, any(s.mode == "open" for s in steps))
     if not args.resume:
-        run_dir, run_id = _new_run_dir(Path(args.out), scenario.name)
-        (run_dir / SCENARIO_COPY).write_text(scenario.to_yaml())
+        _check_out_dir(Path(args.out))
     progress = Progress(total=len(steps))
-    progress.message(f"run {run_id}: scenario {scenario.name}, {len(steps)} steps -> {run_dir}")
+    progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
     progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
     status = "interrupted"
-    meta = {}
     try:
         with open_lab(args, targets, cpus) as lab:
             if cpus.loadgen:
                 os.sched_setaffinity(0, cpus.loadgen)
             target_meta = {t.name: target_info(t) for t in targets}
             if args.resume:
-                meta = read_run_json(run_dir)
                 meta.setdefault("resumed_at", []).append(now())
             else:
+                run_dir, run_id = _new_run_dir(Path(args.out), scenario)
                 meta = run_metadata(
                     run_id=run_id, scenario=scenario.to_dict(), scenario_name=scenario.name,
                     mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, started_at=now(),
                 )  # fmt: skip
+            progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
                 run_dir=run_dir, run_id=run_id, scenario=scenario, lab=lab, steps=steps, progress=progress,

@@ -1,0 +1,179 @@
+"""`benchlab run` end to end: the smoke scenario against the real targets, checked row by row."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import run_benchlab
+
+from benchlab.contract import TESTS
+from benchlab.harness import NativeLab
+from benchlab.results import COLUMNS
+from benchlab.targets import load_targets
+
+PERCENTILES = ("p50", "p75", "p90", "p99", "p999", "p9999", "max")
+
+
+def read_csv(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "results.csv").open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def assert_healthy_rows(rows: list[dict[str, str]], targets: list[str], tests: tuple[str, ...]) -> None:
+    seen = {(r["target"], r["test"]) for r in rows}
+    assert seen == {(t, x) for t in targets for x in tests}
+    for r in rows:
+        where = f"{r['target']} {r['test']} {r['step_id']}"
+        assert r["verification"] == "pass", where
+        assert float(r["rps"]) > 0, where
+        assert int(r["requests"]) > 0, where
+        for kind in ("connect", "read", "write", "timeout", "status"):
+            assert int(r[f"errors_{kind}"]) == 0, f"{where}: errors_{kind}={r[f'errors_{kind}']}"
+        lat = [float(r[f"latency_{p}_ms"]) for p in PERCENTILES]
+        assert lat == sorted(lat) and lat[0] > 0, f"{where}: percentiles not ordered {lat}"
+        assert float(r["duration_s"]) > 0
+        assert r["client_bound"] in ("true", "false")
+        assert r["server_cpu_cores"] != "" and float(r["server_cpu_cores"]) >= 0, where
+        assert float(r["server_rss_mb"]) > 0, where
+        assert r["loadgen_cpu_cores"] != ""
+        assert r["started_at"] <= r["finished_at"]
+
+
+def test_smoke_native_run_measures_every_target_and_test(smoke_native: tuple[Path, subprocess.CompletedProcess[str]]):
+    run_dir, proc = smoke_native
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(run_dir)
+    assert_healthy_rows(rows, [t.name for t in load_targets()], TESTS)
+    assert len({r["step_id"] for r in rows}) == len(rows)
+    # the database really worked during db steps: its CPU was visible natively
+    db_rows = [r for r in rows if r["test"] in ("db", "updates")]
+    assert all(r["db_cpu_cores"] != "" for r in db_rows)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["mode"] == "native"
+    assert meta["scenario_name"] == "smoke"
+    for name, info in meta["targets"].items():
+        assert info["workers"] >= 1, name
+        assert info["python"], name
+        assert info["packages"], name
+    assert meta["engines"]["wrk"] != "unavailable"
+    assert meta["host"]["cores"] >= 1
+    assert (run_dir / "raw").is_dir() and any((run_dir / "raw").iterdir())
+
+
+def test_smoke_fits_its_time_budget(smoke_native: tuple[Path, subprocess.CompletedProcess[str]]):
+    """The smoke scenario's measuring part stays within 90 s on this machine."""
+    rows = read_csv(smoke_native[0])
+    from datetime import datetime
+
+    first = min(datetime.fromisoformat(r["started_at"]) for r in rows)
+    last = max(datetime.fromisoformat(r["finished_at"]) for r in rows)
+    assert (last - first).total_seconds() <= 120
+
+
+def test_external_run_against_running_lab(smoke_runs: tuple[Path, Path]):
+    rows = read_csv(smoke_runs[1])
+    assert_healthy_rows(rows, [t.name for t in load_targets()], TESTS)
+
+
+def _rows_in(run_dir: Path) -> int:
+    path = run_dir / "results.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def test_killed_run_leaves_valid_csv_and_resumes(lab: NativeLab, tmp_path: Path):
+    """SIGKILL mid-run keeps the finished rows; --resume completes it without redoing them."""
+    args = ["run", "--scenario", "smoke", "--targets", "fastapi-uvicorn", "--tests", "json,db,queries,fortunes",
+            "--dsn", lab.dsn, "--out", str(tmp_path), "--no-report"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "benchlab.cli", *args], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    run_dir = None
+    while time.monotonic() < deadline:
+        dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
+        if dirs and _rows_in(dirs[0]) >= 2:
+            run_dir = dirs[0]
+            break
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert run_dir is not None, "the run never wrote two rows"
+    before = read_csv(run_dir)
+    assert 2 <= len(before) < 4
+    resumed = run_benchlab("run", "--resume", str(run_dir), "--dsn", lab.dsn, "--no-report")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = read_csv(run_dir)
+    assert after[: len(before)] == before  # finished steps untouched
+    assert len(after) == 4 and len({r["step_id"] for r in after}) == 4
+    assert_healthy_rows(after, ["fastapi-uvicorn"], ("json", "db", "queries", "fortunes"))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--targets", "nope"], "unknown target 'nope'"),
+        (["run", "--tests", "nope"], "unknown test 'nope'"),
+        (["run", "--scenario", "no-such-scenario"], "no-such-scenario"),
+        (["verify", "--target", "fastapi-uvicorn=not-a-url"], "NAME=http"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path):
+    proc = run_benchlab(*args, "--out", str(tmp_path)) if args[0] == "run" else run_benchlab(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_malformed_scenario_names_file_and_key(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nduration_s: 3\ntests:\n  json:\n    concurrency: [x]\n  nonsense: {}\n")
+    proc = run_benchlab("run", "--scenario", str(bad), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "bad.yaml" in proc.stderr
+
+
+def test_concurrency_above_open_file_limit_is_refused(tmp_path: Path):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    scenario = tmp_path / "huge.yaml"
+    scenario.write_text(
+        "name: huge\ndescription: too many connections\nduration_s: 1\n"
+        f"tests:\n  json:\n    concurrency: [{hard + 1}]\n"
+    )
+    proc = run_benchlab("run", "--scenario", str(scenario), "--out", str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "open files" in proc.stderr and str(hard) in proc.stderr
+
+
+def test_missing_wrk_says_how_to_install(tmp_path: Path):
+    env = {"PATH": str(Path(sys.executable).parent)}
+    proc = run_benchlab("run", "--scenario", "smoke", "--out", str(tmp_path), env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "wrk" in proc.stderr and "apt-get install wrk" in proc.stderr
+
+
+def test_target_that_never_becomes_ready(tmp_path: Path):
+    env = {"BENCHLAB_READY_TIMEOUT": "2"}
+    proc = run_benchlab("run", "--scenario", "smoke", "--target", "fastapi-uvicorn=http://127.0.0.1:9",
+                        "--targets", "fastapi-uvicorn", "--out", str(tmp_path), env=env)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "did not become ready" in proc.stderr
+
+
+def test_unwritable_output_directory(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = run_benchlab("run", "--scenario", "smoke", "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "results directory" in proc.stderr
