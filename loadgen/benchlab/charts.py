@@ -1,0 +1,409 @@
+"""The report's charts, each drawn once and written twice: inline SVG for the HTML, PNG beside it.
+
+Every chart names its axis units and carries a footer with the hardware and cpusets, so a
+PNG lifted out of the report still says what it measured. Figures from client-bound steps
+or steps with errors are drawn with a red ring or hatch and a warning sign in the legend.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import textwrap
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from benchlab.rundata import (
+    PERCENTILES,
+    Point,
+    Run,
+    cpu_list,
+    cpusets,
+    level_value,
+    lookup,
+    show,
+    target_order,
+    x_dimension,
+)  # fmt: skip
+
+WARN = "⚠"
+FLAG_COLOUR = "#d62728"
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+AXIS_LABELS = {
+    "concurrency": "concurrent connections",
+    "queries": "queries per request",
+    "offered_rps": "offered rate (requests/s)",
+}
+RC = {
+    "svg.fonttype": "none",  # text stays text: smaller, selectable, testable
+    "svg.hashsalt": "benchlab",  # deterministic ids; made unique per chart below
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+WIDTH_IN, HEIGHT_IN, PNG_DPI = 8.0, 4.4, 120
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One drawn chart: where its PNG is, its inline SVG, and whether it shows flagged figures."""
+
+    name: str
+    title: str
+    svg: str
+    png: Path
+    flagged: bool
+
+
+def context_line(meta: Mapping[str, Any]) -> str:
+    """Hardware and cpusets in one line for chart footers: what a reader needs to judge a number."""
+    host = (
+        f"{show(lookup(meta, 'host', 'cpu_model'))}, {show(lookup(meta, 'host', 'cores'))} cores, "
+        f"{show(lookup(meta, 'host', 'memory_gb'))} GB, kernel {show(lookup(meta, 'host', 'kernel'))}, "
+        f"mode {show(meta.get('mode'))}"
+    )
+    sets = "; ".join(f"{role} {cpus}" for role, cpus in cpusets(meta))
+    return f"host: {host} | cpusets: {sets} | run {show(meta.get('run_id'))}"
+
+
+def colour(target: str) -> str:
+    order = target_order()
+    idx = order.index(target) if target in order else len(order) + sum(map(ord, target))
+    return PALETTE[idx % len(PALETTE)]
+
+
+def marker(target: str) -> str:
+    order = target_order()
+    idx = order.index(target) if target in order else sum(map(ord, target))
+    return MARKERS[idx % len(MARKERS)]
+
+
+def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
+    """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
+    footer = context_line(run.meta)
+    sections: dict[str, list[Chart]] = {}
+    with matplotlib.rc_context(RC):
+        for test in run.tests:
+            drawn = (_peak(run, test), _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
+            sections[test] = [_save(c, footer, out_dir) for c in drawn if c is not None]
+        resources = _resources(run)
+        if resources is not None:
+            sections["resources"] = [_save(resources, footer, out_dir)]
+    return sections
+
+
+@dataclass
+class _Drawn:
+    name: str
+    title: str
+    fig: Figure
+    flagged: bool
+
+
+def _figure(ncols: int = 1) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(WIDTH_IN * (1 if ncols == 1 else 1.15), HEIGHT_IN), layout="constrained")
+    # Leave a band at the bottom for the footer; constrained layout keeps axes out of it.
+    fig.get_layout_engine().set(rect=(0, 0.075, 1, 0.925))
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _flag_legend(flagged: bool) -> list[Any]:
+    if not flagged:
+        return []
+    return [
+        Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
+               markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
+               label=f"{WARN} client-bound, errors or drops: do not quote"),
+    ]  # fmt: skip
+
+
+def _ring(ax: Any, x: float, y: float) -> None:
+    ax.plot([x], [y], linestyle="none", marker="o", markersize=13, markerfacecolor="none",
+            markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6, zorder=5)  # fmt: skip
+
+
+def _primary_mode(run: Run, test: str) -> str | None:
+    modes = run.modes(test)
+    return "closed" if "closed" in modes else (modes[0] if modes else None)
+
+
+def _peak(run: Run, test: str) -> _Drawn | None:
+    mode = _primary_mode(run, test)
+    if mode is None:
+        return None
+    peaks = [(t, p) for t in run.targets if (p := run.peak(t, test, mode)) is not None]
+    if not peaks:
+        return None
+    fig, (ax,) = _figure()
+    flagged = False
+    names = [t for t, _ in peaks][::-1]
+    for i, (target, point) in enumerate(reversed(peaks)):
+        samples = point.rps_samples
+        bad = bool(point.flags)
+        flagged |= bad
+        ax.barh(
+            i, point.rps, color=colour(target), height=0.6,
+            xerr=[[point.rps - min(samples)], [max(samples) - point.rps]], capsize=4,
+            hatch="xx" if bad else None, edgecolor=FLAG_COLOUR if bad else colour(target),
+            linewidth=1.5 if bad else 0,
+        )  # fmt: skip
+        note = f"{point.rps:,.0f} rps at {point.label}, n={len(samples)}"
+        if bad:
+            note += f"  {WARN} {', '.join(point.flags)}"
+        ax.text(max(samples) * 1.02, i, note, va="center", fontsize=8, color=FLAG_COLOUR if bad else "black")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("throughput at peak (requests/s); bar = median of repeats, whisker = min..max")
+    ax.set_xlim(0, max(max(p.rps_samples) for _, p in peaks) * 1.9)
+    ax.grid(axis="y", visible=False)
+    title = f"{test}: peak throughput by target ({mode} loop)"
+    ax.set_title(title)
+    handles = _flag_legend(flagged)
+    if handles:
+        ax.legend(handles=[Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
+                                 label=handles[0].get_label())], loc="lower right", fontsize=8)  # fmt: skip
+    return _Drawn(f"peak-{test}", title, fig, flagged)
+
+
+def _series(points: Iterable[Point], dimension: str) -> dict[str, list[Point]]:
+    """Points split into lines: one per target, and per fixed level when other level columns vary."""
+    points = list(points)
+    others = [d for d in ("concurrency", "pipeline", "queries") if d != dimension]
+    varying = [d for d in others if len({level_value(p.level, d) for p in points}) > 1]
+    out: dict[str, list[Point]] = {}
+    for p in points:
+        suffix = " ".join(f"{d[0]}={level_value(p.level, d)}" for d in varying)
+        out.setdefault(f"{p.target} {suffix}".strip(), []).append(p)
+    for line in out.values():
+        line.sort(key=lambda p: level_value(p.level, dimension) or 0)
+    return out
+
+
+def _log2_axis(ax: Any, values: Iterable[float]) -> None:
+    ticks = sorted({v for v in values if v and v > 0})
+    if len(ticks) > 1 and ticks[-1] / ticks[0] >= 4:
+        ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _scaling(run: Run, test: str) -> _Drawn | None:
+    if "closed" not in run.modes(test):
+        return None
+    dimension = x_dimension(test, "closed")
+    fig, (ax,) = _figure()
+    flagged, xs = False, []
+    for target in run.targets:
+        for label, line in _series(run.points_for(target, test, "closed"), dimension).items():
+            x = [level_value(p.level, dimension) or 0 for p in line]
+            y = [p.rps for p in line]
+            lo = [p.rps - min(p.rps_samples) for p in line]
+            hi = [max(p.rps_samples) - p.rps for p in line]
+            ax.errorbar(
+                x, y, yerr=[lo, hi], color=colour(target), marker=marker(target), capsize=3, label=label
+            )
+            xs += x
+            for p, xv in zip(line, x, strict=True):
+                if p.flags:
+                    flagged = True
+                    _ring(ax, xv, p.rps)
+    if not xs:
+        return None
+    _log2_axis(ax, xs)
+    ax.set_xlabel(AXIS_LABELS[dimension] + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("throughput (requests/s)")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    title = f"{test}: throughput against {AXIS_LABELS[dimension]} (median, whiskers min..max)"
+    ax.set_title(title)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="best")
+    return _Drawn(f"scaling-{test}", title, fig, flagged)
+
+
+def _spectrum_x(percentile: float) -> float:
+    """Percentiles spread so the tail gets room: p50 -> 0.3, p99 -> 2, p99.99 -> 4."""
+    return -math.log10(1 - percentile / 100)
+
+
+def _spectrum(run: Run, test: str) -> _Drawn | None:
+    mode = _primary_mode(run, test)
+    if mode is None:
+        return None
+    fig, (ax,) = _figure()
+    flagged, drawn = False, False
+    for target in run.targets:
+        point = run.peak(target, test, mode)
+        if point is None:
+            continue
+        xy = [
+            (_spectrum_x(pct), v)
+            for col, pct in PERCENTILES
+            if (v := point.median(col)) is not None and v > 0
+        ]
+        if not xy:
+            continue
+        bad = bool(point.flags)
+        flagged |= bad
+        label = f"{target} at {point.label}" + (f"  {WARN} {', '.join(point.flags)}" if bad else "")
+        ax.plot(*zip(*xy, strict=True), color=colour(target), marker=marker(target),
+                linestyle="--" if bad else "-", label=label)  # fmt: skip
+        if bad:
+            for x, y in xy:
+                _ring(ax, x, y)
+        drawn = True
+    if not drawn:
+        return None
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_major_locator(FixedLocator([_spectrum_x(p) for _, p in PERCENTILES]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _percentile_name(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("percentile (tail to the right)")
+    ax.set_ylabel("latency (ms, log scale)")
+    title = f"{test}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
+    ax.set_title(title)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
+    return _Drawn(f"latency-{test}", title, fig, flagged)
+
+
+def _percentile_name(x: float) -> str:
+    for _, pct in PERCENTILES:
+        if abs(_spectrum_x(pct) - x) < 1e-6:
+            return f"p{pct:g}"
+    return ""
+
+
+def _open_loop(run: Run, test: str) -> _Drawn | None:
+    if "open" not in run.modes(test):
+        return None
+    fig, (ax,) = _figure()
+    flagged, xs = False, []
+    for target in run.targets:
+        for label, line in _series(run.points_for(target, test, "open"), "offered_rps").items():
+            for column, style, name in (("latency_p99_ms", "-", "p99"), ("latency_p50_ms", ":", "p50")):
+                xy = [(p.level[3], v, p) for p in line if (v := p.median(column)) is not None and v > 0]
+                if not xy:
+                    continue
+                x, y, pts = zip(*xy, strict=True)
+                ax.plot(
+                    x,
+                    y,
+                    color=colour(target),
+                    marker=marker(target),
+                    linestyle=style,
+                    label=f"{label} {name}",
+                )
+                xs += x
+                for xv, yv, p in zip(x, y, pts, strict=True):
+                    if p.flags:
+                        flagged = True
+                        _ring(ax, xv, yv)
+    if not xs:
+        return None
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel(AXIS_LABELS["offered_rps"])
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    title = f"{test}: open-loop latency against offered rate (constant arrival rate)"
+    ax.set_title(title)
+    handles, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
+    return _Drawn(f"openloop-{test}", title, fig, flagged)
+
+
+def _resources(run: Run) -> _Drawn | None:
+    """Server CPU and RSS at each target's closed-loop peak, per test: what the throughput cost."""
+    rows = []
+    for test in run.tests:
+        mode = _primary_mode(run, test)
+        for target in run.targets:
+            point = run.peak(target, test, mode) if mode else None
+            if point is not None:
+                rows.append((test, target, point))
+    cpu = [(t, g, p.resource("server_cpu_cores"), p) for t, g, p in rows]
+    rss = [(t, g, p.resource("server_rss_mb"), p) for t, g, p in rows]
+    if not any(v is not None for _, _, v, _ in cpu + rss):
+        return None
+    fig, axes = _figure(ncols=2)
+    tests = [t for t in run.tests if any(r[0] == t for r in rows)]
+    width = 0.8 / max(1, len(run.targets))
+    flagged = False
+    for ax, values, ylabel in ((axes[0], cpu, "server CPU used (cores)"), (axes[1], rss, "server RSS (MB)")):
+        for j, target in enumerate(run.targets):
+            for test, tgt, value, point in values:
+                if tgt != target or value is None:
+                    continue
+                bad = bool(point.flags)
+                flagged |= bad
+                ax.bar(tests.index(test) + (j - (len(run.targets) - 1) / 2) * width, value, width,
+                       color=colour(target), hatch="xx" if bad else None,
+                       edgecolor=FLAG_COLOUR if bad else colour(target))  # fmt: skip
+        ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.grid(axis="x", visible=False)
+    allowed = _target_cpu_count(run)
+    if allowed:
+        axes[0].axhline(allowed, color="black", linestyle=":", linewidth=1)
+        axes[0].annotate(f"CPUs in target cpuset: {allowed}", (0, allowed), xytext=(2, 3),
+                         textcoords="offset points", fontsize=8)  # fmt: skip
+    axes[0].set_title("CPU at each target's peak")
+    axes[1].set_title("memory at each target's peak")
+    handles = [Patch(color=colour(t), label=t) for t in run.targets]
+    if flagged:
+        handles.append(Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
+                             label=f"{WARN} client-bound, errors or drops"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8)
+    title = "Server CPU and memory per target (closed loop, at each test's peak)"
+    fig.suptitle(title, fontsize=10)
+    return _Drawn("resources", title, fig, flagged)
+
+
+def _target_cpu_count(run: Run) -> int | None:
+    """The size of the targets' cpuset when all share one size, for a reference line."""
+    sets = lookup(run.meta, "cpus", "targets")
+    values = sets.values() if isinstance(sets, Mapping) else [sets]
+    sizes = {len(cpus) for v in values if (cpus := cpu_list(v))}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _save(drawn: _Drawn, footer: str, out_dir: Path) -> Chart:
+    fig = drawn.fig
+    fig.text(0.005, 0.005, "\n".join(textwrap.wrap(footer, 170, break_on_hyphens=False)), fontsize=6.5, color="#555555",
+             va="bottom", ha="left")  # fmt: skip
+    png = out_dir / f"{drawn.name}.png"
+    buf = io.StringIO()
+    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return Chart(drawn.name, drawn.title, _inline_svg(buf.getvalue(), drawn.name), png, drawn.flagged)
+
+
+def _inline_svg(svg: str, prefix: str) -> str:
+    """Strips the XML prolog and makes every id unique to this chart, so many SVGs share one page."""
+    svg = svg[svg.index("<svg") :]
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    pre = re.sub(r"[^A-Za-z0-9_-]", "_", prefix) + "-"
+
+    def rename(match: re.Match[str]) -> str:
+        head, name, tail = match.group(1), match.group(2), match.group(3)
+        return f"{head}{pre}{name}{tail}" if name in ids else match.group(0)
+
+    svg = re.sub(r'(\bid=")([^"]+)(")', rename, svg)
+    svg = re.sub(r"(url\(#)([^)]+)(\))", rename, svg)
+    return re.sub(r'(href="#)([^"]+)(")', rename, svg)

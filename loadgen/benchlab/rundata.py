@@ -1,0 +1,344 @@
+"""A finished (or interrupted) run read back from disk, as typed steps grouped by load level.
+
+Reports, comparisons and claims all read runs through here, so "what a step is", "which
+steps count" and "which figures must carry a warning" are decided once.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlab.contract import PARAM, TESTS
+from benchlab.errors import BenchlabError
+from benchlab.results import CSV_NAME, read_rows, read_run_json
+from benchlab.targets import load_targets
+
+# Latency columns in percentile order, with the percentile each stands for.
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("latency_p50_ms", 50.0),
+    ("latency_p75_ms", 75.0),
+    ("latency_p90_ms", 90.0),
+    ("latency_p99_ms", 99.0),
+    ("latency_p999_ms", 99.9),
+    ("latency_p9999_ms", 99.99),
+)
+LATENCY_COLUMNS: tuple[str, ...] = (
+    "latency_mean_ms",
+    *(c for c, _ in PERCENTILES),
+    "latency_max_ms",
+)
+ERROR_COLUMNS: tuple[str, ...] = (
+    "errors_connect",
+    "errors_read",
+    "errors_write",
+    "errors_timeout",
+    "errors_status",
+)
+RESOURCE_COLUMNS: tuple[str, ...] = ("server_cpu_cores", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores")
+UNKNOWN = "unknown"
+
+# (concurrency, pipeline, queries, offered_rps): the load a step was measured at.
+Level = tuple[int | None, int | None, int | None, float | None]
+
+
+def level_label(level: Level) -> str:
+    """``c=512 q=20``, ``c=256 p=16``, ``1000 rps offered``: how a level reads in tables."""
+    concurrency, pipeline, queries, offered = level
+    parts = []
+    if offered is not None:
+        parts.append(f"{offered:g} rps offered")
+    if concurrency is not None:
+        parts.append(f"c={concurrency}")
+    if pipeline is not None and pipeline > 1:
+        parts.append(f"p={pipeline}")
+    if queries is not None:
+        parts.append(f"q={queries}")
+    return " ".join(parts) or "-"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One CSV row: one measured (or failed) step of one repeat."""
+
+    target: str
+    test: str
+    mode: str
+    level: Level
+    repeat: int
+    rps: float | None
+    latency: Mapping[str, float | None]
+    errors: int
+    dropped: int
+    resources: Mapping[str, float | None]
+    client_bound: bool
+    verification: str
+
+    @property
+    def ok(self) -> bool:
+        return self.verification == "pass" and self.rps is not None
+
+    def value(self, metric: str) -> float | None:
+        """``rps`` or one latency column."""
+        return self.rps if metric == "rps" else self.latency.get(metric)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Why a figure from this step must not be quoted unmarked."""
+        out = []
+        if self.client_bound:
+            out.append("client-bound")
+        if self.errors:
+            out.append(f"{self.errors} errors")
+        if self.dropped:
+            out.append(f"{self.dropped} dropped")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Point:
+    """The repeats of one target x test x mode x level, summarised by medians."""
+
+    target: str
+    test: str
+    mode: str
+    level: Level
+    steps: tuple[Step, ...]
+
+    @property
+    def rps_samples(self) -> list[float]:
+        return [s.rps for s in self.steps if s.rps is not None]
+
+    @property
+    def rps(self) -> float:
+        return statistics.median(self.rps_samples)
+
+    def metric_samples(self, metric: str) -> list[float]:
+        """Per-repeat values of ``rps`` or a latency column, skipping empty cells."""
+        return [v for s in self.steps if (v := s.value(metric)) is not None]
+
+    def median(self, metric: str) -> float | None:
+        values = self.metric_samples(metric)
+        return statistics.median(values) if values else None
+
+    def resource(self, column: str) -> float | None:
+        values = [v for s in self.steps if (v := s.resources.get(column)) is not None]
+        return statistics.median(values) if values else None
+
+    @property
+    def errors(self) -> int:
+        return sum(s.errors for s in self.steps)
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Flags of any repeat, merged: one bad repeat taints the median it feeds."""
+        out: list[str] = []
+        if any(s.client_bound for s in self.steps):
+            out.append("client-bound")
+        if self.errors:
+            out.append(f"{self.errors} errors")
+        dropped = sum(s.dropped for s in self.steps)
+        if dropped:
+            out.append(f"{dropped} dropped")
+        return tuple(out)
+
+    @property
+    def label(self) -> str:
+        return level_label(self.level)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run directory: its metadata, every step, and the successful steps grouped into points."""
+
+    path: Path
+    meta: Mapping[str, Any]
+    steps: tuple[Step, ...]
+    points: tuple[Point, ...]
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id") or self.path.name)
+
+    @property
+    def targets(self) -> list[str]:
+        """Targets with data, registry order first so colours and rows line up across runs."""
+        seen = {s.target for s in self.steps}
+        return [t for t in target_order() if t in seen] + sorted(seen - set(target_order()))
+
+    @property
+    def tests(self) -> list[str]:
+        seen = {s.test for s in self.steps}
+        return [t for t in TESTS if t in seen] + sorted(seen - set(TESTS))
+
+    def points_for(self, target: str, test: str, mode: str) -> list[Point]:
+        return [p for p in self.points if (p.target, p.test, p.mode) == (target, test, mode)]
+
+    def modes(self, test: str) -> list[str]:
+        seen = {p.mode for p in self.points if p.test == test}
+        return [m for m in ("closed", "open") if m in seen] + sorted(seen - {"closed", "open"})
+
+    def peak(self, target: str, test: str, mode: str) -> Point | None:
+        """The level with the highest median throughput, or None when nothing succeeded."""
+        points = self.points_for(target, test, mode)
+        return max(points, key=lambda p: p.rps) if points else None
+
+    def failed_steps(self) -> list[Step]:
+        return [s for s in self.steps if not s.ok]
+
+
+def target_order() -> list[str]:
+    return [t.name for t in load_targets(env={})]
+
+
+def x_dimension(test: str, mode: str) -> str:
+    """The level column a chart puts on its x axis for this test and mode."""
+    if mode == "open":
+        return "offered_rps"
+    return "queries" if test in PARAM else "concurrency"
+
+
+def level_value(level: Level, dimension: str) -> float | None:
+    concurrency, pipeline, queries, offered = level
+    return {"concurrency": concurrency, "pipeline": pipeline, "queries": queries, "offered_rps": offered}[
+        dimension
+    ]
+
+
+def load_run(run_dir: Path) -> Run:
+    """Reads and validates a run; a run with no successful step at all is a user error."""
+    run_dir = Path(run_dir)
+    rows = read_rows(run_dir)
+    try:
+        meta = read_run_json(run_dir)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchlabError(f"{run_dir}/run.json is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BenchlabError(f"{run_dir}/run.json is not a JSON object")
+    steps = tuple(_step(row, n) for n, row in enumerate(rows, start=2))
+    if not any(s.ok for s in steps):
+        raise BenchlabError(
+            f"{run_dir}: no successful steps ({len(steps)} recorded, none passed verification with a result)"
+        )
+    return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps))
+
+
+def group_points(steps: Iterable[Step]) -> tuple[Point, ...]:
+    groups: dict[tuple[str, str, str, Level], list[Step]] = {}
+    for step in steps:
+        if step.ok:
+            groups.setdefault((step.target, step.test, step.mode, step.level), []).append(step)
+    return tuple(
+        Point(target=k[0], test=k[1], mode=k[2], level=k[3], steps=tuple(sorted(v, key=lambda s: s.repeat)))
+        for k, v in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
+    )
+
+
+def _sort_key(key: tuple[str, str, str, Level]) -> tuple[Any, ...]:
+    return (key[0], key[1], key[2], *((-1 if v is None else v) for v in key[3]))
+
+
+def _step(row: Mapping[str, str], line: int) -> Step:
+    def num(column: str) -> float | None:
+        raw = (row.get(column) or "").strip()
+        if not raw:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise BenchlabError(f"{CSV_NAME} line {line}: {column} {raw!r} is not a number") from None
+
+    def whole(column: str) -> int | None:
+        value = num(column)
+        return None if value is None else int(value)
+
+    level: Level = (whole("concurrency"), whole("pipeline"), whole("queries"), num("offered_rps"))
+    return Step(
+        target=row["target"],
+        test=row["test"],
+        mode=row["mode"] or "closed",
+        level=level,
+        repeat=whole("repeat") or 1,
+        rps=num("rps"),
+        latency={c: num(c) for c in LATENCY_COLUMNS},
+        errors=sum(whole(c) or 0 for c in ERROR_COLUMNS),
+        dropped=whole("dropped") or 0,
+        resources={c: num(c) for c in RESOURCE_COLUMNS},
+        client_bound=(row.get("client_bound") or "").strip().lower() == "true",
+        verification=(row.get("verification") or "").strip() or UNKNOWN,
+    )
+
+
+def lookup(meta: Mapping[str, Any], *path: str) -> Any:
+    """``meta[a][b]...`` or None when any key is missing or a level is not a mapping."""
+    node: Any = meta
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def show(value: Any) -> str:
+    """A run.json value as text; missing values read ``unknown``."""
+    if value is None or value == "" or value == [] or value == {}:
+        return UNKNOWN
+    if isinstance(value, list | tuple):
+        return cpuset_text(value)
+    return str(value)
+
+
+def cpu_list(value: Any) -> list[int] | None:
+    """CPUs from a recorded cpuset, a list ``[0, 1]`` or a string ``"0-2,5"``; None if unreadable.
+
+    Parsed leniently (no check against this machine): the run may come from another host.
+    """
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").split(",") if p]
+        try:
+            spans = [p.partition("-") for p in parts]
+            cpus = {c for lo, _, hi in spans for c in range(int(lo), int(hi or lo) + 1)}
+        except ValueError:
+            return None
+        return sorted(cpus) or None
+    if isinstance(value, list | tuple):
+        try:
+            return sorted({int(c) for c in value}) or None
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def cpuset_text(value: Any) -> str:
+    """``[0, 1, 2, 5]`` or ``"0-2,5"`` -> ``0-2,5``: the form taskset and cgroups use."""
+    nums = cpu_list(value)
+    if nums is None:
+        return show(value) if isinstance(value, str) and value else UNKNOWN
+    ranges, start, prev = [], nums[0], nums[0]
+    for n in [*nums[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        ranges.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(ranges)
+
+
+def cpusets(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(role, cpuset) pairs from run.json ``cpus``, whether roles hold one set or one per target."""
+    cpus = meta.get("cpus")
+    if not isinstance(cpus, Mapping):
+        return [("cpus", UNKNOWN)]
+    out = []
+    for role, value in cpus.items():
+        if isinstance(value, Mapping):
+            where = "" if role == "targets" else f" ({role.replace('_', ' ')})"
+            out += [(f"{name}{where}", cpuset_text(v)) for name, v in value.items()]
+        else:
+            out.append((role, cpuset_text(value)))
+    return out
