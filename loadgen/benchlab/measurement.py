@@ -1,0 +1,104 @@
+"""What one load-engine run measured, the same shape whichever engine (wrk or k6) ran it,
+and the process plumbing both engines share (open-file limit, running, raw output)."""
+
+from __future__ import annotations
+
+import resource
+import shlex
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchlab.errors import BenchlabError
+
+# Latency figures every engine reports, in milliseconds; p999 = 99.9th, p9999 = 99.99th percentile.
+LATENCY_KEYS: tuple[str, ...] = ("mean", "stdev", "p50", "p75", "p90", "p99", "p999", "p9999", "max")
+ERROR_KINDS: tuple[str, ...] = ("connect", "read", "write", "timeout", "status")
+FD_RESERVE = 64  # descriptors an engine needs besides its sockets (epoll, pipes, std streams, libs)
+
+
+@dataclass
+class Measurement:
+    """Counts and latency of one run. ``requests`` are completed responses (any status);
+    ``duration_s`` is the engine's own measured run time, not the nominal one, so
+    ``rps`` is honest even when the engine overran or was cut short.
+    ``latency_ms`` values may be None where an engine cannot give a figure (no responses)."""
+
+    requests: int
+    duration_s: float
+    bytes: int
+    errors_connect: int
+    errors_read: int
+    errors_write: int
+    errors_timeout: int
+    errors_status: int
+    latency_ms: dict[str, float]
+    offered_rps: float | None = None
+    dropped: int | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def socket_errors(self) -> int:
+        return self.errors_connect + self.errors_read + self.errors_write + self.errors_timeout
+
+    def row(self) -> dict[str, Any]:
+        """The fields of a ``results.csv`` row this measurement fills (names as in results.COLUMNS)."""
+        out: dict[str, Any] = {
+            "requests": self.requests,
+            "duration_s": self.duration_s,
+            "rps": self.rps,
+            "offered_rps": self.offered_rps,
+            "dropped": self.dropped,
+        }
+        out.update({f"errors_{k}": getattr(self, f"errors_{k}") for k in ERROR_KINDS})
+        out.update({f"latency_{k}_ms": self.latency_ms.get(k) for k in LATENCY_KEYS})
+        return out
+
+
+def ensure_open_files(connections: int, what: str = "wrk") -> int:
+    """Raises the soft open-file limit to the hard one; an engine needing more sockets than
+    that fails here with the fix, rather than mid-run with a pile of connect errors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        raise BenchlabError(
+            f"{what} needs {needed} open files for {connections} connections but the open-file "
+            f"limit is {soft}: raise it (`ulimit -n {needed}` as root, or `ulimits: nofile:` "
+            "in compose.yaml) or lower the concurrency"
+        )
+    return soft
+
+
+def run_engine(
+    cmd: Sequence[str], *, limit_s: float, raw_path: Path | None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs an engine to completion (bounded by ``limit_s``) and keeps its raw output."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, check=False, env=env)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchlabError(f"{Path(cmd[0]).name} did not finish within {limit_s:.0f} s") from exc
+    if raw_path is not None:
+        save_raw(raw_path, cmd, proc.stdout, proc.stderr)
+    return proc
+
+
+def save_raw(raw_path: Path, cmd: Sequence[str], stdout: str, stderr: str) -> None:
+    """The engine's own output, kept beside the results so any figure can be traced back."""
+    raw_path.parent.mkdir(parents=True, exist_ok=True)
+    raw_path.write_text(f"$ {shlex.join(cmd)}\n{stdout}" + (f"\n--- stderr ---\n{stderr}" if stderr else ""))
+
+
+def last_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln.strip() for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if ln.strip()]
+    return lines[-1] if lines else "no output"

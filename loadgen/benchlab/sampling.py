@@ -1,0 +1,186 @@
+"""Resource use during a step: server, database and load generator CPU, server memory.
+
+The load generator may not see the server's processes (compose), so the server reports its
+own process tree through ``GET /benchlab/info`` (cumulative ``cpu_seconds``, ``rss_mb``).
+CPU use is a rate: (cumulative CPU seconds at the end - at the start) / wall seconds
+between the two samples, in cores. Samples are taken when the step starts, every
+``interval_s`` during it (for the memory peak, and as a fallback when the last fails) and
+when it stops. Cumulative CPU includes reaped children (``children_user/system``), so a
+process that exits mid-step (a Postgres backend, an engine run) keeps its share.
+
+Sampling never fails a step: what cannot be seen is None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+import httpx
+import psutil
+
+INFO_PATH = "/benchlab/info"
+ENGINE_NAMES = frozenset({"wrk", "k6"})
+CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share of its CPUs
+
+
+@dataclass(frozen=True)
+class Samples:
+    server_cpu_cores: float | None
+    server_rss_mb: float | None
+    db_cpu_cores: float | None
+    loadgen_cpu_cores: float | None
+    loadgen_cpus: int
+    client_bound: bool
+    server_samples: int = 0
+
+
+@dataclass(frozen=True)
+class _Point:
+    t: float
+    value: float
+    pid: int | None = None
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """CPU seconds of a process, including its children that have exited and been reaped."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def loadgen_cpu_seconds() -> float:
+    """This process (with reaped children such as finished wrk/k6 runs) plus live engine
+    processes below it. Other descendants are left out on purpose: natively the targets and
+    Postgres may be our children, and their CPU is not the client's."""
+    me = psutil.Process()
+    total = _cpu_seconds(me)
+    for child in me.children(recursive=True):
+        try:
+            if child.name() in ENGINE_NAMES:
+                total += _cpu_seconds(child)
+        except psutil.Error:
+            continue
+    return total
+
+
+def processes_cpu_seconds(procs: list[psutil.Process]) -> float | None:
+    """Summed CPU seconds of a process set (e.g. the postmaster and its backends); None if empty."""
+    total, seen = 0.0, False
+    for p in procs:
+        try:
+            total += _cpu_seconds(p)
+            seen = True
+        except psutil.Error:
+            continue
+    return total if seen else None
+
+
+def _rate(points: list[_Point]) -> float | None:
+    """Cores used between the first point and the last one from the same process."""
+    if len(points) < 2:
+        return None
+    first = points[0]
+    same = [p for p in points[1:] if p.pid == first.pid]
+    if not same or same[-1].t <= first.t:
+        return None
+    return max(0.0, (same[-1].value - first.value) / (same[-1].t - first.t))
+
+
+class StepSampler:
+    """Samples server, database and load generator while a step runs.
+
+    Use as ``with StepSampler(url, db_processes=...) as s: ...`` then ``s.result``, or call
+    ``start()`` and ``stop()`` (which returns the Samples).
+    """
+
+    def __init__(
+        self,
+        target_url: str | None,
+        db_processes: Callable[[], list[psutil.Process]] | None = None,
+        *,
+        interval_s: float = 0.5,
+        request_timeout_s: float = 1.0,
+        loadgen_cpus: int | None = None,
+    ) -> None:
+        self.info_url = target_url.rstrip("/") + INFO_PATH if target_url else None
+        self.db_processes = db_processes
+        self.interval_s = interval_s
+        self.request_timeout_s = request_timeout_s
+        self.loadgen_cpus = loadgen_cpus or len(os.sched_getaffinity(0))
+        self.result: Samples | None = None
+        self._server: list[_Point] = []
+        self._rss: list[float] = []
+        self._db: list[_Point] = []
+        self._loadgen: list[_Point] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample_server(self, timeout_s: float) -> None:
+        if not self.info_url:
+            return
+        try:
+            # A fresh connection per sample: it must not queue behind the load's connections.
+            resp = httpx.get(self.info_url, timeout=timeout_s, headers={"Connection": "close"})
+            t = time.monotonic()
+            if resp.status_code != 200:
+                return
+            info = resp.json()
+            self._server.append(_Point(t, float(info["cpu_seconds"]), info.get("target_pid")))
+            self._rss.append(float(info["rss_mb"]))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return
+
+    def _sample_local(self) -> None:
+        if self.db_processes is not None:
+            try:
+                db = processes_cpu_seconds(self.db_processes())
+            except Exception:  # a caller's process lister failing must not fail the step
+                db = None
+            if db is not None:
+                self._db.append(_Point(time.monotonic(), db))
+        with contextlib.suppress(psutil.Error):
+            self._loadgen.append(_Point(time.monotonic(), loadgen_cpu_seconds()))
+
+    def _sample(self, timeout_s: float) -> None:
+        self._sample_local()
+        self._sample_server(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample(self.request_timeout_s)
+
+    def start(self) -> StepSampler:
+        self._sample(2 * self.request_timeout_s)
+        self._thread = threading.Thread(target=self._loop, name="step-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> Samples:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample(2 * self.request_timeout_s)
+        loadgen = _rate(self._loadgen)
+        self.result = Samples(
+            server_cpu_cores=_rate(self._server),
+            server_rss_mb=max(self._rss) if self._rss else None,
+            db_cpu_cores=_rate(self._db),
+            loadgen_cpu_cores=loadgen,
+            loadgen_cpus=self.loadgen_cpus,
+            client_bound=loadgen is not None and loadgen >= CLIENT_BOUND_SHARE * self.loadgen_cpus,
+            server_samples=len(self._server),
+        )
+        return self.result
+
+    def __enter__(self) -> StepSampler:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

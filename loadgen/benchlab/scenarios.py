@@ -1,0 +1,402 @@
+"""Scenarios: what a run measures, read from YAML and checked before anything starts.
+
+A scenario names the tests and their levels (concurrency, pipelining depth, query counts),
+the step duration, pauses, primer and warm-up, repeats and optional open-loop steps.
+``plan()`` expands it into the ordered list of measured steps: repeats outermost (so slow
+drift on the host spreads over every target), then target, then test; within a test the
+closed-loop levels come first and its open-loop steps last, since a rate given as a
+fraction is a fraction of the peak the closed-loop levels just measured.
+
+Built-in scenarios live in ``benchlab/scenarios/*.yaml``; see ``tfb.yaml`` for every key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchlab.contract import MAX_QUERIES, PARAM, PATHS, TESTS
+from benchlab.errors import BenchlabError
+from benchlab.targets import Target, load_targets
+
+SCENARIO_DIR = Path(__file__).with_name("scenarios")
+
+# The Accept header TechEmpower's load sends per test (its test types' accept() values).
+_ACCEPT_JSON = "application/json,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
+ACCEPT: dict[str, str] = {
+    **dict.fromkeys(TESTS, _ACCEPT_JSON),
+    "plaintext": "text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7",
+    "fortunes": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One measured step. Closed loop: ``concurrency`` wrk connections (``pipeline`` requests
+    per write). Open loop: k6 at ``rate`` req/s, or at ``rate_fraction`` of the peak closed-loop
+    rps measured for the same target and test, with ``concurrency`` pre-allocated VUs and at
+    most ``max_vus``."""
+
+    target: str
+    test: str
+    mode: str
+    concurrency: int
+    pipeline: int
+    queries: int | None
+    repeat: int
+    duration_s: float
+    rate: float | None = None
+    rate_fraction: float | None = None
+    max_vus: int | None = None
+
+    def url_path(self) -> str:
+        """``/queries?queries=5``, ``/cached-queries?count=20``, ``/json``."""
+        path = PATHS[self.test]
+        if self.queries is not None and self.test in PARAM:
+            path += f"?{PARAM[self.test]}={self.queries}"
+        return path
+
+    def headers(self) -> dict[str, str]:
+        """The request headers TechEmpower's load sends for this test."""
+        return {"Accept": ACCEPT[self.test]}
+
+
+@dataclass(frozen=True)
+class Primer:
+    duration_s: int
+    connections: int
+
+
+@dataclass(frozen=True)
+class TestLevels:
+    concurrency: tuple[int, ...]
+    pipeline: int = 1
+    queries: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    tests: tuple[str, ...]
+    rates: tuple[float, ...] = ()
+    fractions: tuple[float, ...] = ()
+    duration_s: float | None = None
+    vus: int = 64
+    max_vus: int | None = None
+    queries: int | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    duration_s: int
+    pause_s: float
+    primer: Primer
+    warmup: bool | int
+    repeats: int
+    targets: str | tuple[str, ...]
+    tests: dict[str, TestLevels]
+    open_loop: OpenLoop | None = None
+    timeout_s: float = 8.0
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def warmup_duration_s(self) -> float:
+        """Seconds of warm-up at the highest level before a test's steps (0: none).
+        ``warmup: true`` is TechEmpower's: one full step duration."""
+        if self.warmup is True:
+            return float(self.duration_s)
+        return float(self.warmup or 0)
+
+    def target_names(self) -> list[str]:
+        """The targets this scenario selects; empty means all (as ``load_targets`` reads it)."""
+        return [] if self.targets == "all" else list(self.targets)
+
+    def plan(self, targets: Iterable[Target], tests: Iterable[str] | None = None) -> list[Step]:
+        """Every measured step, in run order, for ``targets`` (and only ``tests`` if given)."""
+        only = set(tests) if tests is not None else None
+        steps: list[Step] = []
+        for repeat in range(1, self.repeats + 1):
+            for target in targets:
+                for test, levels in self.tests.items():
+                    if only is None or test in only:
+                        steps += self._closed(target.name, test, levels, repeat)
+                        steps += self._open(target.name, test, levels, repeat)
+        return steps
+
+    def _closed(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[Step]:
+        return [
+            Step(target, test, "closed", c, levels.pipeline, q, repeat, float(self.duration_s))
+            for q in levels.queries or (None,)
+            for c in levels.concurrency
+        ]
+
+    def _open(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[Step]:
+        ol = self.open_loop
+        if ol is None or test not in ol.tests:
+            return []
+        queries = ol.queries if ol.queries is not None else (levels.queries[0] if levels.queries else None)
+        if test not in PARAM:
+            queries = None
+        duration = float(ol.duration_s or self.duration_s)
+        max_vus = ol.max_vus or 4 * ol.vus
+        common = {"target": target, "test": test, "mode": "open", "concurrency": ol.vus, "pipeline": 1,
+                  "queries": queries, "repeat": repeat, "duration_s": duration, "max_vus": max_vus}  # fmt: skip
+        return [Step(**common, rate=r) for r in ol.rates] + [Step(**common, rate_fraction=f) for f in ol.fractions]
+
+    def estimate_s(self, n_targets: int) -> float:
+        """Seconds the load itself takes (primers, warm-ups, pauses, steps) for ``n_targets``
+        targets; verification and start-up come on top."""
+        per_test = 0.0
+        for test in self.tests:
+            closed = self._closed("-", test, self.tests[test], 1)
+            opened = self._open("-", test, self.tests[test], 1)
+            per_test += self.primer.duration_s + self.warmup_duration_s
+            per_test += sum(self.pause_s + s.duration_s for s in closed + opened)
+        return per_test * n_targets * self.repeats
+
+    def to_dict(self) -> dict[str, Any]:
+        """The scenario as run, every default filled in (for run.json and ``to_yaml``)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "duration_s": self.duration_s,
+            "pause_s": self.pause_s,
+            "timeout_s": self.timeout_s,
+            "primer": {"duration_s": self.primer.duration_s, "connections": self.primer.connections},
+            "warmup": self.warmup,
+            "repeats": self.repeats,
+            "targets": self.targets if self.targets == "all" else list(self.targets),
+            "tests": {},
+        }
+        for test, lv in self.tests.items():
+            entry: dict[str, Any] = {"concurrency": list(lv.concurrency), "pipeline": lv.pipeline}
+            if lv.queries is not None:
+                entry["queries"] = list(lv.queries)
+            out["tests"][test] = entry
+        if self.open_loop is not None:
+            ol = self.open_loop
+            out["open_loop"] = {
+                "tests": list(ol.tests), "rates": list(ol.rates), "fractions": list(ol.fractions),
+                "duration_s": ol.duration_s or self.duration_s, "vus": ol.vus,
+                "max_vus": ol.max_vus or 4 * ol.vus,
+            }  # fmt: skip
+            if ol.queries is not None:
+                out["open_loop"]["queries"] = ol.queries
+        return out
+
+    def to_yaml(self) -> str:
+        """YAML that ``load_scenario`` reads back into an equal scenario (``--resume`` uses it)."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+# --- loading and validation ---------------------------------------------------------------
+
+
+def available_scenarios() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """A built-in scenario by name (``smoke``) or any YAML file by path, validated."""
+    path = Path(name_or_path)
+    is_path = path.suffix in (".yaml", ".yml") or "/" in name_or_path
+    if not is_path:
+        path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        what = f"scenario file {name_or_path} not found" if is_path else f"unknown scenario {name_or_path!r}"
+        raise BenchlabError(f"{what}; available scenarios: {', '.join(available_scenarios())}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise BenchlabError(f"{path.name}: YAML syntax error{_where(exc)}: {_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchlabError(f"{path.name}: cannot read: {exc}") from None
+    return _Validator(path).scenario(data)
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _problem(exc: yaml.YAMLError) -> str:
+    return str(getattr(exc, "problem", None) or exc).replace("\n", " ")
+
+
+_TOP_KEYS = ("name", "description", "duration_s", "pause_s", "timeout_s", "primer", "warmup",
+             "repeats", "targets", "tests", "open_loop")  # fmt: skip
+_REQUIRED = ("duration_s", "tests")
+
+
+class _Validator:
+    """Checks a parsed YAML document key by key; every problem names the file and key path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, got: Any) -> BenchlabError:
+        return BenchlabError(f"{self.path.name}: {key}: expected {expected}, got {got!r}")
+
+    def mapping(self, value: Any, key: str, allowed: Iterable[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key or "(top level)", "a mapping", value)
+        allowed = tuple(allowed)
+        for k in value:
+            if k not in allowed:
+                where = f"{key}.{k}" if key else str(k)
+                raise BenchlabError(f"{self.path.name}: {where}: unknown key; expected one of {', '.join(allowed)}")
+        return value
+
+    def pos_int(self, value: Any, key: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(key, "a positive integer", value)
+        return value
+
+    def number(self, value: Any, key: str, *, positive: bool) -> float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (positive and value == 0):
+            raise self.fail(key, "a positive number" if positive else "a number >= 0", value)
+        return float(value)
+
+    def int_list(self, value: Any, key: str, *, maximum: int | None = None) -> tuple[int, ...]:
+        what = "a list of positive integers" + (f" up to {maximum}" if maximum else "")
+        if not isinstance(value, list) or not value:
+            raise self.fail(key, what, value)
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (maximum and v > maximum):
+                raise self.fail(key, what, v)
+        if len(set(value)) != len(value):
+            raise self.fail(key, what + " without repeats", value)
+        return tuple(value)
+
+    def num_list(self, value: Any, key: str) -> tuple[float, ...]:
+        if not isinstance(value, list):
+            raise self.fail(key, "a list of positive numbers", value)
+        return tuple(self.number(v, key, positive=True) for v in value)
+
+    def test_name(self, value: Any, key: str) -> str:
+        if value not in TESTS:
+            raise BenchlabError(f"{self.path.name}: {key}: unknown test {value!r}; tests are {', '.join(TESTS)}")
+        return value
+
+    def scenario(self, data: Any) -> Scenario:
+        top = self.mapping(data, "", _TOP_KEYS)
+        for key in _REQUIRED:
+            if key not in top:
+                raise BenchlabError(f"{self.path.name}: {key}: required key missing")
+        name = top.get("name", self.path.stem)
+        if not isinstance(name, str) or not name.strip():
+            raise self.fail("name", "a non-empty string", name)
+        description = top.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail("description", "a string", description)
+        duration = self.pos_int(top["duration_s"], "duration_s")  # wrk takes whole seconds
+        return Scenario(
+            name=name,
+            description=description.strip(),
+            duration_s=duration,
+            pause_s=self.number(top.get("pause_s", 0), "pause_s", positive=False),
+            timeout_s=self.number(top.get("timeout_s", 8), "timeout_s", positive=True),
+            primer=self.primer(top.get("primer", {})),
+            warmup=self.warmup(top.get("warmup", False)),
+            repeats=self.pos_int(top.get("repeats", 1), "repeats"),
+            targets=self.targets(top.get("targets", "all")),
+            tests=self.tests(top["tests"]),
+            open_loop=self.open_loop(top.get("open_loop"), top["tests"]),
+            source=self.path,
+        )
+
+    def primer(self, value: Any) -> Primer:
+        p = self.mapping(value, "primer", ("duration_s", "connections"))
+        return Primer(
+            duration_s=self.pos_int(p.get("duration_s", 5), "primer.duration_s"),
+            connections=self.pos_int(p.get("connections", 8), "primer.connections"),
+        )
+
+    def warmup(self, value: Any) -> bool | int:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value >= 1:
+            return value
+        raise self.fail("warmup", "true, false or a whole number of seconds", value)
+
+    def targets(self, value: Any) -> str | tuple[str, ...]:
+        if value == "all":
+            return "all"
+        known = [t.name for t in load_targets(env={})]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self.fail("targets", f"'all' or a list of target names ({', '.join(known)})", value)
+        for v in value:
+            if v not in known:
+                raise BenchlabError(f"{self.path.name}: targets: unknown target {v!r}; known: {', '.join(known)}")
+        return tuple(value)
+
+    def tests(self, value: Any) -> dict[str, TestLevels]:
+        if not isinstance(value, Mapping) or not value:
+            raise self.fail("tests", f"a mapping of test name to levels (tests: {', '.join(TESTS)})", value)
+        out = {}
+        for test, spec in value.items():
+            key = f"tests.{self.test_name(test, 'tests')}"
+            allowed = ("concurrency", "pipeline", "queries") if test in PARAM else ("concurrency", "pipeline")
+            lv = self.mapping(spec, key, allowed)
+            if "concurrency" not in lv:
+                raise BenchlabError(f"{self.path.name}: {key}.concurrency: required key missing")
+            if test in PARAM and "queries" not in lv:
+                raise BenchlabError(f"{self.path.name}: {key}.queries: required key missing")
+            queries = None
+            if test in PARAM:
+                queries = self.int_list(lv["queries"], f"{key}.queries", maximum=MAX_QUERIES)
+            out[test] = TestLevels(
+                concurrency=self.int_list(lv["concurrency"], f"{key}.concurrency"),
+                pipeline=self.pos_int(lv.get("pipeline", 1), f"{key}.pipeline"),
+                queries=queries,
+            )
+        return out
+
+    def open_loop(self, value: Any, tests: Mapping[str, Any]) -> OpenLoop | None:
+        if value is None:
+            return None
+        keys = ("tests", "rates", "fractions", "duration_s", "vus", "max_vus", "queries")
+        ol = self.mapping(value, "open_loop", keys)
+        names = ol.get("tests")
+        if not isinstance(names, list) or not names:
+            raise self.fail("open_loop.tests", "a list of test names", names)
+        chosen = tuple(self.test_name(t, "open_loop.tests") for t in names)
+        rates = self.num_list(ol.get("rates", []), "open_loop.rates")
+        fractions = self.num_list(ol.get("fractions", []), "open_loop.fractions")
+        if not rates and not fractions:
+            raise BenchlabError(f"{self.path.name}: open_loop: give rates (req/s) or fractions (of the peak)")
+        if fractions:
+            for t in chosen:
+                if t not in tests:
+                    raise BenchlabError(
+                        f"{self.path.name}: open_loop.tests: {t!r} has fractions but no closed-loop levels "
+                        "in tests to measure its peak"
+                    )
+        vus = self.pos_int(ol.get("vus", 64), "open_loop.vus")
+        max_vus = self.pos_int(ol["max_vus"], "open_loop.max_vus") if "max_vus" in ol else None
+        if max_vus is not None and max_vus < vus:
+            raise self.fail("open_loop.max_vus", f"at least vus ({vus})", max_vus)
+        queries = None
+        if "queries" in ol:
+            queries = self.pos_int(ol["queries"], "open_loop.queries")
+            if queries > MAX_QUERIES:
+                raise self.fail("open_loop.queries", f"a positive integer up to {MAX_QUERIES}", queries)
+        duration = None
+        if "duration_s" in ol:
+            duration = self.number(ol["duration_s"], "open_loop.duration_s", positive=True)
+        return OpenLoop(
+            tests=chosen,
+            rates=rates,
+            fractions=fractions,
+            duration_s=duration,
+            vus=vus,
+            max_vus=max_vus,
+            queries=queries,
+        )

@@ -1,0 +1,129 @@
+"""Closed-loop load with wrk, run the way TechEmpower runs it.
+
+Each run is one wrk process with a Lua ``done()`` hook (``lua/report.lua``) that prints a
+single JSON line: counts, socket errors, non-2xx/3xx responses and latency percentiles.
+Plaintext-style pipelining uses ``lua/pipeline.lua`` (depth N requests per write), as
+TechEmpower's own ``pipeline.lua`` does. Requests per second are divided by the duration
+wrk measured, not by the nominal one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from benchlab.errors import BenchlabError
+from benchlab.measurement import Measurement, ensure_open_files, last_line, run_engine
+
+LUA_DIR = Path(__file__).with_name("lua")
+REPORT_LUA = LUA_DIR / "report.lua"
+PIPELINE_LUA = LUA_DIR / "pipeline.lua"
+DEFAULT_TIMEOUT_S = 8.0  # TechEmpower's --timeout 8
+_PERCENTILES = {"p50": "50", "p75": "75", "p90": "90", "p99": "99", "p999": "99.9", "p9999": "99.99"}
+
+
+def find_wrk() -> str:
+    path = shutil.which("wrk")
+    if not path:
+        raise BenchlabError(
+            "wrk not found: install it with `apt-get install wrk` (Debian/Ubuntu), "
+            "or use the loadgen container, which has it"
+        )
+    return path
+
+
+def client_cpus() -> int:
+    """CPUs this process may run on (its affinity), not the host's count."""
+    return len(os.sched_getaffinity(0))
+
+
+def threads_for(connections: int) -> int:
+    """TechEmpower's rule: one wrk thread per client CPU, never more threads than connections."""
+    return max(1, min(connections, client_cpus()))
+
+
+def wrk_command(
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int,
+    pipeline: int = 1,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The wrk command line. wrk takes durations and timeouts in whole seconds only, so the
+    duration is rounded (at least 1 s) and the timeout rounded up; the measured duration
+    in the result is what counts."""
+    cmd = [find_wrk(), "-t", str(threads), "-c", str(connections),
+           "-d", f"{whole_seconds(duration_s)}s", "--timeout", f"{max(1, math.ceil(timeout_s))}s",
+           "-H", "Connection: keep-alive"]  # fmt: skip
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
+    if pipeline > 1:
+        cmd += ["-s", str(PIPELINE_LUA), url, "--", str(pipeline)]
+    else:
+        cmd += ["-s", str(REPORT_LUA), url]
+    return cmd
+
+
+def whole_seconds(duration_s: float) -> int:
+    """The duration wrk will actually be asked for."""
+    return max(1, round(duration_s))
+
+
+def parse_wrk_output(stdout: str) -> Measurement:
+    """The Measurement from wrk's stdout: the JSON line report.lua's done() printed."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith('{"benchlab":"wrk"'):
+            data = json.loads(line)
+            break
+    else:
+        raise ValueError("no benchlab summary line in wrk output")
+    lat = data["latency_us"]
+    pct = lat["percentiles"]
+    latency = {"mean": lat["mean"] / 1000, "stdev": lat["stdev"] / 1000, "max": lat["max"] / 1000}
+    latency.update({key: pct[p] / 1000 for key, p in _PERCENTILES.items()})
+    err = data["errors"]
+    return Measurement(
+        requests=int(data["requests"]),
+        duration_s=data["duration_us"] / 1e6,
+        bytes=int(data["bytes"]),
+        errors_connect=int(err["connect"]),
+        errors_read=int(err["read"]),
+        errors_write=int(err["write"]),
+        errors_timeout=int(err["timeout"]),
+        errors_status=int(err["status"]),
+        latency_ms=latency,
+    )
+
+
+def run_wrk(
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    threads: int,
+    pipeline: int = 1,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    raw_path: Path | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Measurement:
+    """One wrk run against ``url`` (full URL incl. path); its raw output goes to ``raw_path``."""
+    if connections < 1 or threads < 1 or pipeline < 1 or duration_s <= 0:
+        raise BenchlabError(
+            f"wrk: connections, threads and pipeline must be >= 1 and duration > 0 "
+            f"(got c={connections} t={threads} pipeline={pipeline} d={duration_s})"
+        )
+    ensure_open_files(connections)
+    cmd = wrk_command(url, connections=connections, duration_s=duration_s, threads=min(threads, connections),
+                      pipeline=pipeline, timeout_s=timeout_s, headers=headers)  # fmt: skip
+    proc = run_engine(cmd, limit_s=duration_s + timeout_s + 30, raw_path=raw_path)
+    try:
+        return parse_wrk_output(proc.stdout)
+    except (ValueError, KeyError) as exc:
+        raise BenchlabError(f"wrk failed (exit {proc.returncode}): {last_line(proc)}") from exc
