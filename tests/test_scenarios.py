@@ -1,0 +1,178 @@
+"""Scenario files: the built-in plans have the expected steps, and malformed files fail clearly."""
+
+from __future__ import annotations
+
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from benchlab.contract import TESTS
+from benchlab.errors import BenchlabError
+from benchlab.scenarios import Scenario, Step, available_scenarios, load_scenario
+from benchlab.targets import load_targets
+
+TARGETS = load_targets(env={})
+TFB_LEVELS = [16, 32, 64, 128, 256, 512]
+
+
+def test_builtins_are_listed() -> None:
+    assert {"smoke", "quick", "tfb"} <= set(available_scenarios())
+
+
+def test_tfb_is_techempower_exactly() -> None:
+    s = load_scenario("tfb")
+    assert (s.duration_s, s.timeout_s, s.pause_s, s.repeats) == (15, 8, 2, 1)
+    assert (s.primer.duration_s, s.primer.connections) == (5, 8)
+    assert s.warmup_duration_s == 15
+    assert s.open_loop is None
+    steps = s.plan(TARGETS[:1])
+    levels = {t: [(x.concurrency, x.pipeline, x.queries) for x in steps if x.test == t] for t in TESTS}
+    for t in ("json", "db", "fortunes"):
+        assert levels[t] == [(c, 1, None) for c in TFB_LEVELS]
+    assert levels["plaintext"] == [(c, 16, None) for c in (256, 1024, 4096, 16384)]
+    for t in ("queries", "updates"):
+        assert levels[t] == [(512, 1, q) for q in (1, 5, 10, 15, 20)]
+    assert levels["cached-queries"] == [(512, 1, q) for q in (1, 10, 20, 50, 100)]
+    assert all(x.duration_s == 15 and x.mode == "closed" for x in steps)
+    assert len(s.plan(TARGETS)) == 3 * len(steps)
+
+
+def test_smoke_covers_every_test_within_90s() -> None:
+    s = load_scenario("smoke")
+    steps = s.plan(TARGETS)
+    closed = [x for x in steps if x.mode == "closed"]
+    assert Counter((x.target, x.test) for x in closed) == {(t.name, test): 1 for t in TARGETS for test in TESTS}
+    assert s.warmup_duration_s == 0 and s.repeats == 1
+    # The load itself leaves room for start-up and verification in a 90 s smoke run.
+    assert s.estimate_s(len(TARGETS)) <= 80
+
+
+def test_quick_has_two_or_three_levels_two_repeats_under_10_minutes() -> None:
+    s = load_scenario("quick")
+    steps = s.plan(TARGETS)
+    assert s.repeats == 2 and {x.repeat for x in steps} == {1, 2}
+    per_test = Counter((x.test) for x in steps if x.mode == "closed" and x.repeat == 1 and x.target == TARGETS[0].name)
+    assert set(per_test) == set(TESTS) and all(2 <= n <= 3 for n in per_test.values())
+    assert any(x.mode == "open" for x in steps)
+    assert s.estimate_s(len(TARGETS)) <= 540  # 10 min less start-up and verification
+
+
+def test_plan_order_repeats_outermost_open_loop_after_its_test() -> None:
+    steps = load_scenario("quick").plan(TARGETS)
+    assert [x.repeat for x in steps] == sorted(x.repeat for x in steps)
+    first = steps[: len(steps) // 2]
+    assert [x.target for x in first] == sorted((x.target for x in first), key=[t.name for t in TARGETS].index)
+    json_steps = [x for x in first if x.target == TARGETS[0].name and x.test == "json"]
+    assert [x.mode for x in json_steps] == ["closed", "closed", "open"]
+    opened = json_steps[-1]
+    assert opened.rate is None and opened.rate_fraction == 0.75 and opened.max_vus == 512
+
+
+def test_plan_can_select_tests() -> None:
+    steps = load_scenario("tfb").plan(TARGETS, tests=["queries"])
+    assert {x.test for x in steps} == {"queries"}
+
+
+def test_url_paths() -> None:
+    def step(test: str, q: int | None) -> Step:
+        return Step("t", test, "closed", 1, 1, q, 1, 1.0)
+
+    assert step("json", None).url_path() == "/json"
+    assert step("queries", 5).url_path() == "/queries?queries=5"
+    assert step("updates", 20).url_path() == "/updates?queries=20"
+    assert step("cached-queries", 100).url_path() == "/cached-queries?count=100"
+    assert step("plaintext", None).headers()["Accept"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "tfb"])
+def test_round_trip_through_yaml(name: str, tmp_path: Path) -> None:
+    s = load_scenario(name)
+    path = tmp_path / "scenario.yaml"
+    path.write_text(s.to_yaml())
+    again: Scenario = load_scenario(str(path))
+    assert again == s
+    assert again.plan(TARGETS) == s.plan(TARGETS)
+
+
+def test_unknown_scenario_lists_available() -> None:
+    with pytest.raises(BenchlabError, match=r"unknown scenario 'nope'; available scenarios: .*quick, smoke, tfb"):
+        load_scenario("nope")
+    with pytest.raises(BenchlabError, match=r"scenario file /no/such\.yaml not found"):
+        load_scenario("/no/such.yaml")
+
+
+def _write(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+GOOD = """\
+duration_s: 2
+tests:
+  json: {concurrency: [16]}
+"""
+
+MALFORMED = [
+    ("tests:\n  json: {concurrency: [x]}\nduration_s: 2\n",
+     "bad.yaml: tests.json.concurrency: expected a list of positive integers, got 'x'"),
+    ("tests:\n  json: {concurrency: []}\nduration_s: 2\n", "bad.yaml: tests.json.concurrency: expected a list"),
+    ("tests:\n  json: {concurrency: 16}\nduration_s: 2\n", "bad.yaml: tests.json.concurrency: expected a list"),
+    ("tests:\n  json: {concurrency: [0]}\nduration_s: 2\n", "bad.yaml: tests.json.concurrency: .* got 0"),
+    ("tests:\n  json: {concurrency: [16, 16]}\nduration_s: 2\n", "without repeats"),
+    ("tests:\n  json: {concurrency: [16], speed: 3}\nduration_s: 2\n", "bad.yaml: tests.json.speed: unknown key"),
+    ("tests:\n  json: {concurrency: [16], queries: [1]}\nduration_s: 2\n", "bad.yaml: tests.json.queries: unknown key"),
+    ("tests:\n  queries: {concurrency: [16]}\nduration_s: 2\n", "bad.yaml: tests.queries.queries: required"),
+    ("tests:\n  queries: {concurrency: [16], queries: [501]}\nduration_s: 2\n",
+     "bad.yaml: tests.queries.queries: expected a list of positive integers up to 500, got 501"),
+    ("tests:\n  plaintext: {concurrency: [16], pipeline: 0}\nduration_s: 2\n",
+     "bad.yaml: tests.plaintext.pipeline: expected a positive integer, got 0"),
+    ("tests:\n  jsno: {concurrency: [16]}\nduration_s: 2\n",
+     "bad.yaml: tests: unknown test 'jsno'; tests are json, plaintext, db, queries, fortunes, updates, cached-queries"),
+    ("tests: []\nduration_s: 2\n", "bad.yaml: tests: expected a mapping"),
+    ("tests:\n  json: {concurrency: [16]}\n", "bad.yaml: duration_s: required key missing"),
+    (GOOD + "duration: 3\n", "bad.yaml: duration: unknown key; expected one of name, description, duration_s"),
+    (GOOD.replace("duration_s: 2", "duration_s: 2.5"), "bad.yaml: duration_s: expected a positive integer, got 2.5"),
+    (GOOD.replace("duration_s: 2", "duration_s: true"), "bad.yaml: duration_s: expected a positive integer, got True"),
+    (GOOD + "pause_s: -1\n", "bad.yaml: pause_s: expected a number >= 0, got -1"),
+    (GOOD + "timeout_s: 0\n", "bad.yaml: timeout_s: expected a positive number, got 0"),
+    (GOOD + "repeats: two\n", "bad.yaml: repeats: expected a positive integer, got 'two'"),
+    (GOOD + "warmup: maybe\n", "bad.yaml: warmup: expected true, false or a whole number of seconds, got 'maybe'"),
+    (GOOD + "primer: {connections: -8}\n", "bad.yaml: primer.connections: expected a positive integer, got -8"),
+    (GOOD + "primer: {seconds: 5}\n", "bad.yaml: primer.seconds: unknown key"),
+    (GOOD + "targets: [flask]\n", "bad.yaml: targets: unknown target 'flask'; known: flask-gunicorn-gevent"),
+    (GOOD + "targets: some\n", "bad.yaml: targets: expected 'all' or a list of target names"),
+    (GOOD + "open_loop: {tests: [json]}\n", "bad.yaml: open_loop: give rates"),
+    (GOOD + "open_loop: {tests: [db], fractions: [0.5]}\n", "bad.yaml: open_loop.tests: 'db' has fractions"),
+    (GOOD + "open_loop: {tests: [xml], rates: [10]}\n", "bad.yaml: open_loop.tests: unknown test 'xml'"),
+    (GOOD + "open_loop: {tests: [json], rates: [-5]}\n", "bad.yaml: open_loop.rates: expected a positive number"),
+    (GOOD + "open_loop: {tests: [json], rates: [5], vus: 8, max_vus: 4}\n",
+     "bad.yaml: open_loop.max_vus: expected at least vus \\(8\\), got 4"),
+    ("- just\n- a list\n", r"bad.yaml: \(top level\): expected a mapping"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "message"), MALFORMED)
+def test_malformed_scenarios_name_file_and_key(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(BenchlabError, match=message):
+        load_scenario(_write(tmp_path, body))
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(BenchlabError) as info:
+        load_scenario(_write(tmp_path, "duration_s: 2\ntests: {json: [16\n"))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("bad.yaml: YAML syntax error at line")
+
+
+def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
+    s = load_scenario(_write(tmp_path, GOOD + "open_loop: {tests: [json], rates: [100]}\n"))
+    assert s.name == "bad" and s.repeats == 1 and s.targets == "all" and s.warmup_duration_s == 0
+    assert (s.primer.duration_s, s.primer.connections) == (5, 8)
+    steps = s.plan(TARGETS[:1])
+    assert [(x.mode, x.rate, x.concurrency, x.max_vus, x.duration_s) for x in steps] == [
+        ("closed", None, 16, None, 2.0),
+        ("open", 100.0, 64, 256, 2.0),
+    ]
