@@ -1,0 +1,182 @@
+"""The seven TechEmpower tests on FastAPI + asyncpg, served by Uvicorn or Hypercorn (serve.py).
+
+Rules from shared/tfb-contract.md: one query per row read (asyncpg's per-connection statement
+cache reuses the prepared statement), fortunes sorted in Python and rendered by an
+autoescaping template, counts clamped to 1..500 leniently. Responses are built as bytes
+(orjson) so FastAPI does no validation or re-encoding on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from operator import itemgetter
+from pathlib import Path
+from random import randint, sample
+
+import asyncpg
+import jinja2
+import orjson
+import settings
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from info import Info
+
+WORLD_ROWS = 10_000
+MAX_QUERIES = 500
+WORLD_IDS = range(1, WORLD_ROWS + 1)
+READ_ROW = "SELECT randomnumber FROM world WHERE id = $1"
+READ_WORLD = "SELECT id, randomnumber FROM world"
+READ_FORTUNES = "SELECT id, message FROM fortune"
+# One statement for all rows; ids arrive sorted so concurrent updates lock rows in the same order.
+WRITE_ROWS = (
+    "UPDATE world SET randomnumber = new.r FROM unnest($1::int[], $2::int[]) AS new(id, r) WHERE world.id = new.id"
+)
+EXTRA_FORTUNE = (0, "Additional fortune added at request time.")
+PLAINTEXT = b"Hello, World!"
+# Starlette appends "; charset=utf-8" to text/* media types; the contract says exactly text/plain.
+PLAINTEXT_HEADERS = {"content-type": "text/plain"}
+
+# Bounds that turn an unreachable or hung database into a 503 instead of a hang. A stopped or
+# restarting database is refused at once, well inside these. They must stay far above what a
+# busy server sees: at 512 connections a query's wall time includes event-loop queueing (2 s
+# cut off healthy /updates?queries=20 requests), and wrk's own request timeout is 8 s in TFB.
+CONNECT_TIMEOUT_S = 5.0
+QUERY_TIMEOUT_S = 10.0
+# What a lost, refused, restarting or timed-out database raises through asyncpg.
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+    autoescape=True,
+)
+FORTUNES_PAGE = TEMPLATES.get_template("fortunes.html")
+by_message = itemgetter(1)
+
+
+class JSONBytes(Response):
+    """A body already serialised by orjson."""
+
+    media_type = "application/json"
+
+
+def clamp_queries(raw: str | None) -> int:
+    """TFB's rule: missing, empty, non-integer or < 1 gives 1; > 500 gives 500 (never a 422)."""
+    try:
+        n = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+    return 1 if n < 1 else min(n, MAX_QUERIES)
+
+
+async def load_world_cache(pool: asyncpg.Pool) -> dict[int, dict[str, int]]:
+    """All world rows, ready to serialise; empty if the database is away (filled on demand)."""
+    try:
+        rows = await pool.fetch(READ_WORLD)
+    except DB_ERRORS:
+        return {}
+    return {row_id: {"id": row_id, "randomNumber": number} for row_id, number in rows}
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Per worker: a lazily filled pool (start-up never fails on the DB), the cache, /info data."""
+    workers = settings.workers()
+    pool = await asyncpg.create_pool(
+        settings.database_url(),
+        min_size=0,
+        max_size=settings.pool_max_size(workers),
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=QUERY_TIMEOUT_S,
+    )
+    app.state.pool = pool
+    app.state.world_cache = await load_world_cache(pool)
+    app.state.info = Info(workers)
+    yield
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()
+
+
+app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@app.exception_handler(OSError)
+@app.exception_handler(TimeoutError)
+@app.exception_handler(asyncpg.PostgresError)
+@app.exception_handler(asyncpg.InterfaceError)
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    """The pool reconnects by itself once the database is back; until then, say so quickly."""
+    return JSONBytes(b'{"error":"database unavailable"}', status_code=503)
+
+
+@app.get("/json")
+async def json_serialization() -> Response:
+    return JSONBytes(orjson.dumps({"message": "Hello, World!"}))
+
+
+@app.get("/plaintext")
+async def plaintext() -> Response:
+    return Response(PLAINTEXT, headers=PLAINTEXT_HEADERS)
+
+
+@app.get("/db")
+async def single_query(request: Request) -> Response:
+    row_id = randint(1, WORLD_ROWS)
+    number = await request.app.state.pool.fetchval(READ_ROW, row_id)
+    return JSONBytes(orjson.dumps({"id": row_id, "randomNumber": number}))
+
+
+@app.get("/queries")
+async def multiple_queries(request: Request) -> Response:
+    ids = sample(WORLD_IDS, clamp_queries(request.query_params.get("queries")))
+    async with request.app.state.pool.acquire() as conn:
+        rows = [{"id": row_id, "randomNumber": await conn.fetchval(READ_ROW, row_id)} for row_id in ids]
+    return JSONBytes(orjson.dumps(rows))
+
+
+@app.get("/fortunes")
+async def fortunes(request: Request) -> Response:
+    rows = [tuple(row) for row in await request.app.state.pool.fetch(READ_FORTUNES)]
+    rows.append(EXTRA_FORTUNE)
+    rows.sort(key=by_message)
+    return HTMLResponse(FORTUNES_PAGE.render(fortunes=rows))
+
+
+@app.get("/updates")
+async def updates(request: Request) -> Response:
+    ids = sorted(sample(WORLD_IDS, clamp_queries(request.query_params.get("queries"))))
+    numbers = []
+    async with request.app.state.pool.acquire() as conn:
+        for row_id in ids:
+            old = await conn.fetchval(READ_ROW, row_id)
+            # A uniform new value in 1..10000 that always differs from the stored one.
+            new = randint(1, WORLD_ROWS - 1)
+            numbers.append(new + 1 if new >= old else new)
+        await conn.execute(WRITE_ROWS, ids, numbers)
+    return JSONBytes(orjson.dumps([{"id": i, "randomNumber": n} for i, n in zip(ids, numbers, strict=True)]))
+
+
+@app.get("/cached-queries")
+async def cached_queries(request: Request) -> Response:
+    cache = request.app.state.world_cache
+    ids = sample(WORLD_IDS, clamp_queries(request.query_params.get("count")))
+    missing = [row_id for row_id in ids if row_id not in cache]
+    if missing:
+        async with request.app.state.pool.acquire() as conn:
+            for row_id in missing:
+                cache[row_id] = {"id": row_id, "randomNumber": await conn.fetchval(READ_ROW, row_id)}
+    return JSONBytes(orjson.dumps([cache[row_id] for row_id in ids]))
+
+
+@app.get("/benchlab/info")
+async def benchlab_info(request: Request) -> Response:
+    return JSONBytes(orjson.dumps(request.app.state.info.payload()))

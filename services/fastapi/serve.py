@@ -1,0 +1,114 @@
+"""Launch the FastAPI app under one server: ``python serve.py uvicorn|hypercorn``.
+
+This process is the master: it waits (bounded) for the database so workers never crash-loop,
+exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then hands over
+to the server's own Python API, whose supervisor stops every worker on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import settings
+
+HERE = Path(__file__).resolve().parent
+APP = "app:app"
+DEFAULT_PORTS = {"uvicorn": 8082, "hypercorn": 8083}
+# wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
+BACKLOG = 4096
+# Idle keep-alive: load generators keep connections busy; this only bounds idle ones.
+KEEP_ALIVE_S = 60
+DB_WAIT_DEFAULT_S = 60
+
+
+def fail(message: str, code: int) -> None:
+    print(f"serve.py: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+async def _wait_for_database(url: str, deadline_s: int) -> None:
+    address = settings.database_address(url)
+    deadline = time.monotonic() + deadline_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            conn = await asyncpg.connect(url, timeout=max(0.5, min(2.0, left)))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail(f"gave up waiting for database {address} after {deadline_s}s: {exc}", 1)
+            print(f"waiting for database {address} ... ({left:.0f}s left)", file=sys.stderr, flush=True)
+            await asyncio.sleep(min(1.0, left))
+        else:
+            await conn.close()
+            return
+
+
+def run_uvicorn(host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        APP,
+        app_dir=str(HERE),
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        backlog=BACKLOG,
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
+
+
+def run_hypercorn(host: str, port: int, workers: int) -> None:
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    config = Config()
+    config.application_path = str(HERE / APP)
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.workers = workers
+    config.worker_class = "uvloop"
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.backlog = BACKLOG
+    config.keep_alive_timeout = KEEP_ALIVE_S
+    # Hypercorn closes a connection after 1000 requests by default; wrk keeps connections for a
+    # whole step (and pipelines plaintext 16 deep), so that cap would only add reconnects.
+    config.keep_alive_max_requests = 2**31
+    sys.exit(run(config))
+
+
+SERVERS: dict[str, Callable[[str, int, int], None]] = {"uvicorn": run_uvicorn, "hypercorn": run_hypercorn}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1 or argv[0] not in SERVERS:
+        got = repr(argv[0]) if argv else "nothing"
+        fail(f"expected one SERVER argument, {' or '.join(SERVERS)}; got {got}", 2)
+    server = argv[0]
+    try:
+        workers = settings.workers()
+        port = settings.env_int("BENCHLAB_PORT", DEFAULT_PORTS[server])
+        wait_s = settings.env_int("BENCHLAB_DB_WAIT_S", DB_WAIT_DEFAULT_S, minimum=0)
+        settings.pool_max_size(workers)  # reject a bad budget here, not in every worker
+    except settings.SettingsError as exc:
+        fail(str(exc), 2)
+    host = os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
+    asyncio.run(_wait_for_database(settings.database_url(), wait_s))
+    # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
+    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
+    os.environ["BENCHLAB_WORKERS"] = str(workers)
+    SERVERS[server](host, port, workers)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
