@@ -46,7 +46,7 @@ def test_smoke_covers_every_test_within_90s() -> None:
     assert Counter((x.target, x.test) for x in closed) == {(t.name, test): 1 for t in TARGETS for test in TESTS}
     assert s.warmup_duration_s == 0 and s.repeats == 1
     # The load itself leaves room for start-up and verification in a 90 s smoke run.
-    assert s.estimate_s(len(TARGETS)) <= 80
+    assert s.estimate_s(len(TARGETS)) <= 65
 
 
 def test_quick_has_two_or_three_levels_two_repeats_under_10_minutes() -> None:

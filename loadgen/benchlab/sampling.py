@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import httpx
 import psutil
 
 INFO_PATH = "/benchlab/info"
 ENGINE_NAMES = frozenset({"wrk", "k6"})
+FINAL_TIMEOUT_S = 5.0  # the end sample is needed for any CPU figure: wait for it longer
 CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share of its CPUs
 
 
@@ -118,6 +120,7 @@ class StepSampler:
         self._db: list[_Point] = []
         self._loadgen: list[_Point] = []
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def _sample_server(self, timeout_s: float) -> None:
@@ -130,8 +133,9 @@ class StepSampler:
             if resp.status_code != 200:
                 return
             info = resp.json()
-            self._server.append(_Point(t, float(info["cpu_seconds"]), info.get("target_pid")))
-            self._rss.append(float(info["rss_mb"]))
+            point, rss = _Point(t, float(info["cpu_seconds"]), info.get("target_pid")), float(info["rss_mb"])
+            self._keep(self._server, point)
+            self._keep(self._rss, rss)
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return
 
@@ -142,9 +146,16 @@ class StepSampler:
             except Exception:  # a caller's process lister failing must not fail the step
                 db = None
             if db is not None:
-                self._db.append(_Point(time.monotonic(), db))
+                self._keep(self._db, _Point(time.monotonic(), db))
         with contextlib.suppress(psutil.Error):
-            self._loadgen.append(_Point(time.monotonic(), loadgen_cpu_seconds()))
+            self._keep(self._loadgen, _Point(time.monotonic(), loadgen_cpu_seconds()))
+
+    def _keep(self, series: list[Any], value: Any) -> None:
+        """Records a sample, unless it is the thread's and the sampler stopped meanwhile."""
+        on_thread = threading.current_thread() is self._thread
+        with self._lock:
+            if not (on_thread and self._stop.is_set()):
+                series.append(value)
 
     def _sample(self, timeout_s: float) -> None:
         self._sample_local()
@@ -161,10 +172,11 @@ class StepSampler:
         return self
 
     def stop(self) -> Samples:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample(2 * self.request_timeout_s)
+        """The step's figures. An intermediate sample still in flight is not waited for."""
+        with self._lock:
+            self._stop.set()
+        # A server still draining the load's queued requests answers late; give it time.
+        self._sample(FINAL_TIMEOUT_S)
         loadgen = _rate(self._loadgen)
         self.result = Samples(
             server_cpu_cores=_rate(self._server),
