@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from benchlab import __version__
 from benchlab.charts import WARN, Chart, context_line, render_charts
-from benchlab.claims import evaluate_claims, load_claims
+from benchlab.claims import PairingResult, evaluate_claims, load_claims
 from benchlab.rundata import PERCENTILES, Point, Run, cpusets, level_label, load_run, lookup, show
 from benchlab.stats import CONFIDENCE
 
@@ -129,7 +129,7 @@ def render_html(
     run: Run,
     summary: Sequence[Mapping[str, Any]],
     charts: Mapping[str, Sequence[Chart]],
-    claim_results: Sequence[Any],
+    claim_results: Sequence[PairingResult],
     claims_path: Path | None,
 ) -> str:
     env = Environment(
@@ -156,7 +156,7 @@ def render_html(
         sections=[(test, charts.get(test, []), _point_rows(run, test)) for test in run.tests],
         resources=charts.get("resources", []),
         svg=lambda chart: Markup(chart.svg),  # matplotlib escapes its own text
-        claims=claim_results,
+        claims=[(c, [r for r in claim_results if r.claim is c]) for c in dict.fromkeys(r.claim for r in claim_results)],
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],

@@ -204,9 +204,7 @@ def x_dimension(test: str, mode: str) -> str:
 
 def level_value(level: Level, dimension: str) -> float | None:
     concurrency, pipeline, queries, offered = level
-    return {"concurrency": concurrency, "pipeline": pipeline, "queries": queries, "offered_rps": offered}[
-        dimension
-    ]
+    return {"concurrency": concurrency, "pipeline": pipeline, "queries": queries, "offered_rps": offered}[dimension]
 
 
 def load_run(run_dir: Path) -> Run:

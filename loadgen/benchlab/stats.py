@@ -62,9 +62,7 @@ def welch_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 
     diff = statistics.fmean(lb) - statistics.fmean(la)
     ratio = math.exp(diff)
     if len(la) < 2 or len(lb) < 2:
-        return RatioEstimate(
-            ratio, None, None, None, n, "welch-log", f"n={min(len(a), len(b))}, needs >=2 repeats"
-        )
+        return RatioEstimate(ratio, None, None, None, n, "welch-log", f"n={min(len(a), len(b))}, needs >=2 repeats")
     va, vb = statistics.variance(la) / len(la), statistics.variance(lb) / len(lb)
     se = math.sqrt(va + vb)
     if se == 0:

@@ -1,0 +1,76 @@
+"""Runs derived from a real run for report, compare and claims tests.
+
+The real smoke run gives the true format and real figures; tests then change it in
+known ways (repeats, slower B, a flagged step) so the expected outcome is known.
+Nothing here invents a run from scratch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from benchlab.results import COLUMNS, CSV_NAME, RUN_JSON, read_rows
+
+LATENCY = [c for c in COLUMNS if c.startswith("latency_")]
+# Deterministic repeat-to-repeat noise: a few percent, like a quiet machine.
+JITTER = (1.0, 0.97, 1.025, 0.985, 1.015)
+
+Row = dict[str, str]
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy without derived files, so each test starts from the run as the runner left it."""
+    skip = shutil.ignore_patterns("report.html", "summary.csv", "charts", "compare.csv", "*.tmp")
+    shutil.copytree(src, dst, ignore=skip)
+    return dst
+
+
+def rewrite_rows(run_dir: Path, change: Callable[[Row], Iterable[Row]]) -> None:
+    """Replaces each CSV row by the rows ``change`` returns for it (none, itself, or several)."""
+    rows = [new for row in read_rows(run_dir) for new in change(dict(row))]
+    with (run_dir / CSV_NAME).open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def edit_run_json(run_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    meta = json.loads((run_dir / RUN_JSON).read_text())
+    change(meta)
+    (run_dir / RUN_JSON).write_text(json.dumps(meta, indent=2))
+
+
+def scaled(row: Row, rps: float = 1.0, latency: float = 1.0) -> Row:
+    """The row with throughput (and request count) times ``rps`` and every latency times ``latency``."""
+    out = dict(row)
+    for col, factor in [("rps", rps), ("requests", rps), *((c, latency) for c in LATENCY)]:
+        if out.get(col):
+            out[col] = repr(float(out[col]) * factor)
+    return out
+
+
+def with_repeats(run_dir: Path, n: int = 3) -> None:
+    """Each step of repeat 1 repeated n times with small deterministic noise, as ``repeats: n`` gives."""
+
+    def repeat(row: Row) -> list[Row]:
+        out: list[Row] = []
+        if row["repeat"] != "1":
+            return out
+        for r in range(1, n + 1):
+            f = JITTER[(r - 1) % len(JITTER)]
+            new = scaled(row, rps=f, latency=1 / f)
+            new["repeat"] = str(r)
+            new["step_id"] = f"{row.get('step_id', '')}#r{r}"
+            out.append(new)
+        return out
+
+    rewrite_rows(run_dir, repeat)
+
+
+def successful(row: Row) -> bool:
+    return row["verification"] == "pass" and bool(row["rps"])
