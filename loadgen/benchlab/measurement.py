@@ -34,7 +34,7 @@ class Measurement:
     errors_write: int
     errors_timeout: int
     errors_status: int
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, float | None]
     offered_rps: float | None = None
     dropped: int | None = None
 

@@ -5,6 +5,11 @@ single JSON line: counts, socket errors, non-2xx/3xx responses and latency perce
 Plaintext-style pipelining uses ``lua/pipeline.lua`` (depth N requests per write), as
 TechEmpower's own ``pipeline.lua`` does. Requests per second are divided by the duration
 wrk measured, not by the nominal one.
+
+wrk's own rules, kept as they are: durations and ``--timeout`` are whole seconds; a
+"timeout" is a response that arrived later than ``--timeout`` (it gets no latency), and
+requests still unanswered when the run ends are not counted anywhere; with pipelining,
+one latency is recorded per batch (write to the batch's last response).
 """
 
 from __future__ import annotations
@@ -86,7 +91,7 @@ def parse_wrk_output(stdout: str) -> Measurement:
         raise ValueError("no benchlab summary line in wrk output")
     lat = data["latency_us"]
     pct = lat["percentiles"]
-    latency = {"mean": lat["mean"] / 1000, "stdev": lat["stdev"] / 1000, "max": lat["max"] / 1000}
+    latency: dict[str, float | None] = {k: lat[k] / 1000 for k in ("mean", "stdev", "max")}
     latency.update({key: pct[p] / 1000 for key, p in _PERCENTILES.items()})
     err = data["errors"]
     return Measurement(
