@@ -171,6 +171,9 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     s = load_scenario(_write(tmp_path, GOOD + "open_loop: {tests: [json], rates: [100]}\n"))
     assert s.name == "bad" and s.repeats == 1 and s.targets == "all" and s.warmup_duration_s == 0
     assert (s.primer.duration_s, s.primer.connections) == (5, 8)
+    again = tmp_path / "again.yaml"
+    again.write_text(s.to_yaml())
+    assert load_scenario(str(again)) == s  # defaults are written out, so the copy is the same scenario
     steps = s.plan(TARGETS[:1])
     assert [(x.mode, x.rate, x.concurrency, x.max_vus, x.duration_s) for x in steps] == [
         ("closed", None, 16, None, 2.0),

@@ -82,11 +82,11 @@ class TestLevels:
 @dataclass(frozen=True)
 class OpenLoop:
     tests: tuple[str, ...]
-    rates: tuple[float, ...] = ()
-    fractions: tuple[float, ...] = ()
-    duration_s: float | None = None
-    vus: int = 64
-    max_vus: int | None = None
+    rates: tuple[float, ...]
+    fractions: tuple[float, ...]
+    duration_s: float
+    vus: int
+    max_vus: int
     queries: int | None = None
 
 
@@ -143,10 +143,8 @@ class Scenario:
         queries = ol.queries if ol.queries is not None else (levels.queries[0] if levels.queries else None)
         if test not in PARAM:
             queries = None
-        duration = float(ol.duration_s or self.duration_s)
-        max_vus = ol.max_vus or 4 * ol.vus
         common = {"target": target, "test": test, "mode": "open", "concurrency": ol.vus, "pipeline": 1,
-                  "queries": queries, "repeat": repeat, "duration_s": duration, "max_vus": max_vus}  # fmt: skip
+                  "queries": queries, "repeat": repeat, "duration_s": ol.duration_s, "max_vus": ol.max_vus}  # fmt: skip
         return [Step(**common, rate=r) for r in ol.rates] + [Step(**common, rate_fraction=f) for f in ol.fractions]
 
     def estimate_s(self, n_targets: int) -> float:
@@ -183,8 +181,7 @@ class Scenario:
             ol = self.open_loop
             out["open_loop"] = {
                 "tests": list(ol.tests), "rates": list(ol.rates), "fractions": list(ol.fractions),
-                "duration_s": ol.duration_s or self.duration_s, "vus": ol.vus,
-                "max_vus": ol.max_vus or 4 * ol.vus,
+                "duration_s": ol.duration_s, "vus": ol.vus, "max_vus": ol.max_vus,
             }  # fmt: skip
             if ol.queries is not None:
                 out["open_loop"]["queries"] = ol.queries
@@ -308,7 +305,7 @@ class _Validator:
             repeats=self.pos_int(top.get("repeats", 1), "repeats"),
             targets=self.targets(top.get("targets", "all")),
             tests=self.tests(top["tests"]),
-            open_loop=self.open_loop(top.get("open_loop"), top["tests"]),
+            open_loop=self.open_loop(top.get("open_loop"), top["tests"], duration),
             source=self.path,
         )
 
@@ -359,7 +356,7 @@ class _Validator:
             )
         return out
 
-    def open_loop(self, value: Any, tests: Mapping[str, Any]) -> OpenLoop | None:
+    def open_loop(self, value: Any, tests: Mapping[str, Any], step_duration_s: int) -> OpenLoop | None:
         if value is None:
             return None
         keys = ("tests", "rates", "fractions", "duration_s", "vus", "max_vus", "queries")
@@ -380,15 +377,15 @@ class _Validator:
                         "in tests to measure its peak"
                     )
         vus = self.pos_int(ol.get("vus", 64), "open_loop.vus")
-        max_vus = self.pos_int(ol["max_vus"], "open_loop.max_vus") if "max_vus" in ol else None
-        if max_vus is not None and max_vus < vus:
+        max_vus = self.pos_int(ol["max_vus"], "open_loop.max_vus") if "max_vus" in ol else 4 * vus
+        if max_vus < vus:
             raise self.fail("open_loop.max_vus", f"at least vus ({vus})", max_vus)
         queries = None
         if "queries" in ol:
             queries = self.pos_int(ol["queries"], "open_loop.queries")
             if queries > MAX_QUERIES:
                 raise self.fail("open_loop.queries", f"a positive integer up to {MAX_QUERIES}", queries)
-        duration = None
+        duration = float(step_duration_s)
         if "duration_s" in ol:
             duration = self.number(ol["duration_s"], "open_loop.duration_s", positive=True)
         return OpenLoop(
