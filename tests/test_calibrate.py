@@ -82,7 +82,9 @@ def test_headroom_flags_a_tight_client() -> None:
     base = {"json": {"rps": 150.0}, "plaintext": {"rps": 1000.0}}
     h = headroom(base, {"x json": 100.0, "y json": 0.0})
     assert h == {"json": {"fastest": "x json", "rps": 100.0, "ratio": 1.5}}
-    result = {"engine": "wrk", "cpus": "0", "workers": 1, "targets_rps": {"x json": 100.0}, "headroom": h,
-              "baseline": {"json": {"connections": 1, "pipeline": 1, "rps": 150.0, "errors": 0,
-                                    "loadgen_cpu_cores": None, "server_cpu_cores": None}}}  # fmt: skip
-    assert "tight" in format_calibration(result)
+    result = {"engine": "wrk", "cpus": "0", "cpu_count": 1, "workers": 1, "targets_rps": {"x json": 100.0},
+              "headroom": h, "baseline": {"json": {"connections": 1, "pipeline": 1, "rps": 150.0, "errors": 0,
+                                                   "loadgen_cpu_cores": 0.2, "server_cpu_cores": 0.1}}}  # fmt: skip
+    text = format_calibration(result)
+    assert "tight" in text
+    assert "used 0.30 of 1 CPUs" in text  # a busy machine is said, not hidden

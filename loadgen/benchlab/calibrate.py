@@ -22,6 +22,7 @@ from benchlab.wrk import run_wrk, threads_for
 # Closed-loop levels compared: TechEmpower's json-style and plaintext-style loads.
 LOADS: dict[str, tuple[str, int]] = {"json": ("/json", 1), "plaintext": ("/plaintext", 16)}
 TIGHT_HEADROOM = 2.0  # below this, the client may be what limits the fastest target
+BUSY_SHARE = 0.5  # client + server using less than this share of the CPUs: someone else is using them
 
 
 def run_calibration(
@@ -60,6 +61,7 @@ def run_calibration(
     return {
         "engine": "wrk",
         "cpus": format_cpuset(chosen),
+        "cpu_count": len(chosen),
         "workers": workers_used,
         "loadgen_threads": {k: threads_for(c) for k, (c, _) in levels.items()},
         "baseline": baseline,
@@ -95,6 +97,12 @@ def format_calibration(result: Mapping[str, Any]) -> str:
             cpu += f", server {b['server_cpu_cores']:.2f} cores"
         errors = f", {b['errors']} errors" if b["errors"] else ""
         lines.append(f"  {kind + '-like':<15} {level:<22} {b['rps']:>12,.0f} req/s{cpu}{errors}")
+        used = (b["loadgen_cpu_cores"] or 0) + (b["server_cpu_cores"] or 0)
+        if b["loadgen_cpu_cores"] is not None and used < BUSY_SHARE * result["cpu_count"]:
+            lines.append(
+                f"    note: client and server used {used:.2f} of {result['cpu_count']} CPUs: other work on this "
+                "machine is taking them, so this ceiling is low"
+            )
     for kind, h in result["headroom"].items():
         note = " (tight: the client may limit the fastest target)" if h["ratio"] < TIGHT_HEADROOM else ""
         lines.append(f"  headroom {kind}: {h['ratio']:.1f}x over {h['fastest']} ({h['rps']:,.0f} req/s){note}")
