@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from derived_runs import copy_run, edit_run_json, rewrite_rows, scaled, successful, with_repeats
+from derived_runs import JITTER, copy_run, edit_run_json, rewrite_rows, scaled, successful, with_repeats
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -120,6 +121,29 @@ def test_steps_in_one_run_only(repeated: Path, tmp_path: Path) -> None:
     only_a = [r for r in result.table if r.present == "only A"]
     assert only_a and all(r.test == "json" for r in only_a)
     assert "only A" in result.render_text()
+
+
+def test_open_loop_rates_pair_by_rank(repeated: Path, tmp_path: Path) -> None:
+    """Open-loop rates are fractions of each run's own peak, so A and B differ: matched by rank."""
+
+    def open_loop(factor: float) -> Callable[[dict[str, str]], list[dict[str, str]]]:
+        def change(row: dict[str, str]) -> list[dict[str, str]]:
+            if row["mode"] == "open":
+                return []
+            if row["test"] != "json" or not successful(row):
+                return [row]
+            rate = round(float(row["rps"]) / JITTER[int(row["repeat"]) - 1] * factor)
+            return [row, {**row, "mode": "open", "offered_rps": str(rate), "rps": str(rate * 0.99)}]
+
+        return change
+
+    b = copy_run(repeated, tmp_path / "b")
+    rewrite_rows(repeated, open_loop(0.5))
+    rewrite_rows(b, open_loop(0.55))
+    result = compare_runs(repeated, b)
+    opened = [r for r in result.table if r.mode == "open"]
+    assert opened and all(r.present == "both" and r.offered_b for r in opened)
+    assert "(B: " in result.render_text()
 
 
 @pytest.mark.parametrize("which", ["a", "b"])

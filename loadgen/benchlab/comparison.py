@@ -30,7 +30,7 @@ SETUP_KEYS = (
     "git_commit", "nofile_limit", "python",
 )  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = (
-    "target", "test", "mode", "level", "concurrency", "pipeline", "queries", "offered_rps", "present",
+    "target", "test", "mode", "level", "concurrency", "pipeline", "queries", "offered_rps", "offered_rps_b", "present",
     "n_a", "n_b", "rps_a", "rps_b", "rps_change_pct", "rps_p", "rps_significant",
     "p99_a_ms", "p99_b_ms", "p99_change_pct", "p99_p", "p99_significant", "flags_a", "flags_b", "regression",
 )  # fmt: skip
@@ -78,6 +78,12 @@ class ComparisonRow:
     p99: Change
     flags_a: tuple[str, ...]
     flags_b: tuple[str, ...]
+    offered_b: float | None = None  # B's open-loop rate when paired by rank with A's
+
+    @property
+    def level_text(self) -> str:
+        text = level_label(self.level)
+        return text if self.offered_b is None else f"{text} (B: {self.offered_b:g})"
 
     def regression(self, threshold_pct: float) -> str:
         """Why this row is a significant regression beyond the threshold, or ``""``."""
@@ -90,7 +96,7 @@ class ComparisonRow:
 
     @property
     def key(self) -> str:
-        return f"{self.target} {self.test} {self.mode} {level_label(self.level)}"
+        return f"{self.target} {self.test} {self.mode} {self.level_text}"
 
 
 @dataclass
@@ -125,7 +131,8 @@ class ComparisonResult:
         console.print(
             "change = median B / median A - 1; p = Welch t on log values across repeats; "
             f"'~' = not significant (p >= {ALPHA:g} or too few repeats). ! = flagged step "
-            "(client-bound, errors or drops)."
+            "(client-bound, errors or drops). Open-loop rates set from each run's own peak are paired "
+            "by rank ('B:' shows B's rate)."
         )
         if self.fail_above is not None:
             if self.regressions:
@@ -163,9 +170,13 @@ def compare_runs(
     return result
 
 
+Key = tuple[str, str, str, Level]
+
+
 def _rows(a: Run, b: Run) -> list[ComparisonRow]:
     pa = {(p.target, p.test, p.mode, p.level): p for p in a.points}
     pb = {(p.target, p.test, p.mode, p.level): p for p in b.points}
+    pb = {_open_rank_match(k, pa, pb): p for k, p in pb.items()}
     order = {t: i for i, t in enumerate(a.targets + [t for t in b.targets if t not in a.targets])}
     tests = a.tests + [t for t in b.tests if t not in a.tests]
     keys = sorted(
@@ -173,6 +184,22 @@ def _rows(a: Run, b: Run) -> list[ComparisonRow]:
         key=lambda k: (tests.index(k[1]), order[k[0]], k[2], *((-1 if v is None else v) for v in k[3])),
     )
     return [_row(k, pa.get(k), pb.get(k)) for k in keys]
+
+
+def _open_rank_match(key: Key, pa: Mapping[Key, Point], pb: Mapping[Key, Point]) -> Key:
+    """B's key as A names it: open-loop rates derived from each run's own peak differ between runs,
+    so when both runs offered the same number of rates, the i-th lowest of B pairs with A's i-th."""
+    if key[2] != "open" or key in pa:
+        return key
+
+    def rates(points: Mapping[Key, Point]) -> list[float]:
+        same = [k for k in points if k[:3] == key[:3] and k[3][:3] == key[3][:3]]
+        return sorted(k[3][3] or 0.0 for k in same)
+
+    ra, rb = rates(pa), rates(pb)
+    if len(ra) != len(rb) or set(ra) & set(rb):
+        return key
+    return (*key[:3], (*key[3][:3], ra[rb.index(key[3][3] or 0.0)]))
 
 
 def _row(key: tuple[str, str, str, Level], a: Point | None, b: Point | None) -> ComparisonRow:
@@ -183,6 +210,7 @@ def _row(key: tuple[str, str, str, Level], a: Point | None, b: Point | None) -> 
         return Change(a.median(metric) if a else None, b.median(metric) if b else None, est)
 
     return ComparisonRow(
+        offered_b=b.level[3] if b and a and b.level != a.level else None,
         target=key[0],
         test=key[1],
         mode=key[2],
@@ -213,7 +241,7 @@ def _table(rows: list[ComparisonRow]) -> Table:
         mark_a = " !" if r.flags_a else ""
         mark_b = " !" if r.flags_b else ""
         table.add_row(
-            r.target, r.test, r.mode, level_label(r.level), f"{r.n_a}/{r.n_b}",
+            r.target, r.test, r.mode, r.level_text, f"{r.n_a}/{r.n_b}",
             _num(r.rps.a) + mark_a, _num(r.rps.b) + mark_b, r.rps.text() if r.present == "both" else r.present,
             _num(r.p99.a, 2), _num(r.p99.b, 2), r.p99.text() if r.present == "both" else "",
         )  # fmt: skip
@@ -230,9 +258,10 @@ def _csv_row(row: ComparisonRow, fail_above: float | None) -> dict[str, Any]:
         return "" if value is None else round(value, digits)
 
     return {
-        "target": row.target, "test": row.test, "mode": row.mode, "level": level_label(row.level),
+        "target": row.target, "test": row.test, "mode": row.mode, "level": row.level_text,
         "concurrency": r(concurrency, 0), "pipeline": r(pipeline, 0), "queries": r(queries, 0),
-        "offered_rps": r(offered, 3), "present": row.present, "n_a": row.n_a, "n_b": row.n_b,
+        "offered_rps": r(offered, 3), "offered_rps_b": r(row.offered_b, 3), "present": row.present,
+        "n_a": row.n_a, "n_b": row.n_b,
         "rps_a": r(row.rps.a, 2), "rps_b": r(row.rps.b, 2), "rps_change_pct": r(row.rps.pct, 2),
         "rps_p": p(row.rps), "rps_significant": str(row.rps.significant).lower(),
         "p99_a_ms": r(row.p99.a, 3), "p99_b_ms": r(row.p99.b, 3), "p99_change_pct": r(row.p99.pct, 2),
