@@ -8,6 +8,7 @@ runs. Settings come from gunicorn_conf.py, the service's one reader of the env c
 
 from __future__ import annotations
 
+import atexit
 import os
 import platform
 import re
@@ -55,6 +56,7 @@ POOL = ConnectionPool(
     open=False,
 )
 POOL.open(wait=False)  # the worker starts (and answers 503s) even while the database is down
+atexit.register(POOL.close)  # a clean goodbye to Postgres, not a pool torn down by the GC
 
 app = Flask(__name__)
 _db_healthy = False  # until the first success, a database that may be down gets the short wait

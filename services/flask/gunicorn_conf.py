@@ -41,9 +41,9 @@ def _pool_size(workers: int) -> int:
     max_db = _env_int("BENCHLAB_MAX_DB_CONNECTIONS", 2000, 1)
     budget = int(max_db * (1 - POOL_RESERVE))
     pool = _env_int("BENCHLAB_DB_POOL", min(POOL_CAP, budget // workers), 1)
-    if workers * pool > budget:
+    if pool < 1 or workers * pool > budget:
         raise SystemExit(
-            f"flask-gunicorn-gevent: {workers} workers x {pool} connections exceeds {budget} "
+            f"flask-gunicorn-gevent: {workers} workers x {max(pool, 1)} connections exceeds {budget} "
             f"(BENCHLAB_MAX_DB_CONNECTIONS={max_db} less a {POOL_RESERVE:.0%} reserve)"
         )
     return pool
