@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Makes a Docker engine and docker-compose usable on this machine, idempotently:
+# installs Debian's docker.io + docker-compose when absent, starts dockerd in the
+# background when it is not answering, and waits until `docker info` works.
+# Sandboxes differ: when dockerd will not come up with its defaults, it is retried
+# without iptables and then with the vfs storage driver (slow, but works anywhere).
+set -euo pipefail
+
+log() { echo "docker.sh: $*" >&2; }
+
+LOG_DIR=${BENCHLAB_DOCKERD_LOG_DIR:-/var/log}
+WAIT_S=${BENCHLAB_DOCKERD_WAIT_S:-60}
+
+if docker info >/dev/null 2>&1; then
+    log "docker engine already answering"
+    command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || {
+        log "installing docker-compose"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+    }
+    exit 0
+fi
+
+if [ "$(id -u)" != 0 ]; then
+    log "docker is not answering and starting dockerd needs root"
+    exit 1
+fi
+
+need=()
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]} from Debian's packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Waits up to WAIT_S for `docker info`; fails early when the daemon process died.
+wait_for_docker() {
+    local pid=$1 deadline=$((SECONDS + WAIT_S))
+    while [ $SECONDS -lt $deadline ]; do
+        docker info >/dev/null 2>&1 && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 1
+    done
+    return 1
+}
+
+attempt=0
+for flags in "" "--iptables=false" "--iptables=false --storage-driver=vfs"; do
+    attempt=$((attempt + 1))
+    logfile="$LOG_DIR/benchlab-dockerd.$attempt.log"
+    log "starting dockerd ${flags:-(default flags)}; log in $logfile"
+    # shellcheck disable=SC2086  # flags are intentionally word-split
+    setsid nohup dockerd $flags >"$logfile" 2>&1 </dev/null &
+    pid=$!
+    if wait_for_docker "$pid"; then
+        log "docker engine up (dockerd pid $pid, flags: ${flags:-default})"
+        exit 0
+    fi
+    log "dockerd ${flags:-(default flags)} did not come up; last log lines:"
+    tail -n 5 "$logfile" >&2 || true
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    rm -f /var/run/docker.pid
+done
+
+log "could not start a docker engine here"
+exit 1
