@@ -76,9 +76,13 @@ def test_report_files(report: Path) -> None:
             assert float(s["peak_rps"]) == pytest.approx(max(mine), rel=1e-3)
             assert s["peak_level"]
     ids = chart_ids(html)
-    tests = {r["test"] for r in rows}
-    for test in tests:
-        assert f"peak-{test}" in ids and f"latency-{test}" in ids
+    for test in {r["test"] for r in rows}:
+        assert f"peak-{test}" in ids
+        if any(float(r["latency_p50_ms"] or 0) > 0 for r in rows if r["test"] == test):
+            assert f"latency-{test}" in ids
+        levels = {(r["target"], r["concurrency"], r["queries"]) for r in rows if r["test"] == test}
+        if len(levels) > len({r["target"] for r in rows if r["test"] == test}):
+            assert f"scaling-{test}" in ids
     assert "resources" in ids
     for name in ids:
         png = run_dir / CHARTS_DIR / f"{name}.png"
@@ -130,7 +134,7 @@ def test_flagged_steps_are_marked(smoke_run: Path, tmp_path: Path) -> None:
     for row in summary:
         assert marks[row["test"]][2] in row["flags"]
         assert re.search(rf'<tr class="flag[^"]*">\s*<td class="t">{row["target"]}', html)
-    for chart in ("peak-json", "scaling-json", "latency-json", "peak-db", "scaling-db"):
+    for chart in ("peak-json", "latency-json", "peak-db"):
         assert f'id="chart-{chart}" class="chart" data-flagged="true"' in html
     assert "client-bound, errors or drops: do not quote" in html
     assert 'id="status-banner"' in html and "interrupted" in html

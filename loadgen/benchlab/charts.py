@@ -20,7 +20,7 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from benchlab.rundata import (
     PERCENTILES,
@@ -55,7 +55,6 @@ RC = {
     "grid.alpha": 0.3,
 }
 WIDTH_IN, HEIGHT_IN, PNG_DPI = 8.0, 4.4, 120
-FOOTER_IN = 0.32  # room for two lines of hardware/cpuset footer
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,6 @@ class _Drawn:
 
 def _figure(ncols: int = 1, height: float = HEIGHT_IN) -> tuple[Figure, list[Any]]:
     fig = Figure(figsize=(WIDTH_IN * (1 if ncols == 1 else 1.15), height), layout="constrained")
-    # Leave a band at the bottom for the footer; constrained layout keeps axes out of it.
-    band = FOOTER_IN / height
-    fig.get_layout_engine().set(rect=(0, band, 1, 1 - band))
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, list(axes)
 
@@ -204,9 +200,10 @@ def _log2_axis(ax: Any, values: Iterable[float]) -> None:
 
 
 def _scaling(run: Run, test: str) -> _Drawn | None:
-    if "closed" not in run.modes(test):
-        return None
+    """Throughput against load; only drawn when some target ran more than one level (else: the peak chart)."""
     dimension = x_dimension(test, "closed")
+    if max((len({p.level for p in run.points_for(t, test, "closed")}) for t in run.targets), default=0) < 2:
+        return None
     fig, (ax,) = _figure()
     flagged, xs = False, []
     for target in run.targets:
@@ -264,8 +261,7 @@ def _spectrum(run: Run, test: str) -> _Drawn | None:
         drawn = True
     if not drawn:
         return None
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    _log_ms_axis(ax)
     ax.xaxis.set_major_locator(FixedLocator([_spectrum_x(p) for _, p in PERCENTILES]))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _percentile_name(v)))
     ax.xaxis.set_minor_locator(NullLocator())
@@ -276,6 +272,14 @@ def _spectrum(run: Run, test: str) -> _Drawn | None:
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
     return _Drawn(f"latency-{test}", title, fig, flagged)
+
+
+def _log_ms_axis(ax: Any) -> None:
+    """Log latency axis labelled 1, 2, 5, 10, 20, 50 ... in plain numbers, never 4x10^2."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _percentile_name(x: float) -> str:
@@ -312,8 +316,7 @@ def _open_loop(run: Run, test: str) -> _Drawn | None:
                         _ring(ax, xv, yv)
     if not xs:
         return None
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    _log_ms_axis(ax)
     ax.set_xlabel(AXIS_LABELS["offered_rps"])
     ax.set_ylabel("latency (ms, log scale)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
@@ -365,7 +368,7 @@ def _resources(run: Run) -> _Drawn | None:
     if flagged:
         handles.append(Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
                              label=f"{WARN} client-bound, errors or drops"))  # fmt: skip
-    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=8)
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     title = "Server CPU and memory per target (closed loop, at each test's peak)"
     fig.suptitle(title, fontsize=10)
     return _Drawn("resources", title, fig, flagged)
@@ -381,8 +384,9 @@ def _target_cpu_count(run: Run) -> int | None:
 
 def _save(drawn: _Drawn, footer: str, out_dir: Path) -> Chart:
     fig = drawn.fig
-    fig.text(0.005, 0.005, "\n".join(textwrap.wrap(footer, 170, break_on_hyphens=False)), fontsize=6.5, color="#555555",
-             va="bottom", ha="left")  # fmt: skip
+    # As the figure's x label, constrained layout keeps axes and legends clear of the footer.
+    fig.supxlabel("\n".join(textwrap.wrap(footer, 170, break_on_hyphens=False)), x=0.005, ha="left",
+                  fontsize=6.5, color="#555555")  # fmt: skip
     png = out_dir / f"{drawn.name}.png"
     buf = io.StringIO()
     fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
