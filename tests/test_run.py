@@ -177,3 +177,25 @@ def test_unwritable_output_directory(tmp_path: Path):
     proc = run_benchlab("run", "--scenario", "smoke", "--out", str(blocker / "sub"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "results directory" in proc.stderr
+
+
+def test_open_loop_step_scales_from_measured_peak(lab: NativeLab, tmp_path: Path):
+    """A closed-loop step, then k6 at half its peak: offered rate, achieved rate and dropped are recorded."""
+    scenario = tmp_path / "open.yaml"
+    scenario.write_text(
+        "name: open\ndescription: one closed and one open-loop step\nduration_s: 2\npause_s: 0\n"
+        "primer: {duration_s: 1, connections: 8}\nwarmup: false\nrepeats: 1\n"
+        "tests:\n  json:\n    concurrency: [16]\n"
+        "open_loop:\n  tests: [json]\n  fractions: [0.5]\n  duration_s: 3\n  vus: 16\n  max_vus: 64\n"
+    )
+    proc = run_benchlab("run", "--scenario", str(scenario), "--targets", "fastapi-uvicorn", "--dsn", lab.dsn,
+                        "--out", str(tmp_path / "out"), "--no-report")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    closed, opened = read_csv(next((tmp_path / "out").iterdir()))
+    assert closed["mode"] == "closed" and opened["mode"] == "open"
+    offered = float(opened["offered_rps"])
+    assert offered == pytest.approx(round(float(closed["rps"]) * 0.5), abs=1)
+    assert float(opened["rps"]) == pytest.approx(offered, rel=0.25)
+    assert opened["dropped"] != "" and int(opened["dropped"]) >= 0
+    lat = [float(opened[f"latency_{p}_ms"]) for p in PERCENTILES]
+    assert lat == sorted(lat)

@@ -171,14 +171,14 @@ class Runner:
         self.progress.live(f"{target.name} {first.test}: primer {p.duration_s:g} s")
         try:
             wrk.run_wrk(url, connections=p.connections, duration_s=p.duration_s,
-                        threads=wrk.threads_for(p.connections), raw_path=raw)  # fmt: skip
+                        threads=wrk.threads_for(p.connections), raw_path=raw, headers=first.headers())  # fmt: skip
             warmup = self.scenario.warmup_duration_s
             if warmup:
                 top = max(closed, key=lambda s: s.concurrency)
                 self.progress.live(f"{target.name} {first.test}: warm-up {warmup:g} s at {top.concurrency}")
                 wrk.run_wrk(
                     target.url + top.url_path(), connections=top.concurrency, duration_s=warmup,
-                    threads=wrk.threads_for(top.concurrency), pipeline=top.pipeline,
+                    threads=wrk.threads_for(top.concurrency), pipeline=top.pipeline, headers=top.headers(),
                     raw_path=self.run_dir / RAW_DIR / _raw_name(step_id(top), "warmup"),
                 )  # fmt: skip
         except BenchlabError as exc:
@@ -208,11 +208,13 @@ class Runner:
                 if step.mode == "open":
                     vus = max(step.concurrency, 1)
                     m = k6.run_k6(url, rate=rate, duration_s=step.duration_s, pre_allocated_vus=vus,
-                                  max_vus=vus * 4, raw_path=raw)  # fmt: skip
+                                  max_vus=max(step.max_vus or vus, vus), raw_path=raw, headers=step.headers(),
+                                  timeout_s=self.scenario.timeout_s)  # fmt: skip
                 else:
                     m = wrk.run_wrk(url, connections=step.concurrency, duration_s=step.duration_s,
                                     threads=wrk.threads_for(step.concurrency), pipeline=step.pipeline,
-                                    timeout_s=self.scenario.timeout_s, raw_path=raw)  # fmt: skip
+                                    timeout_s=self.scenario.timeout_s, raw_path=raw,
+                                    headers=step.headers())  # fmt: skip
         except BenchlabError as exc:
             self._write(writer, target, step, None, sampler.result, f"error: {exc}", started)
             return
