@@ -18,7 +18,10 @@ import time
 DEFAULT_DATABASE_URL = "postgresql://benchmarkdbuser:benchmarkdbpass@127.0.0.1:5432/hello_world"
 DEFAULT_PORT = 8081
 POOL_RESERVE = 0.10  # share of the server's max_connections left for psql, the verifier, ...
-POOL_CAP = 32  # per worker; more only queues in Postgres on the same cores (measured, see report)
+# Per worker. A gevent worker is one CPU-bound thread: a few connections cover its DB round
+# trips, and more only add Postgres backends contending for the same cores (measured: at 512
+# clients, 32 per worker cost Postgres ~1.5-2x the CPU per request that 4-8 did).
+POOL_CAP = 8
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
 
 
