@@ -153,11 +153,16 @@ def fortunes() -> str:
 
 
 def world_cache() -> dict[int, dict[str, int]]:
-    """This worker's copy of every world row, by id, loaded on first use."""
+    """This worker's copy of every world row, by id, loaded on first use.
+
+    Checked again once a connection is in hand: of a crowd of first requests, only those
+    already holding a connection (at most the pool size) load the table.
+    """
     if not _world_cache:
         with database() as conn:
-            rows = conn.execute(READ_ALL_WORLDS).fetchall()
-        _world_cache.update((i, {"id": i, "randomNumber": r}) for i, r in rows)
+            if not _world_cache:
+                rows = conn.execute(READ_ALL_WORLDS).fetchall()
+                _world_cache.update((i, {"id": i, "randomNumber": r}) for i, r in rows)
     return _world_cache
 
 

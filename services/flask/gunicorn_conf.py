@@ -87,7 +87,7 @@ def on_starting(server: object) -> None:
     """
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
     _raise_open_file_limit()
-    code = subprocess.run([sys.executable, __file__], check=False).returncode
+    code = subprocess.run([sys.executable, os.path.abspath(__file__)], check=False).returncode
     if code:
         raise SystemExit(code)
 
