@@ -20,7 +20,7 @@ from markupsafe import Markup
 from benchlab import __version__
 from benchlab.charts import WARN, Chart, context_line, render_charts
 from benchlab.claims import PairingResult, evaluate_claims, load_claims
-from benchlab.rundata import PERCENTILES, Point, Run, cpusets, level_label, load_run, lookup, show
+from benchlab.rundata import PERCENTILES, Point, Run, Step, cpusets, level_label, load_run, lookup, show
 from benchlab.stats import CONFIDENCE
 
 REPORT_HTML = "report.html"
@@ -238,7 +238,7 @@ def _point_rows(run: Run, test: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _failed_row(step: Any) -> dict[str, Any]:
+def _failed_row(step: Step) -> dict[str, Any]:
     return {
         "target": step.target,
         "test": step.test,

@@ -6,6 +6,7 @@ steps count" and "which figures must carry a warning" are decided once.
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Iterable, Mapping
@@ -191,8 +192,14 @@ class Run:
         return [s for s in self.steps if not s.ok]
 
 
+@functools.cache
+def _registry_names() -> tuple[str, ...]:
+    return tuple(t.name for t in load_targets(env={}))
+
+
 def target_order() -> list[str]:
-    return [t.name for t in load_targets(env={})]
+    """Registry order: every table and chart lists targets (and picks colours) in it."""
+    return list(_registry_names())
 
 
 def x_dimension(test: str, mode: str) -> str:
