@@ -27,7 +27,8 @@ from psycopg import Connection, InterfaceError, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 MAX_QUERIES = 500
-WORLD_IDS = range(1, 10_001)
+WORLD_ROWS = 10_000  # ids 1..10000, and random numbers 1..10000
+WORLD_IDS = range(1, WORLD_ROWS + 1)
 EXTRA_FORTUNE = (0, "Additional fortune added at request time.")
 
 READ_WORLD = "SELECT id, randomnumber FROM world WHERE id = %s"
@@ -110,7 +111,7 @@ def plaintext() -> Response:
 @app.get("/db")
 def single_query() -> Response:
     with database() as conn:
-        row = conn.execute(READ_WORLD, (randint(1, 10_000),)).fetchone()
+        row = conn.execute(READ_WORLD, (randint(1, WORLD_ROWS),)).fetchone()
     return json_response({"id": row[0], "randomNumber": row[1]})
 
 
@@ -128,7 +129,7 @@ def read_worlds(conn: Connection, ids: list[int]) -> list[tuple[int, int]]:
 def multiple_queries() -> Response:
     n = query_count("queries")
     with database() as conn:
-        rows = read_worlds(conn, [randint(1, 10_000) for _ in range(n)])
+        rows = read_worlds(conn, [randint(1, WORLD_ROWS) for _ in range(n)])
     return json_response([{"id": i, "randomNumber": r} for i, r in rows])
 
 
@@ -136,7 +137,7 @@ def multiple_queries() -> Response:
 def updates() -> Response:
     # Distinct ids (one value per row in the bulk UPDATE), sorted for the lock order.
     ids = sorted(sample(WORLD_IDS, query_count("queries")))
-    numbers = [randint(1, 10_000) for _ in ids]
+    numbers = [randint(1, WORLD_ROWS) for _ in ids]
     with database() as conn:
         read_worlds(conn, ids)
         conn.execute(WRITE_WORLDS, (ids, numbers))
@@ -169,7 +170,7 @@ def world_cache() -> dict[int, dict[str, int]]:
 @app.get("/cached-queries")
 def cached_queries() -> Response:
     cache = world_cache()
-    return json_response([cache[randint(1, 10_000)] for _ in range(query_count("count"))])
+    return json_response([cache[randint(1, WORLD_ROWS)] for _ in range(query_count("count"))])
 
 
 def _requirements() -> list[str]:
