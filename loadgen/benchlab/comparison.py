@@ -141,7 +141,7 @@ class ComparisonResult:
                     console.print(f"  {line}")
             else:
                 console.print(f"OK: no significant regression beyond {self.fail_above:g}%.")
-        return console.export_text()
+        return console.export_text().rstrip("\n")
 
     def write_csv(self, path: Path) -> None:
         try:
