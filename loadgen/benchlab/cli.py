@@ -31,6 +31,10 @@ def _native_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes per target (default: its CPUs)")
 
 
+def _claims_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--claims", type=Path, help="a YAML file of claims to check (default: the bundled claims.yaml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="benchlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,10 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
     p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    _claims_arg(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html, PNG charts and summary.csv for a run")
     p.add_argument("run_dir", type=Path)
+    _claims_arg(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="compare two runs, benchstat-style")
@@ -131,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from benchlab.report import build_report
 
-    print(build_report(args.run_dir))
+    print(build_report(args.run_dir, claims_path=args.claims))
     return 0
 
 

@@ -375,7 +375,7 @@ def run_command(args: argparse.Namespace) -> int:
             write_run_json(run_dir, meta)
     progress.message(f"results: {run_dir / 'results.csv'}")
     if not args.no_report:
-        _report(run_dir, progress)
+        _report(run_dir, progress, args.claims)
     rows = read_rows(run_dir)
     failed = [r for r in rows if not r["verification"].startswith(("pass", "warn"))]
     if failed:
@@ -383,13 +383,12 @@ def run_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _report(run_dir: Path, progress: Progress) -> None:
+def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
+    """The run ends with its report; a report that cannot be made does not fail the run."""
+    from benchlab.report import build_report
+
     try:
-        from benchlab.report import build_report
-    except ImportError:  # reports are optional to a run
-        return
-    try:
-        progress.message(f"report: {build_report(run_dir)}")
+        progress.message(f"report: {build_report(run_dir, claims_path=claims)}")
     except BenchlabError as exc:
         progress.message(f"no report: {exc}")
 
