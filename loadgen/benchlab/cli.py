@@ -32,7 +32,7 @@ def _native_args(p: argparse.ArgumentParser) -> None:
 
 
 def _claims_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--claims", type=Path, help="a YAML file of claims to check (default: the bundled claims.yaml)")
+    p.add_argument("--claims", type=Path, help="YAML file of claims to check (default: the bundled claims.yaml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _targets_args(p)
     _native_args(p)
     p.add_argument("--tests", help="comma-separated tests (default: all)")
-    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for value and query-count checks")
+    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN: values and query counts")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", help="verify, then load-test the targets with a scenario")
