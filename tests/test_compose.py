@@ -1,0 +1,283 @@
+"""The lab through docker compose: images built, the smoke scenario run, results checked.
+
+The ``docker`` tests build every image (base images from a registry, or local stand-ins from
+scripts/standins.sh), run ``SCENARIO=smoke ... up --exit-code-from loadgen`` on host networking
+(every server on 127.0.0.1, on free ports, so a native lab can run alongside) and check the
+CSV like the native run's test; then the cheap failure cases. They use Compose v2 when the
+engine has it, else docker-compose 1.29. With CI set, unusable Docker fails them; otherwise
+it skips them with the reason. The static tests keep compose.yaml, the overlays, the
+Dockerfiles and .env.example in step with the target registry; they need no Docker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_run import assert_healthy_rows, read_csv
+
+from benchlab.contract import TESTS
+from benchlab.targets import load_targets
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES_CPUS = {"db": "BENCHLAB_CPUS_DB", "loadgen": "BENCHLAB_CPUS_LOADGEN"}
+PYTHON_DOCKERFILES = ("services/flask/Dockerfile", "services/fastapi/Dockerfile", "loadgen/Dockerfile")
+# A uid:gid that is not ours, to show the loadgen writes as the results folder's owner.
+RESULTS_OWNER = (4242, 4242)
+
+
+def load_compose(name: str = "compose.yaml") -> dict[str, Any]:
+    return yaml.safe_load((ROOT / name).read_text())
+
+
+def default_of(value: str) -> str:
+    """``"${NAME:-dflt}"`` -> ``"dflt"``."""
+    match = re.fullmatch(r"\$\{\w+:-([^}]*)\}", str(value))
+    assert match, f"{value!r} is not ${{VAR:-default}}"
+    return match.group(1)
+
+
+def arg_default(dockerfile: str, arg: str) -> str:
+    (value,) = re.findall(rf"^ARG {arg}=(\S+)$", (ROOT / dockerfile).read_text(), re.M)
+    return value
+
+
+# --- static: the files agree with each other and with the registry -------------------------
+
+
+def test_compose_targets_match_the_registry():
+    services = load_compose()["services"]
+    targets = load_targets(env={})
+    assert set(services) == {"db", "loadgen", *(t.name for t in targets)}
+    loadgen_env = services["loadgen"]["environment"]
+    for t in targets:
+        svc = services[t.name]
+        assert tuple(svc["command"]) == t.command, t.name
+        assert default_of(svc["environment"]["BENCHLAB_PORT"]) == str(t.port), t.name
+        assert svc["build"]["context"] == f"services/{t.service}", t.name
+        assert default_of(loadgen_env[f"BENCHLAB_PORT_{t.env_key}"]) == str(t.port), t.name
+        assert loadgen_env[f"BENCHLAB_PORT_{t.env_key}"] == svc["environment"]["BENCHLAB_PORT"]
+        assert "${BENCHLAB_CPUS_TARGETS:-}" in svc["cpuset"], t.name
+    assert set(services["loadgen"]["depends_on"]) == set(services) - {"loadgen"}
+    assert all(d["condition"] == "service_healthy" for d in services["loadgen"]["depends_on"].values())
+
+
+def test_every_service_uses_host_networking_cpuset_and_nofile():
+    for name, svc in load_compose()["services"].items():
+        assert svc["network_mode"] == "host", name
+        assert svc["ulimits"]["nofile"]["hard"] == "${BENCHLAB_NOFILE:-20000}", name
+        if name in ROLES_CPUS:
+            assert svc["cpuset"] == f"${{{ROLES_CPUS[name]}:-}}", name
+
+
+def test_base_image_pins_agree():
+    """The Dockerfiles' ARG defaults are the pins; compose and .env.example repeat them."""
+    services = load_compose()["services"]
+    python = {arg_default(f, "PYTHON_IMAGE") for f in PYTHON_DOCKERFILES}
+    assert len(python) == 1, python
+    (python_image,) = python
+    postgres_image = arg_default("db/Dockerfile", "POSTGRES_IMAGE")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", python_image)
+    assert re.fullmatch(r"postgres:15\.\d+-bookworm", postgres_image)
+    assert default_of(services["db"]["build"]["args"]["POSTGRES_IMAGE"]) == postgres_image
+    for name, svc in services.items():
+        if name != "db":
+            assert default_of(svc["build"]["args"]["PYTHON_IMAGE"]) == python_image, name
+    example = (ROOT / ".env.example").read_text()
+    assert f"#PYTHON_IMAGE={python_image}\n" in example
+    assert f"#POSTGRES_IMAGE={postgres_image}\n" in example
+
+
+def test_env_example_documents_every_knob():
+    text = (ROOT / "compose.yaml").read_text()
+    for name in ("compose.bridge.yaml", "compose.split.yaml"):
+        text += (ROOT / name).read_text()
+    knobs = set(re.findall(r"\$\{(\w+)", text))
+    example = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?(\w+)=", example, re.M))
+    assert knobs <= documented, sorted(knobs - documented)
+
+
+def test_split_overlay_gives_every_service_one_role_and_base_has_none():
+    base = load_compose()["services"]
+    assert not any("profiles" in svc for svc in base.values()), "plain `up` must start everything"
+    split = load_compose("compose.split.yaml")["services"]
+    assert set(split) == set(base)
+    roles = {name: svc["profiles"] for name, svc in split.items()}
+    assert roles["db"] == ["db"] and roles["loadgen"] == ["loadgen"]
+    assert all(roles[t.name] == ["targets"] for t in load_targets(env={}))
+    # targets wait for the database themselves, so a targets-only host needs no db service
+    assert not any("depends_on" in base[t.name] for t in load_targets(env={}))
+
+
+def test_bridge_overlay_publishes_on_loopback_and_leaves_host_mode():
+    bridge = load_compose("compose.bridge.yaml")["services"]
+    assert set(bridge) == set(load_compose()["services"])
+    for name, svc in bridge.items():
+        assert svc["network_mode"] == "bridge", name
+        for port in svc.get("ports", []):
+            assert port.startswith("${BENCHLAB_PUBLISH:-127.0.0.1}:"), port
+
+
+# --- docker: the real stack -------------------------------------------------------------
+
+
+def compose_command() -> list[str] | None:
+    """``docker compose`` (v2) when the engine's CLI has it, else ``docker-compose`` (1.29)."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def docker_unusable() -> str | None:
+    """Why Docker cannot be used here, or None when it can."""
+    if not shutil.which("docker"):
+        return "no docker CLI (run .ci/docker.sh)"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=60)
+    if info.returncode != 0:
+        lines = (info.stderr or info.stdout).strip().splitlines()
+        return f"docker engine not usable (run .ci/docker.sh): {lines[-1] if lines else 'no answer'}"
+    if compose_command() is None:
+        return "neither `docker compose` nor `docker-compose` is installed (run .ci/docker.sh)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    """One compose project of the lab, on its own ports and results folder."""
+
+    command: list[str]
+    env: dict[str, str]
+    results: Path
+    env_file: Path  # empty: a developer's .env must not change what the test runs
+
+    def __call__(
+        self, *args: str, timeout: float, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [*self.command, "--env-file", str(self.env_file), "-f", "compose.yaml", *args]
+        return subprocess.run(
+            argv, cwd=ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        )
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Every image built and a project configured; everything removed afterwards (down -v)."""
+    reason = docker_unusable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    command = compose_command()
+    assert command is not None
+    results = tmp_path_factory.mktemp("compose-results")
+    if os.geteuid() == 0:
+        os.chown(results, *RESULTS_OWNER)
+    ports = {f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets(env={})}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("BENCHLAB_", "COMPOSE_"))}
+    inherited.pop("SCENARIO", None)
+    env = {
+        **inherited,
+        **ports,
+        "COMPOSE_PROJECT_NAME": f"benchlabtest{os.getpid()}",
+        "BENCHLAB_DB_PORT": str(free_port()),
+        "BENCHLAB_RESULTS": str(results),
+        "BENCHLAB_GIT_COMMIT": _git_commit(),
+        "SCENARIO": "smoke",
+    }
+    env_file = tmp_path_factory.mktemp("compose-env") / "empty.env"
+    env_file.write_text("")
+    lab = Stack(command, env, results, env_file)
+    try:
+        standins = subprocess.run(
+            ["bash", "scripts/standins.sh"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+        )
+        assert standins.returncode == 0, standins.stderr[-3000:]
+        build = lab("build", timeout=1800)
+        assert build.returncode == 0, (build.stdout + build.stderr)[-3000:]
+        yield lab
+    finally:
+        lab("down", "-v", "--remove-orphans", "-t", "10", timeout=300)
+
+
+def _owned_files(root: Path) -> set[tuple[int, int]]:
+    return {(p.stat().st_uid, p.stat().st_gid) for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.docker
+def test_compose_files_validate(stack: Stack):
+    for overlay in ((), ("-f", "compose.bridge.yaml"), ("-f", "compose.split.yaml")):
+        proc = stack(*overlay, "config", "-q", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.docker
+def test_smoke_scenario_through_compose(stack: Stack):
+    proc = stack("up", "--exit-code-from", "loadgen", timeout=1200)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, "\n".join(line for line in output.splitlines() if "loadgen" in line)[-6000:]
+    assert "CPUs:" in output  # the loadgen prints what each role was given
+    (run_dir,) = [p for p in stack.results.iterdir() if p.is_dir()]
+    rows = read_csv(run_dir)
+    assert_healthy_rows(rows, [t.name for t in load_targets(env={})], TESTS)
+    # the loadgen shares the host's PID namespace: it saw Postgres work during db steps
+    assert all(r["db_cpu_cores"] != "" for r in rows if r["test"] in ("db", "updates"))
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["mode"] == "compose"
+    assert meta["scenario_name"] == "smoke"
+    assert meta["git_commit"] == stack.env["BENCHLAB_GIT_COMMIT"]
+    for name, info in meta["targets"].items():
+        assert info["workers"] >= 1 and info["packages"], name
+    # every file belongs to the results folder's owner, not root
+    owner = RESULTS_OWNER if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+    assert _owned_files(stack.results) == {owner}
+
+
+@pytest.mark.docker
+def test_bad_scenario_exits_nonzero_with_one_line(stack: Stack):
+    proc = stack("run", "--rm", "--no-deps", "loadgen", env={"SCENARIO": "no-such-scenario"}, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert "Traceback" not in output
+    assert len([line for line in output.splitlines() if "no-such-scenario" in line]) == 1, output
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("target", [t.name for t in load_targets(env={})])
+def test_taken_port_is_one_clear_line_and_nonzero_exit(stack: Stack, target: str):
+    """A target whose port is taken stops with a line naming the port, and compose says so."""
+    up = stack("up", "-d", "db", timeout=300)
+    assert up.returncode == 0, up.stderr
+    (key,) = [t.env_key for t in load_targets(env={}) if t.name == target]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = str(squatter.getsockname()[1])
+        proc = stack("run", "--rm", "--no-deps", target, env={f"BENCHLAB_PORT_{key}": port}, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "Traceback" not in output, output[-3000:]
+    assert any(port in line and "in use" in line.lower() for line in output.splitlines()), output[-3000:]
