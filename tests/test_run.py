@@ -39,7 +39,9 @@ def assert_healthy_rows(rows: list[dict[str, str]], targets: list[str], tests: t
         assert int(r["requests"]) > 0, where
         for kind in ("connect", "read", "write", "timeout", "status"):
             assert int(r[f"errors_{kind}"]) == 0, f"{where}: errors_{kind}={r[f'errors_{kind}']}"
-        lat = [float(r[f"latency_{p}_ms"]) for p in PERCENTILES]
+        # wrk may leave high percentiles out (its wg/wrk#236 bug): those present must be ordered
+        lat = [float(r[f"latency_{p}_ms"]) for p in PERCENTILES if r[f"latency_{p}_ms"]]
+        assert r["latency_p50_ms"] and r["latency_max_ms"], where
         assert lat == sorted(lat) and lat[0] > 0, f"{where}: percentiles not ordered {lat}"
         assert float(r["duration_s"]) > 0
         assert r["client_bound"] in ("true", "false")

@@ -20,7 +20,7 @@ from benchlab.baseline import BaselineServer
 from benchlab.errors import BenchlabError
 from benchlab.measurement import LATENCY_KEYS
 from benchlab.results import COLUMNS
-from benchlab.wrk import find_wrk, run_wrk, threads_for
+from benchlab.wrk import find_wrk, parse_wrk_output, run_wrk, threads_for
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +147,15 @@ def test_threads_follow_client_cpus() -> None:
     cpus = len(os.sched_getaffinity(0))
     assert threads_for(1) == 1
     assert threads_for(512) == cpus
+
+
+def test_zero_percentiles_from_wrk_bug_are_left_out():
+    """wrk can answer 0 for high percentiles (wg/wrk#236): recorded as missing, not as 0 ms."""
+    line = ('{"benchlab":"wrk","requests":7457,"bytes":984324,"duration_us":2162982,'
+            '"errors":{"connect":0,"read":0,"write":0,"timeout":0,"status":0},'
+            '"latency_us":{"mean":84677,"stdev":66401,"max":292423,'
+            '"percentiles":{"50":71335,"75":138973,"90":243738,"99":0,"99.9":0,"99.99":0}}}')  # fmt: skip
+    m = parse_wrk_output("Running 2s test\n" + line + "\n")
+    assert m.latency_ms["p90"] == 243.738
+    assert m.latency_ms["p99"] is None and m.latency_ms["p9999"] is None
+    assert m.row()["latency_p99_ms"] is None

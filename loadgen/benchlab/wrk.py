@@ -92,7 +92,9 @@ def parse_wrk_output(stdout: str) -> Measurement:
     lat = data["latency_us"]
     pct = lat["percentiles"]
     latency: dict[str, float | None] = {k: lat[k] / 1000 for k in ("mean", "stdev", "max")}
-    latency.update({key: pct[p] / 1000 for key, p in _PERCENTILES.items()})
+    # wrk's percentile walk can come up empty and answer 0 (wg/wrk#236, #354; seen with
+    # pipelining): a 0 µs latency beside a non-zero max is not a measurement, so it is left out.
+    latency.update({key: (pct[p] / 1000 if pct[p] or not lat["max"] else None) for key, p in _PERCENTILES.items()})
     err = data["errors"]
     return Measurement(
         requests=int(data["requests"]),
