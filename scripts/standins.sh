@@ -181,6 +181,8 @@ RUN set -eux; \\
     sed -ri 's/#(create_main_cluster) .*\$/\\1 = false/' /etc/postgresql-common/createcluster.conf; \\
     apt-get install -y --no-install-recommends postgresql-$major; \\
     rm -rf /var/lib/apt/lists/*; \\
+    sed -ri "s/^#?listen_addresses\\s*=\\s*\\S+/listen_addresses = '*'/" \\
+        /usr/share/postgresql/$major/postgresql.conf.sample; \\
     install -d -o postgres -g postgres -m 3777 /var/run/postgresql; \\
     install -d -o postgres -g postgres -m 1777 /var/lib/postgresql/data; \\
     mkdir /docker-entrypoint-initdb.d
@@ -226,6 +228,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         exit 1
     fi
     mkdir -p "$PGDATA" && chmod 700 "$PGDATA"
+    # shellcheck disable=SC2086  # POSTGRES_INITDB_ARGS is a list of flags
     initdb --username="$POSTGRES_USER" --pwfile=<(printf '%s\n' "${POSTGRES_PASSWORD:-}") \
         ${POSTGRES_INITDB_ARGS:-} -D "$PGDATA" >/dev/null
     auth=${POSTGRES_HOST_AUTH_METHOD:-scram-sha-256}
@@ -236,6 +239,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     if [ "$POSTGRES_DB" != postgres ]; then
         echo 'CREATE DATABASE :"db";' | psql -v ON_ERROR_STOP=1 -q --dbname postgres --set db="$POSTGRES_DB"
     fi
+    # shellcheck disable=SC1090  # init scripts are the user's
     for f in /docker-entrypoint-initdb.d/*; do
         case "$f" in
             *.sh) echo "running $f" >&2; if [ -x "$f" ]; then "$f"; else . "$f"; fi ;;
