@@ -281,3 +281,25 @@ def test_taken_port_is_one_clear_line_and_nonzero_exit(stack: Stack, target: str
     assert proc.returncode != 0, output
     assert "Traceback" not in output, output[-3000:]
     assert any(port in line and "in use" in line.lower() for line in output.splitlines()), output[-3000:]
+
+
+@pytest.mark.docker
+def test_split_profiles_start_one_role_each(stack: Stack):
+    """compose.split.yaml: `--profile db` starts only the database, `--profile targets` only the
+    targets, and the loadgen runs on its own with --no-deps."""
+    split = ("-f", "compose.split.yaml")
+    targets = {t.name for t in load_targets(env={})}
+    stack("down", "-t", "5", timeout=300)
+
+    def running() -> set[str]:
+        proc = stack("ps", "--services", "--filter", "status=running", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return set(proc.stdout.split())
+
+    for profile, expected in (("db", {"db"}), ("targets", {"db", *targets})):
+        up = stack(*split, "--profile", profile, "up", "-d", timeout=300)
+        assert up.returncode == 0, up.stderr
+        assert running() == expected, profile
+    alone = stack(*split, "run", "--rm", "--no-deps", "loadgen", "benchlab", "targets", timeout=300)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert all(name in alone.stdout for name in targets), alone.stdout
