@@ -25,7 +25,7 @@ from benchlab.postgres import free_port
 from benchlab.targets import Target, load_targets
 from benchlab.venvs import service_python
 
-N = 12  # concurrent requests; below the worker's pool size, so each gets its own connection
+N = 12  # concurrent requests; the worker gets a pool of N + 4 so each has its own connection
 WAIT_S = 30.0
 
 
@@ -38,7 +38,7 @@ def one_worker_flask(lab: NativeLab) -> Iterator[tuple[Target, psutil.Process]]:
     python = service_python(service_dir)
     env = dict(
         os.environ, DATABASE_URL=lab.dsn, BENCHLAB_WORKERS="1", BENCHLAB_PORT=str(port),
-        BENCHLAB_HOST="127.0.0.1", BENCHLAB_DB_WAIT_S="10",
+        BENCHLAB_HOST="127.0.0.1", BENCHLAB_DB_WAIT_S="10", BENCHLAB_DB_POOL=str(N + 4),
     )  # fmt: skip
     argv = [python if part == "python" else part for part in target.command]
     proc = subprocess.Popen(

@@ -116,7 +116,7 @@ def assert_all_gone(up: Up, pg_root: Path, port: int) -> None:
     deadline = time.monotonic() + 5
     while (alive := marked(up.mark)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not alive, f"left running: {[(p.pid, p.name()) for p in alive]}"
+    assert not alive, f"left running: {[(p.pid, p.cmdline()) for p in alive]}; stderr: {drain(up.stderr)}"
     assert not pg_root.exists(), f"Postgres directory left behind: {pg_root}"
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"

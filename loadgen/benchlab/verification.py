@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import os
 import re
 import time
 from collections import Counter, defaultdict
@@ -160,7 +161,7 @@ async def _connect(dsn: str | None, timeout_s: float) -> tuple[psycopg.AsyncConn
     try:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)))
     except psycopg.Error as exc:
-        return None, f"database unreachable ({_first_line(exc)}), values not checked"
+        return None, f"database unreachable ({_first_line(exc)}), values and query counts not checked"
     return conn, None
 
 
@@ -178,7 +179,7 @@ async def _probe(client: httpx.AsyncClient, run: _Run, target: Target) -> _Probe
     resp = await _get(client, target, path, run.timeout_s)
     if isinstance(resp, str):
         for test in run.tests:
-            run.check(target, test).fail(resp)
+            run.check(target, test).fail(f"unreachable: {resp}")
         return None
     return _Probe(path, started, resp.headers.get("date"))
 
@@ -540,12 +541,21 @@ async def _get(client: httpx.AsyncClient, target: Target, path: str, timeout_s: 
     try:
         return await client.get(target.url + path, timeout=timeout_s)
     except httpx.ConnectError as exc:
-        why = "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({_first_line(exc)})"
-        return f"{path}: {why}"
+        return f"{path}: {_connect_failure(exc)}"
     except httpx.TimeoutException:
         return f"{path}: no response within {timeout_s:g} s"
     except httpx.HTTPError as exc:
         return f"{path}: {type(exc).__name__}: {_first_line(exc)}"
+
+
+def _connect_failure(exc: BaseException) -> str:
+    """The OS's reason (say "connection refused"), found under the wrappers httpx adds."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno).lower()
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot connect ({_first_line(exc)})"
 
 
 def _header_problems(resp: httpx.Response, test: str) -> list[str]:
