@@ -289,7 +289,7 @@ def test_split_profiles_start_one_role_each(stack: Stack):
     targets, and the loadgen runs on its own with --no-deps."""
     split = ("-f", "compose.split.yaml")
     targets = {t.name for t in load_targets(env={})}
-    stack("down", "-t", "5", timeout=300)
+    stack("down", "-v", "-t", "5", timeout=300)
 
     def running() -> set[str]:
         proc = stack("ps", "--services", "--filter", "status=running", timeout=60)
