@@ -45,6 +45,16 @@ wait_for_docker() {
     return 1
 }
 
+# A daemon that is still starting (or was started by someone else) gets its chance first.
+if running=$(pgrep -xo dockerd); then
+    log "dockerd already running (pid $running); waiting for it"
+    if wait_for_docker "$running"; then
+        log "docker engine up"
+        exit 0
+    fi
+    log "dockerd pid $running does not answer; starting one of our own"
+fi
+
 attempt=0
 for flags in "" "--iptables=false" "--iptables=false --storage-driver=vfs"; do
     attempt=$((attempt + 1))
