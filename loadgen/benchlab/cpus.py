@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchlab.errors import BenchlabError
 
@@ -16,31 +17,45 @@ ROLES = ("targets", "db", "loadgen")
 
 
 def available() -> set[int]:
+    """CPUs this process may run on (what an unpinned role gets)."""
     return set(os.sched_getaffinity(0))
+
+
+def online() -> set[int]:
+    """CPUs the machine has online: a role may be pinned to any of them, not only to ours."""
+    try:
+        text = Path("/sys/devices/system/cpu/online").read_text().strip()
+    except OSError:
+        return set(range(os.cpu_count() or 1))
+    return _parse(text)
 
 
 def parse_cpuset(text: str, what: str = "cpuset") -> set[int]:
     """``"0-2,5"`` -> ``{0, 1, 2, 5}``; names of CPUs this machine lacks are a user error."""
-    cpus: set[int] = set()
     try:
-        for part in text.replace(" ", "").split(","):
-            if not part:
-                continue
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi or lo)
-            if first < 0 or last < first:
-                raise ValueError(part)
-            cpus.update(range(first, last + 1))
+        cpus = _parse(text)
     except ValueError:
         raise BenchlabError(f"{what}: {text!r} is not a cpuset like '0-3' or '0,2'") from None
     if not cpus:
         raise BenchlabError(f"{what}: empty cpuset")
-    missing = cpus - available()
+    missing = cpus - online()
     if missing:
         raise BenchlabError(
-            f"{what}: {text!r} names CPUs that do not exist or are not ours "
-            f"(available: {format_cpuset(available())})"
+            f"{what}: {text!r} names CPUs this machine does not have (online: {format_cpuset(online())})"
         )
+    return cpus
+
+
+def _parse(text: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if first < 0 or last < first:
+            raise ValueError(part)
+        cpus.update(range(first, last + 1))
     return cpus
 
 

@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import groupby
+from functools import partial
+from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+from psycopg.conninfo import conninfo_to_dict
 
 from benchlab import k6, wrk
 from benchlab.contract import TESTS
@@ -80,14 +82,27 @@ def open_lab(args: argparse.Namespace, targets: list[Target], cpus: RoleCpus) ->
             yield Lab(targets, native.dsn, native.postgres.processes, "native")
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", "120")))
-    scan = os.environ.get("BENCHLAB_SAMPLE_DB") == "host"
-    mode = os.environ.get("BENCHLAB_MODE", "external")
-    yield Lab(targets, args.dsn, _host_postgres if scan else None, mode)
+    db_processes = None
+    if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
+        db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
+    yield Lab(targets, args.dsn, db_processes, os.environ.get("BENCHLAB_MODE", "external"))
 
 
-def _host_postgres() -> list[psutil.Process]:
-    """Postgres processes visible in our PID namespace (compose gives the loadgen the host's)."""
-    return [p for p in psutil.process_iter(["name"]) if p.info["name"] in ("postgres", "postmaster")]
+def host_postgres(port: str) -> list[psutil.Process]:
+    """The Postgres serving ``port`` and its backends, among the processes we can see (compose
+    gives the loadgen the host's PID namespace; other Postgres servers there are not ours)."""
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["name"] in ("postgres", "postmaster") and _serves_port(cmd, port):
+            try:
+                return [proc, *proc.children(recursive=True)]
+            except psutil.Error:
+                return []
+    return []
+
+
+def _serves_port(cmdline: list[str], port: str) -> bool:
+    return f"port={port}" in cmdline or any(a == "-p" and b == port for a, b in pairwise(cmdline))
 
 
 def wait_ready(targets: list[Target], timeout_s: float) -> None:
