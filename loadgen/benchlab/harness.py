@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,9 +96,11 @@ class NativeLab:
             check_port_free(t.port, t.name)
         pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
         self.log("starting PostgreSQL")
-        self.postgres = start_postgres(self.root / "db", port=self.db_port, cpus=self.cpus.db)
+        with _signals_deferred():  # a few seconds; no window where it runs unrecorded
+            self.postgres = start_postgres(self.root / "db", port=self.db_port, cpus=self.cpus.db)
         for t in self.targets:
-            self.running[t.name] = self._spawn(t, pythons[t.service])
+            with _signals_deferred():
+                self.running[t.name] = self._spawn(t, pythons[t.service])
         for t in self.targets:
             self._wait_ready(self.running[t.name])
         return self
@@ -112,6 +116,12 @@ class NativeLab:
         if self.workers:
             env["BENCHLAB_WORKERS"] = str(self.workers)
         cpus = self.cpus.targets
+
+        def child_setup() -> None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
         argv = [python if part == "python" else part for part in target.command]
         log_path = self.log_dir / f"{target.name}.log"
         self.log(f"starting {target.name}: {' '.join(target.command)}")
@@ -119,7 +129,7 @@ class NativeLab:
             proc = subprocess.Popen(
                 argv, cwd=self.root / "services" / target.service, env=env, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
+                preexec_fn=child_setup,
             )  # fmt: skip
         return RunningTarget(target, proc, log_path)
 
@@ -156,6 +166,7 @@ class NativeLab:
         if self.postgres:
             self.postgres.stop()
             self.postgres = None
+        shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> NativeLab:
         try:
@@ -166,6 +177,19 @@ class NativeLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C or SIGTERM waits until a started process is recorded, so stop() can find it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:

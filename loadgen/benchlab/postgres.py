@@ -148,6 +148,8 @@ def start_postgres(
             os.chown(p, uid, gid)  # type: ignore[arg-type]
 
     def run_as_pg() -> None:
+        # the harness may start us with SIGINT/SIGTERM blocked; the server must receive them
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         if cpus:
             os.sched_setaffinity(0, cpus)
         if preexec:
