@@ -72,6 +72,10 @@ def database() -> Iterator[Connection]:
         with POOL.connection(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S) as conn:
             yield conn
     except DB_ERRORS:
+        if _db_healthy:
+            # The first failure after good times: the idle connections are likely as dead as
+            # this one (a restarted database), so drop them now instead of one 503 each.
+            POOL.check()
         _db_healthy = False
         raise
     _db_healthy = True
