@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,15 @@ BACKLOG = 4096
 # Idle keep-alive: load generators keep connections busy; this only bounds idle ones.
 KEEP_ALIVE_S = 60
 DB_WAIT_DEFAULT_S = 60
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    """Until the server installs its own handlers: exit (taking any daemonic workers along).
+
+    As PID 1 in a container, a default-handled SIGTERM would be ignored and `docker stop`
+    would hang for its full timeout while we wait for the database.
+    """
+    sys.exit(128 + signum)
 
 
 def fail(message: str, code: int) -> None:
@@ -103,6 +113,7 @@ def main(argv: list[str]) -> None:
     except settings.SettingsError as exc:
         fail(str(exc), 2)
     host = os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
+    signal.signal(signal.SIGTERM, exit_on_signal)
     asyncio.run(_wait_for_database(settings.database_url(), wait_s))
     # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
