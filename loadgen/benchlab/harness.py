@@ -25,6 +25,7 @@ import psutil
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.postgres import Postgres, check_port_free, start_postgres
+from benchlab.sampling import process_tree
 from benchlab.targets import Target
 from benchlab.venvs import service_python
 
@@ -47,11 +48,7 @@ class RunningTarget:
     log_path: Path
 
     def processes(self) -> list[psutil.Process]:
-        try:
-            main = psutil.Process(self.process.pid)
-            return [main, *main.children(recursive=True)]
-        except psutil.Error:
-            return []
+        return process_tree(self.process.pid)
 
     def log_tail(self, lines: int = 5) -> str:
         text = self.log_path.read_text(errors="replace").strip().splitlines()

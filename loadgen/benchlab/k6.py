@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
-from benchlab.measurement import Measurement, ensure_open_files, last_line, run_engine
+from benchlab.measurement import Measurement, ensure_open_files, error_counts, last_line, run_engine
 from benchlab.wrk import DEFAULT_TIMEOUT_S
 
 SCRIPT = Path(__file__).with_name("k6") / "open_loop.js"
@@ -68,16 +68,11 @@ def parse_k6_output(stdout: str, *, rate: float) -> Measurement:
     if n and trend:
         mean = trend["avg"]
         latency["stdev"] = math.sqrt(max(0.0, data["latency_sumsq"] / n - mean * mean))
-    err = data["errors"]
     return Measurement(
         requests=n,
         duration_s=data["duration_ms"] / 1000,
         bytes=int(data["bytes"]),
-        errors_connect=int(err["connect"]),
-        errors_read=int(err["read"]),
-        errors_write=int(err["write"]),
-        errors_timeout=int(err["timeout"]),
-        errors_status=int(err["status"]),
+        **error_counts(data["errors"]),
         latency_ms=latency,
         offered_rps=rate,
         dropped=int(data["dropped"]),

@@ -60,6 +60,11 @@ class Measurement:
         return out
 
 
+def error_counts(errors: Mapping[str, Any]) -> dict[str, int]:
+    """An engine's ``{"connect": n, ...}`` as Measurement's ``errors_*`` fields."""
+    return {f"errors_{kind}": int(errors[kind]) for kind in ERROR_KINDS}
+
+
 def ensure_open_files(connections: int, what: str = "wrk") -> int:
     """Raises the soft open-file limit to the hard one; an engine needing more sockets than
     that fails here with the fix, rather than mid-run with a pile of connect errors."""

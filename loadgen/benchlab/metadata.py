@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import psutil
 
 from benchlab import __version__
 from benchlab.cpus import RoleCpus, format_cpuset
+from benchlab.measurement import ensure_open_files
 from benchlab.targets import Target
 
 
@@ -78,18 +78,6 @@ def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
     return info
 
 
-def nofile_limit() -> int:
-    """Raises the soft open-file limit to the hard one and returns it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass
-    return int(soft)
-
-
 def run_metadata(
     *, run_id: str, scenario: dict[str, Any], scenario_name: str, mode: str, cpus: RoleCpus,
     targets: dict[str, dict[str, Any]], engines: dict[str, str], started_at: str,
@@ -111,6 +99,6 @@ def run_metadata(
         },
         "targets": targets,
         "engines": engines,
-        "nofile_limit": nofile_limit(),
+        "nofile_limit": ensure_open_files(0),
         "python": platform.python_version(),
     }

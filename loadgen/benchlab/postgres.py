@@ -24,6 +24,7 @@ import psutil
 import psycopg
 
 from benchlab.errors import BenchlabError
+from benchlab.sampling import process_tree
 
 USER = os.environ.get("BENCHLAB_DB_USER", "benchmarkdbuser")
 PASSWORD = os.environ.get("BENCHLAB_DB_PASSWORD", "benchmarkdbpass")
@@ -92,11 +93,7 @@ class Postgres:
 
     def processes(self) -> list[psutil.Process]:
         """The postmaster and its backends, for CPU sampling."""
-        try:
-            main = psutil.Process(self.process.pid)
-            return [main, *main.children(recursive=True)]
-        except psutil.Error:
-            return []
+        return process_tree(self.process.pid)
 
     def down(self) -> None:
         """Stops the server but keeps its data (the database-down tests bring it back)."""

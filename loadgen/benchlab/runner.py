@@ -28,8 +28,8 @@ from benchlab import k6, wrk
 from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
-from benchlab.measurement import Measurement
-from benchlab.metadata import nofile_limit, run_metadata, target_info, tool_version
+from benchlab.measurement import Measurement, ensure_open_files
+from benchlab.metadata import run_metadata, target_info, tool_version
 from benchlab.progress import Progress
 from benchlab.results import (
     COLUMNS,
@@ -40,14 +40,12 @@ from benchlab.results import (
     read_run_json,
     write_run_json,
 )
-from benchlab.sampling import StepSampler
+from benchlab.sampling import StepSampler, process_tree
 from benchlab.scenarios import Scenario, Step, load_scenario
 from benchlab.targets import Target, load_targets, parse_overrides, split_names
 from benchlab.verification import Check, format_checks, verify_targets
 
 SCENARIO_COPY = "scenario.yaml"
-# Descriptors wrk needs beyond one per connection (threads' epoll, pipes, stdio, the binary).
-FD_MARGIN = 64
 
 
 def now() -> str:
@@ -94,10 +92,7 @@ def host_postgres(port: str) -> list[psutil.Process]:
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info["cmdline"] or []
         if proc.info["name"] in ("postgres", "postmaster") and _serves_port(cmd, port):
-            try:
-                return [proc, *proc.children(recursive=True)]
-            except psutil.Error:
-                return []
+            return process_tree(proc.pid)
     return []
 
 
@@ -298,13 +293,7 @@ def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, str]:
     engines = {"wrk": tool_version([wrk.find_wrk(), "-v"])}
     if needs_k6:
         engines["k6"] = tool_version([k6.find_k6(), "version"])
-    limit = nofile_limit()
-    top = max((s.concurrency for s in steps if s.mode == "closed"), default=0)
-    if top + FD_MARGIN > limit:
-        raise BenchlabError(
-            f"concurrency {top} needs about {top + FD_MARGIN} open files but the limit is {limit}: "
-            "raise it (`ulimit -n`, or BENCHLAB_NOFILE for compose) or lower the scenario's levels"
-        )
+    ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
     return engines
 
 

@@ -49,6 +49,15 @@ class _Point:
     pid: int | None = None
 
 
+def process_tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (a server's master and workers); [] once it is gone."""
+    try:
+        main = psutil.Process(pid)
+        return [main, *main.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def _cpu_seconds(proc: psutil.Process) -> float:
     """CPU seconds of a process, including its children that have exited and been reaped."""
     t = proc.cpu_times()

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
-from benchlab.measurement import Measurement, ensure_open_files, last_line, run_engine
+from benchlab.measurement import Measurement, ensure_open_files, error_counts, last_line, run_engine
 
 LUA_DIR = Path(__file__).with_name("lua")
 REPORT_LUA = LUA_DIR / "report.lua"
@@ -95,16 +95,11 @@ def parse_wrk_output(stdout: str) -> Measurement:
     # wrk's percentile walk can come up empty and answer 0 (wg/wrk#236, #354; seen with
     # pipelining): a 0 µs latency beside a non-zero max is not a measurement, so it is left out.
     latency.update({key: (pct[p] / 1000 if pct[p] or not lat["max"] else None) for key, p in _PERCENTILES.items()})
-    err = data["errors"]
     return Measurement(
         requests=int(data["requests"]),
         duration_s=data["duration_us"] / 1e6,
         bytes=int(data["bytes"]),
-        errors_connect=int(err["connect"]),
-        errors_read=int(err["read"]),
-        errors_write=int(err["write"]),
-        errors_timeout=int(err["timeout"]),
-        errors_status=int(err["status"]),
+        **error_counts(data["errors"]),
         latency_ms=latency,
     )
 
