@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +59,18 @@ async def _wait_for_database(url: str, deadline_s: int) -> None:
         else:
             await conn.close()
             return
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear line for a taken port. Hypercorn binds with SO_REUSEPORT when it has several
+    workers, so a second copy would otherwise start silently and share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}", 2)
 
 
 def run_uvicorn(host: str, port: int, workers: int) -> None:
@@ -113,6 +126,7 @@ def main(argv: list[str]) -> None:
     except settings.SettingsError as exc:
         fail(str(exc), 2)
     host = os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
+    check_port_free(host, port)
     signal.signal(signal.SIGTERM, exit_on_signal)
     asyncio.run(_wait_for_database(settings.database_url(), wait_s))
     # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
