@@ -337,12 +337,14 @@ def run_command(args: argparse.Namespace) -> int:
         run_id = meta["run_id"]
         scenario = load_scenario(str(run_dir / SCENARIO_COPY))
         names = list(meta["targets"])
+        tests = meta.get("tests_selected") or []
     else:
         scenario = load_scenario(args.scenario)
         names = split_names(args.targets) or scenario.target_names()
+        tests = split_names(args.tests)
         meta = {}
     targets = load_targets(names, parse_overrides(args.target))
-    steps = _select_tests(scenario.plan(targets), split_names(args.tests))
+    steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps, any(s.mode == "open" for s in steps))
     if not args.resume:
         _check_out_dir(Path(args.out))
@@ -363,6 +365,7 @@ def run_command(args: argparse.Namespace) -> int:
                     run_id=run_id, scenario=scenario.to_dict(), scenario_name=scenario.name,
                     mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, started_at=now(),
                 )  # fmt: skip
+                meta["tests_selected"] = tests  # --resume finishes the same selection
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
