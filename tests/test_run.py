@@ -208,3 +208,36 @@ def test_open_loop_step_scales_from_measured_peak(lab: NativeLab, tmp_path: Path
     assert opened["dropped"] != "" and int(opened["dropped"]) >= 0
     lat = [float(opened[f"latency_{p}_ms"]) for p in PERCENTILES]
     assert lat == sorted(lat)
+
+
+def test_target_dying_mid_run_is_recorded_and_others_go_on(tmp_path: Path):
+    """Kill one target after its first step: its remaining rows say so, the other target is measured."""
+    env = {"BENCHLAB_PORT_FASTAPI_UVICORN": "18182", "BENCHLAB_PORT_FASTAPI_HYPERCORN": "18183"}
+    targets = load_targets(["fastapi-uvicorn", "fastapi-hypercorn"], env=env)
+    with NativeLab(targets) as lab:
+        victim = lab.running["fastapi-uvicorn"]
+        args = ["run", "--scenario", "smoke", "--targets", "fastapi-uvicorn,fastapi-hypercorn",
+                "--tests", "json,db,queries,fortunes", "--dsn", lab.dsn,
+                "--out", str(tmp_path), "--no-report"]  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchlab.cli", *args], env={**os.environ, **env},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            [p for p in tmp_path.iterdir() if p.is_dir()] and _rows_in(next(tmp_path.iterdir())) >= 1
+        ):
+            time.sleep(0.1)
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 1, stderr[-2000:]  # not every step was measured
+    assert "Traceback" not in stderr
+    rows = read_csv(next(tmp_path.iterdir()))
+    assert len(rows) == 8 and len({r["step_id"] for r in rows}) == 8
+    dead = [r for r in rows if r["target"] == "fastapi-uvicorn"][1:]
+    assert dead and all(
+        r["verification"].startswith("error") or int(r["errors_connect"] or 0) + int(r["errors_read"] or 0) > 0
+        for r in dead
+    ), dead
+    assert_healthy_rows([r for r in rows if r["target"] == "fastapi-hypercorn"], ["fastapi-hypercorn"],
+                        ("json", "db", "queries", "fortunes"))  # fmt: skip
