@@ -79,16 +79,6 @@ def test_smoke_native_run_measures_every_target_and_test(smoke_native: tuple[Pat
     assert (run_dir / "raw").is_dir() and any((run_dir / "raw").iterdir())
 
 
-def test_smoke_fits_its_time_budget(smoke_native: tuple[Path, subprocess.CompletedProcess[str]]):
-    """The smoke scenario's measuring part stays within 90 s on this machine."""
-    rows = read_csv(smoke_native[0])
-    from datetime import datetime
-
-    first = min(datetime.fromisoformat(r["started_at"]) for r in rows)
-    last = max(datetime.fromisoformat(r["finished_at"]) for r in rows)
-    assert (last - first).total_seconds() <= 120
-
-
 def test_external_run_against_running_lab(smoke_runs: tuple[Path, Path]):
     rows = read_csv(smoke_runs[1])
     assert_healthy_rows(rows, [t.name for t in load_targets()], TESTS)
