@@ -68,9 +68,11 @@ def _pump(pipe: IO[str], out: queue.Queue[str]) -> None:
         out.put(line.rstrip("\n"))
 
 
-def start_up(port: int) -> Up:
+def start_up(port: int, path: str | None = None) -> Up:
     mark = uuid.uuid4().hex
     env = dict(os.environ, **{f"BENCHLAB_PORT_{TARGET.upper().replace('-', '_')}": str(port), MARK: mark})
+    if path is not None:
+        env["PATH"] = path
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchlab.cli", "up", "--native", "--targets", TARGET],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
@@ -149,6 +151,25 @@ def test_up_prints_urls_and_stops_cleanly(sig: signal.Signals) -> None:
         os.kill(up.proc.pid, sig)
         assert_all_gone(up, pg_root, port)
         assert up.proc.returncode == 0
+    finally:
+        kill_leftovers(up)
+
+
+def test_without_postgres_on_path_the_pgserver_wheel_serves() -> None:
+    """A user's machine has no initdb: the harness falls back to the pgserver wheel's Postgres."""
+    bare_path = os.pathsep.join(d for d in ("/usr/bin", "/bin") if not (Path(d) / "initdb").exists())
+    port = free_port()
+    up = start_up(port, path=f"{Path(sys.executable).parent}{os.pathsep}{bare_path}")
+    try:
+        lines = up.wait_line(up.stdout, "ready")
+        pg_root = postgres_root(up)
+        assert "pgserver" in " ".join(p.cmdline()[0] for p in up.tree() if p.name() == "postgres")
+        with psycopg.connect(lines[1], connect_timeout=5) as conn:
+            assert conn.execute("SELECT count(*) FROM fortune").fetchone() == (12,)
+        body = httpx.get(f"http://127.0.0.1:{port}/db", timeout=5).json()
+        assert set(body) == {"id", "randomNumber"}
+        os.kill(up.proc.pid, signal.SIGINT)
+        assert_all_gone(up, pg_root, port)
     finally:
         kill_leftovers(up)
 

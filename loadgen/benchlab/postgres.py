@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -143,6 +144,8 @@ def start_postgres(
     if uid is not None:
         for p in (root, pwfile):
             os.chown(p, uid, gid)  # type: ignore[arg-type]
+        if not _reachable_by_others(bindir / "postgres"):
+            bindir = _copy_pgserver(bindir, root)
 
     def run_as_pg() -> None:
         # the harness may start us with SIGINT/SIGTERM blocked; the server must receive them
@@ -161,6 +164,9 @@ def start_postgres(
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
         raise BenchlabError(f"initdb failed: {exc.stderr.decode(errors='replace').strip()[-300:]}") from exc
+    except OSError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise BenchlabError(f"cannot run {bindir / 'initdb'}: {exc.strerror}") from exc
     pwfile.unlink()
 
     sharedir = _sharedir(bindir)
@@ -188,6 +194,24 @@ def start_postgres(
         pg.stop()
         raise
     return pg
+
+
+def _copy_pgserver(bindir: Path, root: Path) -> Path:
+    """The pgserver wheel installed under /root is out of ``nobody``'s reach: give it a copy
+    (the package and the shared libraries auditwheel put beside it), removed on stop."""
+    package = bindir.parent.parent
+    dest = root / "site"
+    shutil.copytree(package, dest / package.name, symlinks=True)
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        shutil.copytree(libs, dest / libs.name, symlinks=True)
+    return dest / package.name / bindir.relative_to(package)
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can execute ``path`` (every parent searchable)."""
+    path = path.resolve()
+    return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents])
 
 
 def _sharedir(bindir: Path) -> Path:
