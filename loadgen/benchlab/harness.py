@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 from benchlab.cpus import RoleCpus
@@ -132,18 +131,14 @@ class NativeLab:
 
     def _wait_ready(self, rt: RunningTarget) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        url = rt.target.url + "/json"
         while time.monotonic() < deadline:
             if rt.process.poll() is not None:
                 raise BenchlabError(f"{rt.target.name} exited at start-up: {rt.log_tail()}")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if rt.target.answers():
+                return
             time.sleep(0.2)
         raise BenchlabError(
-            f"{rt.target.name} did not become ready at {url} within {self.ready_timeout_s:.0f} s: "
+            f"{rt.target.name} did not become ready at {rt.target.url}/json within {self.ready_timeout_s:.0f} s: "
             f"{rt.log_tail()}"
         )
 

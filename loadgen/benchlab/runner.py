@@ -12,7 +12,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -20,7 +20,6 @@ from itertools import groupby, pairwise
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
@@ -71,7 +70,10 @@ class Lab:
 
 
 @contextmanager
-def open_lab(args: argparse.Namespace, targets: list[Target], cpus: RoleCpus) -> Iterator[Lab]:
+def open_lab(
+    args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120"
+) -> Iterator[Lab]:
+    """Starts the lab (``--native``) or waits, bounded, for targets running elsewhere."""
     if args.native:
         from benchlab.harness import NativeLab
 
@@ -79,7 +81,7 @@ def open_lab(args: argparse.Namespace, targets: list[Target], cpus: RoleCpus) ->
             assert native.postgres is not None
             yield Lab(targets, native.dsn, native.postgres.processes, "native")
         return
-    wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", "120")))
+    wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None
     if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
@@ -104,24 +106,12 @@ def wait_ready(targets: list[Target], timeout_s: float) -> None:
     """Bounded wait until each target answers ``/json``; a dead one is a clear error."""
     deadline = time.monotonic() + timeout_s
     for t in targets:
-        while True:
-            try:
-                if httpx.get(t.url + "/json", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        while not t.answers():
             if time.monotonic() > deadline:
                 raise BenchlabError(
                     f"target {t.name} at {t.url} did not become ready within {timeout_s:.0f} s"
                 )
             time.sleep(0.5)
-
-
-def alive(target: Target) -> bool:
-    try:
-        return httpx.get(target.url + "/json", timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @dataclass
@@ -162,7 +152,7 @@ class Runner:
             for s in steps:
                 self._write(writer, target, s, None, None, verdict, now())
             return
-        if not alive(target):
+        if not target.answers(timeout_s=3):
             for s in steps:
                 self._write(writer, target, s, None, None, "error: target not responding", now())
             return
@@ -198,8 +188,8 @@ class Runner:
         sid = step_id(step)
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
         url = target.url + step.url_path()
-        started = now()
         time.sleep(self.scenario.pause_s)
+        started = now()
         if step.mode == "open":
             peak = self.peaks.get((target.name, step.test))
             rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
@@ -403,12 +393,8 @@ def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
 def verify_command(args: argparse.Namespace) -> int:
     targets = load_targets(split_names(args.targets), parse_overrides(args.target))
     tests = split_names(args.tests) or None
-    lab_cm = open_lab(args, targets, RoleCpus.from_env()) if args.native else nullcontext(None)
-    with lab_cm as lab:
-        if lab is None:
-            wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", "30")))
-        dsn = lab.dsn if lab else args.dsn
-        checks = verify_targets(targets, tests, dsn)
+    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
+        checks = verify_targets(targets, tests, lab.dsn)
     print(format_checks(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
+
 from benchlab.errors import BenchlabError
 
 REGISTRY = Path(__file__).with_name("targets.toml")
@@ -29,6 +31,13 @@ class Target:
     port: int
     command: tuple[str, ...]
     url: str
+
+    def answers(self, timeout_s: float = 2) -> bool:
+        """Whether the server answers ``/json`` with 200 now: the one readiness probe."""
+        try:
+            return httpx.get(self.url + "/json", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     @property
     def env_key(self) -> str:
