@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -23,6 +24,7 @@ RECOVER_S = 30.0
 START_WAIT_S = 3  # BENCHLAB_DB_WAIT_S for the start-up test
 EXIT_BOUND_S = START_WAIT_S + 12  # the wait plus interpreter and server start-up
 DB_PATHS = ("/db", "/queries?queries=3", "/fortunes", "/updates?queries=2")
+BURST = 64  # new connections at once: enough that every worker of a target gets some
 
 
 def _timed_get(url: str) -> tuple[float, httpx.Response]:
@@ -43,6 +45,13 @@ def _assert_quick_503s(lab: NativeLab) -> None:
         assert httpx.get(url + "/json", timeout=5).status_code == 200, f"{rt.target.name} /json"
 
 
+def _burst_statuses(url: str) -> list[int]:
+    """Each DB path BURST/len(DB_PATHS) times, 16 new connections at once (spread over the workers)."""
+    paths = [DB_PATHS[i % len(DB_PATHS)] for i in range(BURST)]
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(lambda p: httpx.get(url + p, timeout=10).status_code, paths))
+
+
 def _assert_recovers(lab: NativeLab) -> None:
     for rt in lab.running.values():
         deadline = time.monotonic() + RECOVER_S
@@ -51,8 +60,11 @@ def _assert_recovers(lab: NativeLab) -> None:
             statuses = [httpx.get(rt.target.url + p, timeout=10).status_code for p in DB_PATHS]
             if statuses == [200] * len(DB_PATHS):
                 break
-            time.sleep(0.1)  # each 503 also discards a stale pooled connection
+            time.sleep(0.1)  # a pool may still be waiting out its reconnect back-off
         assert statuses == [200] * len(DB_PATHS), f"{rt.target.name} did not recover: {statuses}"
+        # Recovered means every worker, not just the one that answered: none keeps a dead connection.
+        burst = _burst_statuses(rt.target.url)
+        assert burst == [200] * BURST, f"{rt.target.name} after recovery: {sorted(set(burst))}"
 
 
 def test_database_down_gives_quick_503_then_recovers(lab: NativeLab) -> None:
@@ -63,6 +75,19 @@ def test_database_down_gives_quick_503_then_recovers(lab: NativeLab) -> None:
     finally:
         lab.postgres.up()
     _assert_recovers(lab)
+
+
+def test_database_restart_between_requests_costs_no_request(lab: NativeLab) -> None:
+    """A database restarted while the lab is idle (compose restarting it, say) leaves every
+    pooled connection dead; the next requests must still all succeed, on every worker."""
+    assert lab.postgres is not None
+    for rt in lab.running.values():  # every pool holds idle connections
+        assert _burst_statuses(rt.target.url) == [200] * BURST
+    lab.postgres.down()
+    lab.postgres.up()
+    for rt in lab.running.values():
+        burst = _burst_statuses(rt.target.url)
+        assert burst == [200] * BURST, f"{rt.target.name} after a restart: {burst}"
 
 
 def _start_without_database(target: Target) -> subprocess.Popen[str]:

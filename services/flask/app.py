@@ -64,20 +64,43 @@ _db_healthy = False  # until the first success, a database that may be down gets
 _world_cache: dict[int, dict[str, int]] = {}
 
 
+def alive(conn: Connection) -> bool:
+    """Whether the server behind an idle pooled connection is still there, without a round trip.
+
+    A server that stopped (a restarted database) left its goodbye and then EOF in the socket:
+    the first read takes the goodbye, the second hits EOF. A healthy idle connection has
+    nothing to read, so both reads are non-blocking no-ops.
+    """
+    try:
+        conn.pgconn.consume_input()
+        conn.pgconn.consume_input()
+    except OperationalError:
+        return False
+    return True
+
+
 @contextmanager
 def database() -> Iterator[Connection]:
-    """A pooled connection; records whether the database is answering to bound later waits."""
+    """A live pooled connection; records whether the database answers, to bound later waits."""
     global _db_healthy
     try:
-        with POOL.connection(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S) as conn:
-            yield conn
+        conn = POOL.getconn(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S)
+        while not alive(conn):
+            # Closed while idle: the pool discards it and opens a replacement. The database
+            # may be gone for good, so the wait for one is the short one.
+            POOL.putconn(conn)
+            _db_healthy = False
+            conn = POOL.getconn(timeout=DOWN_WAIT_S)
     except DB_ERRORS:
-        if _db_healthy:
-            # The first failure after good times: the idle connections are likely as dead as
-            # this one (a restarted database), so drop them now instead of one 503 each.
-            POOL.check()
         _db_healthy = False
         raise
+    try:
+        yield conn
+    except DB_ERRORS:
+        _db_healthy = False
+        raise
+    finally:
+        POOL.putconn(conn)
     _db_healthy = True
 
 
