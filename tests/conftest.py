@@ -42,12 +42,8 @@ def only_run_dir(out: Path) -> Path:
     return run_dir
 
 
-# Ports for a native run started while the session lab holds the default ones.
-NATIVE_RUN_PORTS = {
-    "BENCHLAB_PORT_FLASK_GUNICORN_GEVENT": "18081",
-    "BENCHLAB_PORT_FASTAPI_UVICORN": "18082",
-    "BENCHLAB_PORT_FASTAPI_HYPERCORN": "18083",
-}
+# Ports for a native run started while the session lab holds its own: the session's + 10000.
+NATIVE_RUN_PORTS = {f"BENCHLAB_PORT_{t.env_key}": str(t.port + 10000) for t in load_targets()}
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from importlib.metadata import version
 from types import TracebackType
+from typing import IO
 
 from benchlab.errors import BenchlabError
 
@@ -149,10 +151,16 @@ def serve(host: str, port: int, workers: int, cpus: set[int] | None) -> None:
         if pid == 0:
             os.close(read_fd)
             reserve.close()
+            code = 0
             try:
                 _worker(host, port, cpus, write_fd, master_pid)
+            except BaseException as exc:  # the master only sees a missing "ready": say why here
+                if not isinstance(exc, KeyboardInterrupt | SystemExit):
+                    print(f"baseline: worker {os.getpid()} failed: {type(exc).__name__}: {exc}",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    code = 1
             finally:
-                os._exit(0)
+                os._exit(code)
         children.append(pid)
     os.close(write_fd)
     got = b""
@@ -203,6 +211,7 @@ class BaselineServer:
         self.port = port
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[str] | None = None
+        self._stderr: IO[str] | None = None
 
     @property
     def url(self) -> str:
@@ -214,7 +223,8 @@ class BaselineServer:
                "--port", str(self.port), "--workers", str(self.workers)]  # fmt: skip
         if self.cpus:
             cmd += ["--cpus", ",".join(map(str, self.cpus))]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
         deadline = time.monotonic() + self.start_timeout_s
         line = ""
         assert self.proc.stdout is not None
@@ -223,8 +233,13 @@ class BaselineServer:
             if line.startswith("READY "):
                 self.port = int(line.split()[1])
                 return self
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=5)
+        self._stderr.seek(0)
+        why = " | ".join(self._stderr.read().strip().splitlines()[-3:]) or line.strip() or "no output"
         self.stop()
-        raise BenchlabError(f"baseline server did not start (last output: {line.strip()!r})")
+        raise BenchlabError(f"baseline server did not start: {why}")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -236,6 +251,9 @@ class BaselineServer:
                 self.proc.wait()
         if self.proc and self.proc.stdout:
             self.proc.stdout.close()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def __enter__(self) -> BaselineServer:
         return self.start()
