@@ -16,7 +16,12 @@ from benchlab.errors import BenchlabError
 # Latency figures every engine reports, in milliseconds; p999 = 99.9th, p9999 = 99.99th percentile.
 LATENCY_KEYS: tuple[str, ...] = ("mean", "stdev", "p50", "p75", "p90", "p99", "p999", "p9999", "max")
 ERROR_KINDS: tuple[str, ...] = ("connect", "read", "write", "timeout", "status")
+# An open-loop step served its offered rate only if it delivered at least this share of it and
+# k6 dropped at most this share of its iterations; otherwise its latency is an overloaded server's.
+MIN_DELIVERED_SHARE = 0.95
+MAX_DROPPED_SHARE = 0.01
 FD_RESERVE = 64  # descriptors an engine needs besides its sockets (epoll, pipes, std streams, libs)
+ENGINE_PIDS: set[int] = set()  # engines running now (see run_engine)
 
 
 @dataclass
@@ -43,6 +48,16 @@ class Measurement:
         return self.requests / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
+    def overloaded(self) -> bool | None:
+        """Open loop only: whether the server fell short of the offered rate (None for closed loop)."""
+        if self.offered_rps is None:
+            return None
+        dropped = self.dropped or 0
+        iterations = self.requests + dropped
+        short = self.rps < MIN_DELIVERED_SHARE * self.offered_rps
+        return short or (iterations > 0 and dropped > MAX_DROPPED_SHARE * iterations)
+
+    @property
     def socket_errors(self) -> int:
         return self.errors_connect + self.errors_read + self.errors_write + self.errors_timeout
 
@@ -54,6 +69,7 @@ class Measurement:
             "rps": self.rps,
             "offered_rps": self.offered_rps,
             "dropped": self.dropped,
+            "overloaded": self.overloaded,
         }
         out.update({f"errors_{k}": getattr(self, f"errors_{k}") for k in ERROR_KINDS})
         out.update({f"latency_{k}_ms": self.latency_ms.get(k) for k in LATENCY_KEYS})
@@ -88,11 +104,19 @@ def ensure_open_files(connections: int, what: str = "wrk") -> int:
 def run_engine(
     cmd: Sequence[str], *, limit_s: float, raw_path: Path | None, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Runs an engine to completion (bounded by ``limit_s``) and keeps its raw output."""
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit_s, check=False, env=env)
-    except subprocess.TimeoutExpired as exc:
-        raise BenchlabError(f"{Path(cmd[0]).name} did not finish within {limit_s:.0f} s") from exc
+    """Runs an engine to completion (bounded by ``limit_s``) and keeps its raw output. While it
+    runs its pid is in ``ENGINE_PIDS``, so the sampler reads its CPU without scanning /proc."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as child:
+        ENGINE_PIDS.add(child.pid)
+        try:
+            stdout, stderr = child.communicate(timeout=limit_s)
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            child.communicate()
+            raise BenchlabError(f"{Path(cmd[0]).name} did not finish within {limit_s:.0f} s") from exc
+        finally:
+            ENGINE_PIDS.discard(child.pid)
+    proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
     if raw_path is not None:
         save_raw(raw_path, cmd, proc.stdout, proc.stderr)
     return proc

@@ -22,8 +22,11 @@ COLUMNS: tuple[str, ...] = (
     "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_p9999_ms",
     "latency_max_ms", "errors_connect", "errors_read", "errors_write", "errors_timeout",
     "errors_status", "dropped", "server_cpu_cores", "server_rss_mb", "db_cpu_cores",
-    "loadgen_cpu_cores", "client_bound", "verification", "started_at", "finished_at", "step_id",
+    "loadgen_cpu_cores", "client_bound", "overloaded", "verification", "started_at", "finished_at", "step_id",
 )  # fmt: skip
+
+# Columns added after runs were first recorded: an older CSV without them reads as empty cells.
+LATER_COLUMNS: frozenset[str] = frozenset({"overloaded"})
 
 CSV_NAME = "results.csv"
 RUN_JSON = "run.json"
@@ -96,9 +99,9 @@ def read_rows(run_dir: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
+        if set(missing) - LATER_COLUMNS:
             raise BenchlabError(f"{path}: missing columns {', '.join(missing)}")
-        return list(reader)
+        return [{**dict.fromkeys(missing, ""), **row} for row in reader]
 
 
 def iter_done_steps(run_dir: Path) -> Iterator[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from benchlab.contract import PARAM, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.results import CSV_NAME, read_rows, read_run_json
+from benchlab.status import Status, StepStatus
 from benchlab.targets import load_targets
 
 # Latency columns in percentile order, with the percentile each stands for.
@@ -77,11 +78,17 @@ class Step:
     dropped: int
     resources: Mapping[str, float | None]
     client_bound: bool
-    verification: str
+    overloaded: bool
+    status: StepStatus
 
     @property
     def ok(self) -> bool:
-        return self.verification == "pass" and self.rps is not None
+        """A measurement: passed or warned verification, and served the test (``status.judge``)."""
+        return self.status.measured and self.rps is not None
+
+    @property
+    def verification(self) -> str:
+        return str(self.status)
 
     def value(self, metric: str) -> float | None:
         """``rps`` or one latency column."""
@@ -91,8 +98,12 @@ class Step:
     def flags(self) -> tuple[str, ...]:
         """Why a figure from this step must not be quoted unmarked."""
         out = []
+        if self.status.status is Status.WARN:
+            out.append(str(self.status))
         if self.client_bound:
             out.append("client-bound")
+        if self.overloaded:
+            out.append("overloaded: offered rate not delivered")
         if self.errors:
             out.append(f"{self.errors} errors")
         if self.dropped:
@@ -137,9 +148,11 @@ class Point:
     @property
     def flags(self) -> tuple[str, ...]:
         """Flags of any repeat, merged: one bad repeat taints the median it feeds."""
-        out: list[str] = []
+        out: list[str] = sorted({str(s.status) for s in self.steps if s.status.status is Status.WARN})
         if any(s.client_bound for s in self.steps):
             out.append("client-bound")
+        if any(s.overloaded for s in self.steps):
+            out.append("overloaded: offered rate not delivered")
         if self.errors:
             out.append(f"{self.errors} errors")
         dropped = sum(s.dropped for s in self.steps)
@@ -227,7 +240,7 @@ def load_run(run_dir: Path) -> Run:
     steps = tuple(_step(row, n) for n, row in enumerate(rows, start=2))
     if not any(s.ok for s in steps):
         raise BenchlabError(
-            f"{run_dir}: no successful steps ({len(steps)} recorded, none passed verification with a result)"
+            f"{run_dir}: no successful steps ({len(steps)} recorded, none measured: see the verification column)"
         )
     return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps))
 
@@ -274,7 +287,8 @@ def _step(row: Mapping[str, str], line: int) -> Step:
         dropped=whole("dropped") or 0,
         resources={c: num(c) for c in RESOURCE_COLUMNS},
         client_bound=(row.get("client_bound") or "").strip().lower() == "true",
-        verification=(row.get("verification") or "").strip() or UNKNOWN,
+        overloaded=(row.get("overloaded") or "").strip().lower() == "true",
+        status=StepStatus.parse(row.get("verification") or ""),
     )
 
 

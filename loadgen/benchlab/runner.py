@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from benchlab.results import (
 )
 from benchlab.sampling import StepSampler, process_tree
 from benchlab.scenarios import Scenario, Step, load_scenario
+from benchlab.status import MEASURED, Status, StepStatus, judge
 from benchlab.targets import Target, load_targets, parse_overrides, split_names
 from benchlab.verification import Check, format_checks, verify_targets
 
@@ -148,13 +150,13 @@ class Runner:
         self, writer: ResultsWriter, target: Target, test: str, steps: list[Step], check: Check | None
     ) -> None:
         verdict = _verdict(check)
-        if verdict.startswith("fail"):
+        if not verdict.measured:
             for s in steps:
                 self._write(writer, target, s, None, None, verdict, now())
             return
         if not target.answers(timeout_s=3):
             for s in steps:
-                self._write(writer, target, s, None, None, "error: target not responding", now())
+                self._write(writer, target, s, None, None, StepStatus(Status.ERROR, "target not responding"), now())
             return
         closed = [s for s in steps if s.mode == "closed"]
         if closed:
@@ -184,7 +186,7 @@ class Runner:
         except BenchlabError as exc:
             self.progress.message(f"{target.name} {first.test}: primer failed: {exc}")
 
-    def _measure(self, writer: ResultsWriter, target: Target, step: Step, verdict: str) -> None:
+    def _measure(self, writer: ResultsWriter, target: Target, step: Step, verdict: StepStatus) -> None:
         sid = step_id(step)
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
         url = target.url + step.url_path()
@@ -194,7 +196,7 @@ class Runner:
             peak = self.peaks.get((target.name, step.test))
             rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
             if not rate:
-                why = "skipped: no closed-loop peak to scale the rate from"
+                why = StepStatus(Status.SKIPPED, "no closed-loop peak to scale the rate from")
                 self._write(writer, target, step, None, None, why, started)
                 return
             label = f"{rate:.0f} req/s offered"
@@ -216,23 +218,25 @@ class Runner:
                                     timeout_s=self.scenario.timeout_s, raw_path=raw,
                                     headers=step.headers())  # fmt: skip
         except BenchlabError as exc:
-            self._write(writer, target, step, None, sampler.result, f"error: {exc}", started)
+            self._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
-        if step.mode == "closed" and not _has_errors(m):
+        status = judge(verdict, m)
+        if step.mode == "closed" and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
-        self._write(writer, target, step, m, sampler.result, verdict, started)
-        self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s")
+        self._write(writer, target, step, m, sampler.result, status, started)
+        shown = "" if status.status is Status.PASS else f" [{status}]"
+        self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s{shown}")
 
     def _write(self, writer: ResultsWriter, target: Target, step: Step, m: Measurement | None,
-               samples: Any, verdict: str, started: str) -> None:  # fmt: skip
+               samples: Any, status: StepStatus, started: str) -> None:  # fmt: skip
         meta = self.target_meta.get(target.name, {})
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
         row.update(
             run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
             workers=meta.get("workers"), test=step.test, mode=step.mode, concurrency=step.concurrency,
             pipeline=step.pipeline, queries=step.queries, repeat=step.repeat,
-            verification=verdict, started_at=started, finished_at=now(), step_id=step_id(step),
+            verification=str(status), started_at=started, finished_at=now(), step_id=step_id(step),
         )  # fmt: skip
         if m is not None:
             row.update(m.row())
@@ -245,19 +249,17 @@ class Runner:
         writer.write(row)
         self.done.add(step_id(step))
         if m is None:
-            self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {verdict}")
+            self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {status}")
 
 
 def _has_errors(m: Measurement) -> bool:
     return m.socket_errors + m.errors_status > 0
 
 
-def _verdict(check: Check | None) -> str:
-    if check is None:
-        return "pass"
-    if check.status == "pass":
-        return "pass"
-    return f"{check.status}: {'; '.join(check.reasons)}"[:500]
+def _verdict(check: Check | None) -> StepStatus:
+    if check is None or check.status == "pass":
+        return StepStatus(Status.PASS)
+    return StepStatus(Status(check.status), "; ".join(check.reasons))
 
 
 def _raw_name(sid: str, kind: str) -> str:
@@ -270,7 +272,7 @@ def _peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
     if not (run_dir / "results.csv").exists():
         return peaks
     for row in read_rows(run_dir):
-        ok = row["mode"] == "closed" and row["rps"] and row["verification"].startswith(("pass", "warn"))
+        ok = row["mode"] == "closed" and row["rps"] and StepStatus.parse(row["verification"]).measured
         errors = sum(int(row[f"errors_{k}"] or 0) for k in ("connect", "read", "write", "timeout", "status"))
         if ok and not errors:
             key = (row["target"], row["test"])
@@ -365,7 +367,9 @@ def run_command(args: argparse.Namespace) -> int:
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:
                 runner.execute()
-            status = "complete"
+            counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
+            meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
+            status = "complete" if all(k in MEASURED for k in counts) else "partial"
     finally:
         if meta:
             meta.update(status=status, finished_at=now())
@@ -374,7 +378,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.no_report:
         _report(run_dir, progress, args.claims)
     rows = read_rows(run_dir)
-    failed = [r for r in rows if not r["verification"].startswith(("pass", "warn"))]
+    failed = [r for r in rows if not StepStatus.parse(r["verification"]).measured]
     if failed:
         progress.message(f"{len(failed)} of {len(rows)} steps not measured: see the verification column")
     return 1 if failed else 0

@@ -8,12 +8,15 @@ between the two samples, in cores. Samples are taken when the step starts, every
 when it stops. Cumulative CPU includes reaped children (``children_user/system``), so a
 process that exits mid-step (a Postgres backend, an engine run) keeps its share.
 
-Sampling never fails a step: what cannot be seen is None.
+Sampling never fails a step: what cannot be seen is None. It runs inside the load generator,
+so it must cost next to nothing: one HTTP client (one TLS context, one kept-alive connection)
+serves every sample of the process, instead of a new client per request.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -25,8 +28,9 @@ from typing import Any
 import httpx
 import psutil
 
+from benchlab.measurement import ENGINE_PIDS
+
 INFO_PATH = "/benchlab/info"
-ENGINE_NAMES = frozenset({"wrk", "k6"})
 FINAL_TIMEOUT_S = 5.0  # the end sample is needed for any CPU figure: wait for it longer
 CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share of its CPUs
 
@@ -65,17 +69,14 @@ def _cpu_seconds(proc: psutil.Process) -> float:
 
 
 def loadgen_cpu_seconds() -> float:
-    """This process (with reaped children such as finished wrk/k6 runs) plus live engine
-    processes below it. Other descendants are left out on purpose: natively the targets and
-    Postgres may be our children, and their CPU is not the client's."""
-    me = psutil.Process()
-    total = _cpu_seconds(me)
-    for child in me.children(recursive=True):
-        try:
-            if child.name() in ENGINE_NAMES:
-                total += _cpu_seconds(child)
-        except psutil.Error:
-            continue
+    """This process (with reaped children such as finished wrk/k6 runs) plus the engines running
+    now. Other children are left out on purpose: natively the targets and Postgres may be our
+    children, and their CPU is not the client's. Engines are known by pid (``ENGINE_PIDS``):
+    listing descendants would scan every process on the machine at each sample."""
+    total = _cpu_seconds(psutil.Process())
+    for pid in list(ENGINE_PIDS):
+        with contextlib.suppress(psutil.Error):  # it finished (and was reaped) meanwhile
+            total += _cpu_seconds(psutil.Process(pid))
     return total
 
 
@@ -100,6 +101,12 @@ def _rate(points: list[_Point]) -> float | None:
     if not same or same[-1].t <= first.t:
         return None
     return max(0.0, (same[-1].value - first.value) / (same[-1].t - first.t))
+
+
+@functools.cache
+def _client() -> httpx.Client:
+    """The process's one sampling client; building one costs tens of ms of CPU (its TLS context)."""
+    return httpx.Client(limits=httpx.Limits(max_connections=4, max_keepalive_connections=4))
 
 
 class StepSampler:
@@ -136,8 +143,8 @@ class StepSampler:
         if not self.info_url:
             return
         try:
-            # A fresh connection per sample: it must not queue behind the load's connections.
-            resp = httpx.get(self.info_url, timeout=timeout_s, headers={"Connection": "close"})
+            # The sampler's own kept-alive connection, apart from the load's connections.
+            resp = _client().get(self.info_url, timeout=timeout_s)
             t = time.monotonic()
             if resp.status_code != 200:
                 return
