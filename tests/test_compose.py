@@ -65,7 +65,7 @@ def test_compose_targets_match_the_registry():
         svc = services[t.name]
         assert tuple(svc["command"]) == t.command, t.name
         assert default_of(svc["environment"]["BENCHLAB_PORT"]) == str(t.port), t.name
-        assert svc["build"]["context"] == f"services/{t.service}", t.name
+        assert svc["build"]["dockerfile"] == f"services/{t.service}/Dockerfile", t.name
         assert default_of(loadgen_env[f"BENCHLAB_PORT_{t.env_key}"]) == str(t.port), t.name
         assert loadgen_env[f"BENCHLAB_PORT_{t.env_key}"] == svc["environment"]["BENCHLAB_PORT"]
         assert "${BENCHLAB_CPUS_TARGETS:-}" in svc["cpuset"], t.name
@@ -297,6 +297,15 @@ def test_smoke_scenario_through_compose(stack: Stack):
     # every file belongs to the results folder's owner, not root
     owner = RESULTS_OWNER if os.geteuid() == 0 else (os.geteuid(), os.getegid())
     assert _owned_files(stack.results) == {owner}
+
+
+@pytest.mark.docker
+def test_calibrate_runs_in_the_loadgen_image(stack: Stack):
+    """`benchlab calibrate` needs the baseline server (uvloop) inside the loadgen image."""
+    proc = stack("run", "--rm", "--no-deps", "loadgen", "benchlab", "calibrate", "--duration", "2", timeout=300)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "engine ceiling: wrk" in output and "Traceback" not in output, output[-3000:]
 
 
 @pytest.mark.docker

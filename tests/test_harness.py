@@ -1,8 +1,10 @@
 """``benchlab up --native`` as users run it: a real subprocess, real signals, real cleanup.
 
 It prints ``NAME URL`` per target, the DSN and ``ready``; SIGINT or SIGTERM, before or after
-``ready``, leaves no process and no Postgres data directory behind; a port in use is one clear
-line and exit code 2.
+``ready``, leaves no process and no Postgres data directory behind; a port in use or a
+``BENCHLAB_PG_BINDIR`` without a server is one clear line and exit code 2. Without Postgres on
+PATH it finds the distribution's; the pgserver wheel's (no pg_stat_statements) says once that
+query counts go unverified.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import httpx
 import psutil
 import psycopg
 import pytest
+from test_postgres import BARE_PATH, debian_server, pgserver_bindir
 
-from benchlab.postgres import free_port
+from benchlab.postgres import ENV_BINDIR, free_port
 
 TARGET = "fastapi-uvicorn"
 START_S = 180.0  # generous: the first run may build the service's virtual environment
@@ -68,11 +71,11 @@ def _pump(pipe: IO[str], out: queue.Queue[str]) -> None:
         out.put(line.rstrip("\n"))
 
 
-def start_up(port: int, path: str | None = None) -> Up:
+def start_up(port: int, **env_vars: str) -> Up:
+    """``env_vars`` override the environment; an inherited ``BENCHLAB_PG_BINDIR`` is dropped."""
     mark = uuid.uuid4().hex
-    env = dict(os.environ, **{f"BENCHLAB_PORT_{TARGET.upper().replace('-', '_')}": str(port), MARK: mark})
-    if path is not None:
-        env["PATH"] = path
+    env = {k: v for k, v in os.environ.items() if k != ENV_BINDIR}
+    env.update({f"BENCHLAB_PORT_{TARGET.upper().replace('-', '_')}": str(port), MARK: mark}, **env_vars)
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchlab.cli", "up", "--native", "--targets", TARGET],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
@@ -83,13 +86,19 @@ def start_up(port: int, path: str | None = None) -> Up:
     return up
 
 
-def postgres_root(up: Up) -> Path:
-    """The throwaway Postgres directory (parent of its -D data directory)."""
+def postmaster(up: Up) -> list[str]:
+    """The command line of the Postgres server under ``benchlab up``."""
     for p in up.tree():
         cmd = p.cmdline()
         if "-D" in cmd and Path(cmd[0]).name == "postgres":
-            return Path(cmd[cmd.index("-D") + 1]).parent
+            return cmd
     raise AssertionError("no postgres process under benchlab up")
+
+
+def postgres_root(up: Up) -> Path:
+    """The throwaway Postgres directory (parent of its -D data directory)."""
+    cmd = postmaster(up)
+    return Path(cmd[cmd.index("-D") + 1]).parent
 
 
 def marked(mark: str) -> list[psutil.Process]:
@@ -155,21 +164,45 @@ def test_up_prints_urls_and_stops_cleanly(sig: signal.Signals) -> None:
         kill_leftovers(up)
 
 
-def test_without_postgres_on_path_the_pgserver_wheel_serves() -> None:
-    """A user's machine has no initdb: the harness falls back to the pgserver wheel's Postgres."""
-    bare_path = os.pathsep.join(d for d in ("/usr/bin", "/bin") if not (Path(d) / "initdb").exists())
+def test_without_postgres_on_path_the_distribution_server_serves() -> None:
+    """PATH without initdb or pg_config: Debian's /usr/lib/postgresql/<v>/bin, with query counts."""
+    bindir = debian_server()
     port = free_port()
-    up = start_up(port, path=f"{Path(sys.executable).parent}{os.pathsep}{bare_path}")
+    up = start_up(port, PATH=BARE_PATH)
     try:
         lines = up.wait_line(up.stdout, "ready")
         pg_root = postgres_root(up)
-        assert "pgserver" in " ".join(p.cmdline()[0] for p in up.tree() if p.name() == "postgres")
+        assert postmaster(up)[0] == str(bindir / "postgres")
+        with psycopg.connect(lines[1], connect_timeout=5) as conn:
+            assert conn.execute("SELECT count(*) FROM fortune").fetchone() == (12,)
+            assert conn.execute("SELECT count(*) > 0 FROM pg_stat_statements").fetchone() == (True,)
+        body = httpx.get(f"http://127.0.0.1:{port}/db", timeout=5).json()
+        assert set(body) == {"id", "randomNumber"}
+        os.kill(up.proc.pid, signal.SIGINT)
+        assert_all_gone(up, pg_root, port)
+        err = drain(up.stderr)
+        assert not [line for line in err if "pg_stat_statements" in line], err
+    finally:
+        kill_leftovers(up)
+
+
+def test_the_pgserver_wheel_serves_and_warns_once_about_query_counts() -> None:
+    """The wheel's Postgres (what a machine without one falls back to) works, and says in one
+    line that query counts will not be verified."""
+    port = free_port()
+    up = start_up(port, **{ENV_BINDIR: str(pgserver_bindir())})
+    try:
+        lines = up.wait_line(up.stdout, "ready")
+        pg_root = postgres_root(up)
+        assert "pgserver" in postmaster(up)[0]
         with psycopg.connect(lines[1], connect_timeout=5) as conn:
             assert conn.execute("SELECT count(*) FROM fortune").fetchone() == (12,)
         body = httpx.get(f"http://127.0.0.1:{port}/db", timeout=5).json()
         assert set(body) == {"id", "randomNumber"}
         os.kill(up.proc.pid, signal.SIGINT)
         assert_all_gone(up, pg_root, port)
+        warnings = [line for line in drain(up.stderr) if "pg_stat_statements" in line]
+        assert len(warnings) == 1 and "query counts will not be verified" in warnings[0], warnings
     finally:
         kill_leftovers(up)
 
@@ -198,4 +231,14 @@ def test_port_in_use_is_one_line_and_exit_2() -> None:
     assert up.proc.returncode == 2
     assert len(err) == 1, err
     assert str(port) in err[0] and "in use" in err[0], err
+    assert drain(up.stdout) == []
+
+
+def test_pg_bindir_without_a_server_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    up = start_up(free_port(), **{ENV_BINDIR: str(tmp_path)})
+    up.proc.wait(timeout=30)
+    err = drain(up.stderr)
+    assert up.proc.returncode == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("benchlab: ") and ENV_BINDIR in err[0] and str(tmp_path) in err[0], err
     assert drain(up.stdout) == []

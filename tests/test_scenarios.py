@@ -137,7 +137,14 @@ MALFORMED = [
     (GOOD.replace("duration_s: 2", "duration_s: 2.5"), "bad.yaml: duration_s: expected a positive integer, got 2.5"),
     (GOOD.replace("duration_s: 2", "duration_s: true"), "bad.yaml: duration_s: expected a positive integer, got True"),
     (GOOD + "pause_s: -1\n", "bad.yaml: pause_s: expected a number >= 0, got -1"),
-    (GOOD + "timeout_s: 0\n", "bad.yaml: timeout_s: expected a positive number, got 0"),
+    (GOOD + "timeout_s: 0\n", "bad.yaml: timeout_s: expected a positive integer, got 0"),
+    (GOOD + "timeout_s: 0.0001\n", "bad.yaml: timeout_s: expected a positive integer, got 0.0001"),
+    (GOOD + "name: a/../../../../tmp/x\n", "bad.yaml: name: expected letters, digits"),
+    (GOOD + "name: 'a b'\n", "bad.yaml: name: expected letters, digits"),
+    (GOOD + "name: 'x*?'\n", "bad.yaml: name: expected letters, digits"),
+    (GOOD + "name: ..\n", "bad.yaml: name: expected letters, digits"),
+    (GOOD + "repeats: 1\nrepeats: 2\n", "bad.yaml: YAML syntax error at line 5, column 1: duplicate key 'repeats'"),
+    (GOOD + "open_loop: {tests: [json], rates: [0.001]}\n", "bad.yaml: open_loop.rates: expected a positive integer"),
     (GOOD + "repeats: two\n", "bad.yaml: repeats: expected a positive integer, got 'two'"),
     (GOOD + "warmup: maybe\n", "bad.yaml: warmup: expected true, false or a whole number of seconds, got 'maybe'"),
     (GOOD + "primer: {connections: -8}\n", "bad.yaml: primer.connections: expected a positive integer, got -8"),
@@ -179,3 +186,9 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
         ("closed", None, 16, None, 2.0),
         ("open", 100.0, 64, 256, 2.0),
     ]
+
+
+def test_exponent_rates_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e3 as a string; the lab reads it as the number a user meant."""
+    s = load_scenario(_write(tmp_path, GOOD + "open_loop: {tests: [json], rates: [1e3]}\n"))
+    assert s.open_loop is not None and s.open_loop.rates == (1000.0,)

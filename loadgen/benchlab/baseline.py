@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -29,11 +28,11 @@ import tempfile
 import time
 from collections.abc import Iterable
 from email.utils import formatdate
-from importlib.metadata import version
 from types import TracebackType
 from typing import IO
 
 from benchlab.errors import BenchlabError
+from benchlab.target_kit import Info
 
 BODY = b"Hello, World!"
 INFO = b"GET /benchlab/info "
@@ -51,25 +50,9 @@ def _response() -> bytes:
     return head.encode() + BODY
 
 
-def _info(master_pid: int) -> bytes:
+def _info(info: Info) -> bytes:
     """The ``/benchlab/info`` answer: what the sampler reads from every target."""
-    import psutil
-
-    master = psutil.Process(master_pid)
-    cpu, rss = 0.0, 0
-    procs = [master, *master.children(recursive=True)]
-    for proc in procs:
-        try:
-            t = proc.cpu_times()
-            cpu += t.user + t.system + t.children_user + t.children_system
-            rss += proc.memory_info().rss
-        except psutil.Error:
-            continue
-    body = json.dumps({
-        "target_pid": master_pid, "workers": len(procs) - 1, "cpus": sorted(os.sched_getaffinity(0)),
-        "python": platform.python_version(), "packages": {"uvloop": version("uvloop")},
-        "cpu_seconds": cpu, "rss_mb": rss / 2**20,
-    }).encode()  # fmt: skip
+    body = json.dumps(info.payload()).encode()
     return (
         b"HTTP/1.1 200 OK\r\nServer: benchlab-baseline\r\nContent-Type: application/json\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -81,7 +64,7 @@ class _Hello(asyncio.Protocol):
     """Answers each complete request head; keeps a partial one until its end arrives."""
 
     response = _response()
-    master_pid = 0
+    info: Info
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -92,7 +75,7 @@ class _Hello(asyncio.Protocol):
         n = buf.count(b"\r\n\r\n")
         if n and INFO in buf:
             heads = buf.split(b"\r\n\r\n")
-            self.transport.write(b"".join(_info(self.master_pid) if INFO in h else _Hello.response for h in heads[:-1]))
+            self.transport.write(b"".join(_info(self.info) if INFO in h else _Hello.response for h in heads[:-1]))
             buf = heads[-1]
         elif n:
             self.transport.write(_Hello.response * n)
@@ -117,11 +100,11 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _worker(host: str, port: int, cpus: set[int] | None, ready_fd: int, master_pid: int) -> None:
+def _worker(host: str, port: int, cpus: set[int] | None, ready_fd: int, workers: int) -> None:
     """One server process: its own REUSEPORT socket, its own event loop, forever."""
     import uvloop
 
-    _Hello.master_pid = master_pid
+    _Hello.info = Info(workers)
     if cpus:
         os.sched_setaffinity(0, cpus)
     sock = _listen(host, port)
@@ -144,7 +127,7 @@ def serve(host: str, port: int, workers: int, cpus: set[int] | None) -> None:
     reserve = _listen(host, port)  # holds the port (bound, not listening) while workers join
     port = reserve.getsockname()[1]
     read_fd, write_fd = os.pipe()
-    master_pid = os.getpid()
+    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())  # target_kit reports the whole tree
     children = []
     for _ in range(workers):
         pid = os.fork()
@@ -153,7 +136,7 @@ def serve(host: str, port: int, workers: int, cpus: set[int] | None) -> None:
             reserve.close()
             code = 0
             try:
-                _worker(host, port, cpus, write_fd, master_pid)
+                _worker(host, port, cpus, write_fd, workers)
             except BaseException as exc:  # the master only sees a missing "ready": say why here
                 if not isinstance(exc, KeyboardInterrupt | SystemExit):
                     print(f"baseline: worker {os.getpid()} failed: {type(exc).__name__}: {exc}",

@@ -337,14 +337,14 @@ def _resources(run: Run) -> _Drawn | None:
             if point is not None:
                 rows.append((test, target, point))
     cpu = [(t, g, p.resource("server_cpu_cores"), p) for t, g, p in rows]
-    rss = [(t, g, p.resource("server_rss_mb"), p) for t, g, p in rows]
+    rss = [(t, g, p.resource("server_pss_mb") or p.resource("server_rss_mb"), p) for t, g, p in rows]
     if not any(v is not None for _, _, v, _ in cpu + rss):
         return None
     fig, axes = _figure(ncols=2)
     tests = [t for t in run.tests if any(r[0] == t for r in rows)]
     width = 0.8 / max(1, len(run.targets))
     flagged = False
-    for ax, values, ylabel in ((axes[0], cpu, "server CPU used (cores)"), (axes[1], rss, "server RSS (MB)")):
+    for ax, values, ylabel in ((axes[0], cpu, "server CPU used (cores)"), (axes[1], rss, "server memory, PSS (MB)")):
         for j, target in enumerate(run.targets):
             for test, tgt, value, point in values:
                 if tgt != target or value is None:

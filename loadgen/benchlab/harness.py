@@ -23,7 +23,7 @@ import psutil
 
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
-from benchlab.postgres import Postgres, check_port_free, start_postgres
+from benchlab.postgres import Postgres, check_port_free, find_bindir, start_postgres
 from benchlab.sampling import process_tree
 from benchlab.targets import Target
 from benchlab.venvs import service_python
@@ -79,6 +79,7 @@ class NativeLab:
         self.ready_timeout_s = ready_timeout_s
         self.log = log
         self.postgres: Postgres | None = None
+        self.database_info: dict[str, str | bool] | None = None  # Postgres.info, kept after stop()
         self.running: dict[str, RunningTarget] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="benchlab-logs-"))
 
@@ -90,10 +91,18 @@ class NativeLab:
     def start(self) -> NativeLab:
         for t in self.targets:
             check_port_free(t.port, t.name)
+        found = find_bindir()  # a bad BENCHLAB_PG_BINDIR fails before minutes of venv building
         pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
         self.log("starting PostgreSQL")
         with _signals_deferred():  # a few seconds; no window where it runs unrecorded
-            self.postgres = start_postgres(self.root / "db", port=self.db_port, cpus=self.cpus.db)
+            self.postgres = start_postgres(self.root / "db", found, port=self.db_port, cpus=self.cpus.db)
+        self.database_info = self.postgres.info
+        if not self.postgres.has_stat_statements:
+            self.log(
+                f"PostgreSQL {self.postgres.version} in {self.postgres.found.path} has no pg_stat_statements: "
+                "query counts will not be verified (install your distribution's postgresql package, "
+                "e.g. `apt-get install postgresql`)"
+            )
         for t in self.targets:
             with _signals_deferred():
                 self.running[t.name] = self._spawn(t, pythons[t.service])
@@ -108,6 +117,7 @@ class NativeLab:
             BENCHLAB_HOST="127.0.0.1",
             BENCHLAB_PORT=str(target.port),
             PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(filter(None, [str(self._target_kit()), env.get("PYTHONPATH")])),
         )
         if self.workers:
             env["BENCHLAB_WORKERS"] = str(self.workers)
@@ -128,6 +138,14 @@ class NativeLab:
                 preexec_fn=child_setup,
             )  # fmt: skip
         return RunningTarget(target, proc, log_path)
+
+    def _target_kit(self) -> Path:
+        """A folder holding a copy of ``target_kit.py``, the one file every image copies in too."""
+        kit = self.log_dir / "kit"
+        if not kit.is_dir():
+            kit.mkdir()
+            shutil.copy2(Path(__file__).with_name("target_kit.py"), kit / "target_kit.py")
+        return kit
 
     def _wait_ready(self, rt: RunningTarget) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

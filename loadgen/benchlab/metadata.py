@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import psutil
+import psycopg
 
 from benchlab import __version__
 from benchlab.cpus import RoleCpus, format_cpuset
@@ -78,9 +79,22 @@ def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
     return info
 
 
+def database_info(dsn: str | None) -> dict[str, Any]:
+    """The database a run used, asked of the server itself: version and pg_stat_statements."""
+    if not dsn:
+        return {"source": "none (no DSN)", "pg_stat_statements": False}
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as db:
+            version = db.execute("SHOW server_version").fetchone()
+            stats = db.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+    except psycopg.Error as exc:
+        return {"source": "external", "error": str(exc).strip().splitlines()[0][:200]}
+    return {"source": "external", "version": version[0] if version else None, "pg_stat_statements": bool(stats)}
+
+
 def run_metadata(
     *, run_id: str, scenario: dict[str, Any], scenario_name: str, mode: str, cpus: RoleCpus,
-    targets: dict[str, dict[str, Any]], engines: dict[str, str], started_at: str,
+    targets: dict[str, dict[str, Any]], engines: dict[str, Any], database: dict[str, Any], started_at: str,
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "run_id": run_id,
@@ -99,6 +113,7 @@ def run_metadata(
         },
         "targets": targets,
         "engines": engines,
+        "database": database,
         "nofile_limit": ensure_open_files(0),
         "python": platform.python_version(),
     }

@@ -1,15 +1,18 @@
 """A real, throwaway PostgreSQL for native runs, loaded from ``db/``.
 
-Uses the ``initdb``/``postgres`` on PATH when present, otherwise the binaries bundled in the
-``pgserver`` wheel. The server mirrors the db image: the benchmark role is the superuser
-(as ``POSTGRES_USER`` makes it in the official image), ``db/postgresql.conf`` is included,
-and the same SQL files are run. As root, Postgres runs as ``nobody`` (initdb refuses root).
+Which server: ``BENCHLAB_PG_BINDIR`` when set, else the ``postgres`` on PATH, the bindir
+``pg_config`` names, the newest Debian/Ubuntu server under ``/usr/lib/postgresql``, and last the
+binaries bundled in the ``pgserver`` wheel (no pg_stat_statements). The server mirrors the db
+image: the benchmark role is the superuser (as ``POSTGRES_USER`` makes it in the official
+image), ``db/postgresql.conf`` is included, and the same SQL files are run. As root, Postgres
+runs as ``nobody`` (initdb refuses root).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -17,7 +20,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,20 +33,76 @@ from benchlab.sampling import process_tree
 USER = os.environ.get("BENCHLAB_DB_USER", "benchmarkdbuser")
 PASSWORD = os.environ.get("BENCHLAB_DB_PASSWORD", "benchmarkdbpass")
 DATABASE = os.environ.get("BENCHLAB_DB_NAME", "hello_world")
+ENV_BINDIR = "BENCHLAB_PG_BINDIR"
+DISTRIBUTIONS = Path("/usr/lib/postgresql")  # Debian/Ubuntu: <root>/<version>/bin
+_PGSERVER_TAIL = ("pgserver", "pginstall", "bin")
 
 
-def find_bindir() -> Path:
-    """The directory holding initdb and postgres: PATH first, then the pgserver wheel."""
-    initdb = shutil.which("initdb")
-    if initdb and shutil.which("postgres"):
-        return Path(os.path.realpath(initdb)).parent
+@dataclass(frozen=True)
+class Bindir:
+    """A directory with ``initdb`` and ``postgres``, and how it was found (recorded with runs)."""
+
+    path: Path
+    source: str  # ENV_BINDIR, "PATH", "pg_config", "distribution" or "pgserver"
+
+
+def find_bindir(path: str | None = None, distributions: Path = DISTRIBUTIONS) -> Bindir:
+    """The server a user would expect: their override, then their shell's, their pg_config's,
+    their distribution's newest; the pgserver wheel (no pg_stat_statements) only when none exists.
+    ``path`` is the PATH to search, by default the environment's."""
+    override = os.environ.get(ENV_BINDIR)
+    if override:
+        bindir = Path(override).expanduser()
+        if not _is_bindir(bindir):
+            raise BenchlabError(f"{ENV_BINDIR}={override}: no executable postgres and initdb there")
+        return Bindir(bindir.resolve(), ENV_BINDIR)
+    for source, bindir in _candidates(path, distributions):
+        if _is_bindir(bindir):
+            return Bindir(bindir, source)
     try:
         import pgserver  # type: ignore[import-untyped]
     except ImportError as exc:
         raise BenchlabError(
-            "no PostgreSQL found: install it (apt-get install postgresql) or `pip install pgserver`"
+            f"no PostgreSQL found on PATH, via pg_config or under {distributions}: install it "
+            f"(apt-get install postgresql), set {ENV_BINDIR}, or `pip install pgserver`"
         ) from exc
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    return Bindir(Path(pgserver.__file__).resolve().parent.joinpath(*_PGSERVER_TAIL[1:]), "pgserver")
+
+
+def _candidates(path: str | None, distributions: Path) -> Iterator[tuple[str, Path]]:
+    """Lazily, so pg_config only runs when PATH has no server."""
+    postgres = shutil.which("postgres", path=path)
+    if postgres:
+        yield "PATH", Path(os.path.realpath(postgres)).parent
+    pg_config = shutil.which("pg_config", path=path)
+    if pg_config and (bindir := _pg_config(Path(pg_config), "--bindir")):
+        yield "pg_config", bindir
+    for bindir in distribution_bindirs(distributions):
+        yield "distribution", bindir
+
+
+def distribution_bindirs(root: Path = DISTRIBUTIONS) -> list[Path]:
+    """``<root>/<version>/bin``, newest first by number (16 before 9.6); other names ignored."""
+    found = [(_version_key(d.name), d / "bin") for d in root.iterdir()] if root.is_dir() else []
+    return [bindir for key, bindir in sorted(found, reverse=True) if key and bindir.is_dir()]
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split(".")) if re.fullmatch(r"\d+(\.\d+)*", name) else ()
+
+
+def _is_bindir(bindir: Path) -> bool:
+    return all((bindir / name).is_file() and os.access(bindir / name, os.X_OK) for name in ("postgres", "initdb"))
+
+
+def _pg_config(pg_config: Path, option: str) -> Path | None:
+    """One directory ``pg_config`` reports, or None when it cannot say (Debian's wrapper without
+    a server's or libpq-dev's pg_config exits 1)."""
+    try:
+        out = subprocess.run([str(pg_config), option], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.strip()) if out.stdout.strip() else None
 
 
 def free_port() -> int:
@@ -86,11 +145,23 @@ class Postgres:
     log_path: Path
     argv: list[str]
     preexec: Callable[[], None]
+    found: Bindir
+    version: str = ""  # as the running server reports it, e.g. "15.18"
     _stopped: bool = field(default=False, repr=False)
 
     @property
     def dsn(self) -> str:
         return f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{self.port}/{DATABASE}"
+
+    @property
+    def info(self) -> dict[str, str | bool]:
+        """Which server the numbers were measured against, and whether query counts can be checked."""
+        return {
+            "version": self.version,
+            "bindir": str(self.found.path),
+            "source": self.found.source,
+            "pg_stat_statements": self.has_stat_statements,
+        }
 
     def processes(self) -> list[psutil.Process]:
         """The postmaster and its backends, for CPU sampling."""
@@ -127,12 +198,14 @@ class Postgres:
 
 def start_postgres(
     db_dir: Path,
+    found: Bindir,
     port: int | None = None,
     cpus: set[int] | None = None,
     wait_s: float = 60,
 ) -> Postgres:
-    """initdb, start on 127.0.0.1, create the database and load ``db/*.sql``."""
-    bindir = find_bindir()
+    """initdb, start on 127.0.0.1, create the database and load ``db/*.sql``; ``found`` is
+    ``find_bindir()``'s answer, taken early so a bad override fails before anything starts."""
+    bindir = found.path
     port = port or free_port()
     check_port_free(port, "PostgreSQL")
     preexec, uid, gid = _demote()
@@ -145,6 +218,9 @@ def start_postgres(
         for p in (root, pwfile):
             os.chown(p, uid, gid)  # type: ignore[arg-type]
         if not _reachable_by_others(bindir / "postgres"):
+            if bindir.parts[-3:] != _PGSERVER_TAIL:
+                shutil.rmtree(root, ignore_errors=True)
+                raise BenchlabError(f"{bindir / 'postgres'}: not executable by nobody, whom root runs it as")
             bindir = _copy_pgserver(bindir, root)
 
     def run_as_pg() -> None:
@@ -185,7 +261,7 @@ def start_postgres(
         )
     pg = Postgres(
         port=port, root=root, process=proc, has_stat_statements=has_pss, log_path=log_path,
-        argv=argv, preexec=run_as_pg,
+        argv=argv, preexec=run_as_pg, found=found,
     )  # fmt: skip
     try:
         _wait_ready(pg, wait_s)
@@ -215,7 +291,11 @@ def _reachable_by_others(path: Path) -> bool:
 
 
 def _sharedir(bindir: Path) -> Path:
-    """Where the extension control files live: beside the binaries, or Debian's layout."""
+    """Where this server looks for extension control files: its own pg_config knows (same build,
+    relocation-aware); without one, beside the binaries or Debian's layout."""
+    own = _pg_config(bindir / "pg_config", "--sharedir")
+    if own:
+        return own
     candidates = (
         bindir.parent / "share" / "postgresql",
         bindir.parent / "share",
@@ -245,6 +325,8 @@ def _wait_ready(pg: Postgres, wait_s: float) -> None:
 def _load(pg: Postgres, db_dir: Path) -> None:
     with psycopg.connect(_admin_dsn(pg, "postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{DATABASE}" OWNER "{USER}"')
+        row = conn.execute("SHOW server_version").fetchone()
+        pg.version = str(row[0]).split(" ")[0] if row else ""  # of "15.18 (Debian 15.18-0+deb12u1)"
     files = [db_dir / "hello_world.sql"]
     if pg.has_stat_statements:
         files.append(db_dir / "pg_stat_statements.sql")

@@ -31,7 +31,7 @@ TARGET_FIELDS = ("framework", "server", "worker_class", "workers", "python", "ur
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "target", "test", "mode", "peak_level", "concurrency", "pipeline", "queries", "offered_rps",
     "repeats", "peak_rps", "rps_min", "rps_max", "p99_ms", "server_cpu_cores", "rps_per_core",
-    "server_rss_mb", "errors_at_peak", "errors_total", "failed_steps", "flags",
+    "server_pss_mb", "server_rss_mb", "errors_at_peak", "errors_total", "failed_steps", "flags",
 )  # fmt: skip
 
 
@@ -97,6 +97,7 @@ def _peak_fields(peak: Point) -> dict[str, Any]:
         "p99_ms": _round(peak.median("latency_p99_ms"), 3),
         "server_cpu_cores": _round(cpu, 3),
         "rps_per_core": round(peak.rps / cpu, 1) if cpu else None,
+        "server_pss_mb": _round(peak.resource("server_pss_mb"), 1),
         "server_rss_mb": _round(peak.resource("server_rss_mb"), 1),
         "errors_at_peak": peak.errors,
         "flags": "; ".join(peak.flags),

@@ -21,12 +21,12 @@ COLUMNS: tuple[str, ...] = (
     "latency_mean_ms", "latency_stdev_ms", "latency_p50_ms", "latency_p75_ms",
     "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_p9999_ms",
     "latency_max_ms", "errors_connect", "errors_read", "errors_write", "errors_timeout",
-    "errors_status", "dropped", "server_cpu_cores", "server_rss_mb", "db_cpu_cores",
+    "errors_status", "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
     "loadgen_cpu_cores", "client_bound", "overloaded", "verification", "started_at", "finished_at", "step_id",
 )  # fmt: skip
 
 # Columns added after runs were first recorded: an older CSV without them reads as empty cells.
-LATER_COLUMNS: frozenset[str] = frozenset({"overloaded"})
+LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb"})
 
 CSV_NAME = "results.csv"
 RUN_JSON = "run.json"

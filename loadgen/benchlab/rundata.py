@@ -41,7 +41,9 @@ ERROR_COLUMNS: tuple[str, ...] = (
     "errors_timeout",
     "errors_status",
 )
-RESOURCE_COLUMNS: tuple[str, ...] = ("server_cpu_cores", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores")
+RESOURCE_COLUMNS: tuple[str, ...] = (
+    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores",
+)  # fmt: skip
 UNKNOWN = "unknown"
 
 # (concurrency, pipeline, queries, offered_rps): the load a step was measured at.

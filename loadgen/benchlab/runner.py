@@ -29,7 +29,7 @@ from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement, ensure_open_files
-from benchlab.metadata import run_metadata, target_info, tool_version
+from benchlab.metadata import database_info, run_metadata, target_info, tool_version
 from benchlab.progress import Progress
 from benchlab.results import (
     COLUMNS,
@@ -44,7 +44,7 @@ from benchlab.sampling import StepSampler, process_tree
 from benchlab.scenarios import Scenario, Step, load_scenario
 from benchlab.status import MEASURED, Status, StepStatus, judge
 from benchlab.targets import Target, load_targets, parse_overrides, split_names
-from benchlab.verification import Check, format_checks, verify_targets
+from benchlab.verification import COUNTED_TESTS, NO_DSN, NO_STATS, Check, format_checks, verify_targets
 
 SCENARIO_COPY = "scenario.yaml"
 
@@ -69,6 +69,7 @@ class Lab:
     dsn: str | None
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
+    database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
 
 
 @contextmanager
@@ -81,13 +82,14 @@ def open_lab(
 
         with NativeLab(targets, cpus=cpus, workers=args.workers) as native:
             assert native.postgres is not None
-            yield Lab(targets, native.dsn, native.postgres.processes, "native")
+            yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}))
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None
     if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
-    yield Lab(targets, args.dsn, db_processes, os.environ.get("BENCHLAB_MODE", "external"))
+    mode = os.environ.get("BENCHLAB_MODE", "external")
+    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn))
 
 
 def host_postgres(port: str) -> list[psutil.Process]:
@@ -129,6 +131,7 @@ class Runner:
     done: set[str] = field(default_factory=set)
     peaks: dict[tuple[str, str], float] = field(default_factory=dict)
     target_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    query_counts_verified: bool | None = None  # None: no test that counts queries was verified
 
     def execute(self) -> None:
         by_name = {t.name: t for t in self.lab.targets}
@@ -137,6 +140,9 @@ class Runner:
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
         checks = {(c.target, c.test): c for c in verify_targets(pending_targets, tests, self.lab.dsn)}
+        counted = [c for c in checks.values() if c.test in COUNTED_TESTS]
+        if counted:
+            self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
         self.progress.message(format_checks(list(checks.values())))
         with ResultsWriter(self.run_dir) as writer:
             blocks = groupby(self.steps, key=lambda s: (s.repeat, s.target, s.test))
@@ -242,7 +248,8 @@ class Runner:
             row.update(m.row())
         if samples is not None:
             row.update(
-                server_cpu_cores=samples.server_cpu_cores, server_rss_mb=samples.server_rss_mb,
+                server_cpu_cores=samples.server_cpu_cores, server_pss_mb=samples.server_pss_mb,
+                server_rss_mb=samples.server_rss_mb,
                 db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
                 client_bound=samples.client_bound,
             )  # fmt: skip
@@ -333,7 +340,7 @@ def run_command(args: argparse.Namespace) -> int:
     else:
         scenario = load_scenario(args.scenario)
         names = split_names(args.targets) or scenario.target_names()
-        tests = split_names(args.tests)
+        tests = split_names(args.tests, "--tests")
         meta = {}
     targets = load_targets(names, parse_overrides(args.target))
     steps = _select_tests(scenario.plan(targets), tests)
@@ -355,7 +362,8 @@ def run_command(args: argparse.Namespace) -> int:
                 run_dir, run_id = _new_run_dir(Path(args.out), scenario)
                 meta = run_metadata(
                     run_id=run_id, scenario=scenario.to_dict(), scenario_name=scenario.name,
-                    mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, started_at=now(),
+                    mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, database=lab.database,
+                    started_at=now(),
                 )  # fmt: skip
                 meta["tests_selected"] = tests  # --resume finishes the same selection
             progress.message(f"run {run_id} -> {run_dir}")
@@ -367,6 +375,8 @@ def run_command(args: argparse.Namespace) -> int:
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:
                 runner.execute()
+            if runner.query_counts_verified is not None:
+                meta.setdefault("database", {})["query_counts_verified"] = runner.query_counts_verified
             counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
             meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
             status = "complete" if all(k in MEASURED for k in counts) else "partial"
@@ -396,7 +406,10 @@ def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
 
 def verify_command(args: argparse.Namespace) -> int:
     targets = load_targets(split_names(args.targets), parse_overrides(args.target))
-    tests = split_names(args.tests) or None
+    tests = split_names(args.tests, "--tests") or None
+    unknown = [t for t in tests or [] if t not in TESTS]
+    if unknown:  # before any wait for the targets or start of the lab
+        raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
     with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
         checks = verify_targets(targets, tests, lab.dsn)
     print(format_checks(checks))

@@ -38,7 +38,8 @@ CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share
 @dataclass(frozen=True)
 class Samples:
     server_cpu_cores: float | None
-    server_rss_mb: float | None
+    server_pss_mb: float | None  # peak over the step of the tree's summed PSS
+    server_rss_mb: float | None  # peak over the step of the tree's summed RSS
     db_cpu_cores: float | None
     loadgen_cpu_cores: float | None
     loadgen_cpus: int
@@ -133,6 +134,7 @@ class StepSampler:
         self.result: Samples | None = None
         self._server: list[_Point] = []
         self._rss: list[float] = []
+        self._pss: list[float] = []
         self._db: list[_Point] = []
         self._loadgen: list[_Point] = []
         self._stop = threading.Event()
@@ -152,6 +154,8 @@ class StepSampler:
             point, rss = _Point(t, float(info["cpu_seconds"]), info.get("target_pid")), float(info["rss_mb"])
             self._keep(self._server, point)
             self._keep(self._rss, rss)
+            if "pss_mb" in info:
+                self._keep(self._pss, float(info["pss_mb"]))
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return
 
@@ -196,6 +200,7 @@ class StepSampler:
         loadgen = _rate(self._loadgen)
         self.result = Samples(
             server_cpu_cores=_rate(self._server),
+            server_pss_mb=max(self._pss) if self._pss else None,
             server_rss_mb=max(self._rss) if self._rss else None,
             db_cpu_cores=_rate(self._db),
             loadgen_cpu_cores=loadgen,

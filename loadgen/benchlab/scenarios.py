@@ -13,6 +13,7 @@ Built-in scenarios live in ``benchlab/scenarios/*.yaml``; see ``tfb.yaml`` for e
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import yaml
 from benchlab.contract import MAX_QUERIES, PARAM, PATHS, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.targets import Target, load_targets
+from benchlab.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 
@@ -208,24 +210,10 @@ def load_scenario(name_or_path: str) -> Scenario:
     if not path.is_file():
         what = f"scenario file {name_or_path} not found" if is_path else f"unknown scenario {name_or_path!r}"
         raise BenchlabError(f"{what}; available scenarios: {', '.join(available_scenarios())}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise BenchlabError(f"{path.name}: YAML syntax error{_where(exc)}: {_problem(exc)}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchlabError(f"{path.name}: cannot read: {exc}") from None
-    return _Validator(path).scenario(data)
+    return _Validator(path).scenario(load_yaml(path))
 
 
-def _where(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-
-
-def _problem(exc: yaml.YAMLError) -> str:
-    return str(getattr(exc, "problem", None) or exc).replace("\n", " ")
-
-
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _TOP_KEYS = ("name", "description", "duration_s", "pause_s", "timeout_s", "primer", "warmup",
              "repeats", "targets", "tests", "open_loop")  # fmt: skip
 _REQUIRED = ("duration_s", "tests")
@@ -288,8 +276,9 @@ class _Validator:
             if key not in top:
                 raise BenchlabError(f"{self.path.name}: {key}: required key missing")
         name = top.get("name", self.path.stem)
-        if not isinstance(name, str) or not name.strip():
-            raise self.fail("name", "a non-empty string", name)
+        if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+            # The name becomes part of the run directory's name: no separators, no globs, no spaces.
+            raise self.fail("name", "letters, digits, '.', '_' or '-' (at most 64, not starting with '.')", name)
         description = top.get("description", "")
         if not isinstance(description, str):
             raise self.fail("description", "a string", description)
@@ -299,7 +288,7 @@ class _Validator:
             description=description.strip(),
             duration_s=duration,
             pause_s=self.number(top.get("pause_s", 0), "pause_s", positive=False),
-            timeout_s=self.number(top.get("timeout_s", 8), "timeout_s", positive=True),
+            timeout_s=self.pos_int(top.get("timeout_s", 8), "timeout_s"),  # wrk: whole seconds
             primer=self.primer(top.get("primer", {})),
             warmup=self.warmup(top.get("warmup", False)),
             repeats=self.pos_int(top.get("repeats", 1), "repeats"),
@@ -365,7 +354,11 @@ class _Validator:
         if not isinstance(names, list) or not names:
             raise self.fail("open_loop.tests", "a list of test names", names)
         chosen = tuple(self.test_name(t, "open_loop.tests") for t in names)
+        # k6 starts whole iterations per second: a rate is a whole number, or it would be rounded.
         rates = self.num_list(ol.get("rates", []), "open_loop.rates")
+        for r in rates:
+            if r < 1 or not r.is_integer():
+                raise self.fail("open_loop.rates", "a positive integer (req/s)", r)
         fractions = self.num_list(ol.get("fractions", []), "open_loop.fractions")
         if not rates and not fractions:
             raise BenchlabError(f"{self.path.name}: open_loop: give rates (req/s) or fractions (of the peak)")

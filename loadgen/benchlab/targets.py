@@ -70,8 +70,26 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
         name, sep, url = item.partition("=")
         if not sep or not name or not url.startswith(("http://", "https://")):
             raise BenchlabError(f"--target expects NAME=http://HOST:PORT, got {item!r}")
+        try:
+            parsed = httpx.URL(url)
+            port = parsed.port
+        except (httpx.InvalidURL, ValueError):
+            raise BenchlabError(f"--target {item!r}: not a valid URL") from None
+        if not parsed.host or (port is not None and not 1 <= port <= 65535):
+            raise BenchlabError(f"--target {item!r}: expected a host and a port from 1 to 65535")
         out[name.strip()] = url.rstrip("/")
     return out
+
+
+def _port(raw: str, where: str) -> int:
+    """A TCP port from the environment; anything but 1..65535 is a user error, not a long wait."""
+    try:
+        port = int(raw)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise BenchlabError(f"{where}: expected a port from 1 to 65535, got {raw!r}")
+    return port
 
 
 def load_targets(
@@ -94,15 +112,22 @@ def load_targets(
     for name, target in registry.items():
         if selected and name not in selected:
             continue
-        port = int(env.get(f"BENCHLAB_PORT_{target.env_key}", target.port))
+        key = f"BENCHLAB_PORT_{target.env_key}"
+        port = _port(env[key], key) if key in env else target.port
         url = overrides.get(name) or env.get(f"BENCHLAB_URL_{target.env_key}") or f"http://{host}:{port}"
         out.append(replace(target, port=port, url=url.rstrip("/")))
     return out
 
 
-def split_names(value: str | None) -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``; None or empty -> ``[]`` (meaning all)."""
-    return [n.strip() for n in (value or "").split(",") if n.strip()]
+def split_names(value: str | None, option: str = "--targets") -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; None (the option not given) -> ``[]``, meaning all. A given
+    value naming nothing (``--targets ''``) is a user error, not a silent "all"."""
+    if value is None:
+        return []
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    if not names:
+        raise BenchlabError(f"{option}: expected comma-separated names, got {value!r}")
+    return names
 
 
 def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = None) -> str:

@@ -21,7 +21,7 @@ import orjson
 import settings
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
-from info import Info
+from target_kit import Info
 
 WORLD_ROWS = 10_000
 MAX_QUERIES = 500

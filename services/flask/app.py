@@ -9,19 +9,14 @@ runs. Settings come from gunicorn_conf.py, the service's one reader of the env c
 from __future__ import annotations
 
 import atexit
-import os
-import platform
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import metadata
 from operator import itemgetter
-from pathlib import Path
 from random import randint, sample
 
 import gunicorn_conf as settings
 import orjson
-import psutil
+import target_kit
 from flask import Flask, Response, render_template, request
 from psycopg import Connection, InterfaceError, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -200,44 +195,10 @@ def cached_queries() -> Response:
     return json_response([cache[randint(1, WORLD_ROWS)] for _ in range(query_count("count"))])
 
 
-def _requirements() -> list[str]:
-    """Distribution names pinned in requirements.txt, extras dropped."""
-    lines = (Path(__file__).with_name("requirements.txt")).read_text().splitlines()
-    return [re.split(r"[\[=<>~! ]", ln.strip(), maxsplit=1)[0] for ln in lines if ln.strip()[:1].isalnum()]
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-PACKAGES = {dist: _version(dist) for dist in _requirements()}
-MASTER_PID = int(os.environ.get("BENCHLAB_MASTER_PID") or os.getppid())
+INFO = target_kit.Info(settings.WORKERS)
 
 
 @app.get("/benchlab/info")
 def benchlab_info() -> Response:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
-    master = psutil.Process(MASTER_PID)
-    cpu = rss = 0.0
-    for proc in [master, *master.children(recursive=True)]:
-        try:
-            with proc.oneshot():
-                times = proc.cpu_times()
-                cpu += times.user + times.system
-                rss += proc.memory_info().rss
-        except psutil.Error:
-            continue  # a process that ended between listing and sampling
-    return json_response(
-        {
-            "target_pid": MASTER_PID,
-            "workers": settings.WORKERS,
-            "cpus": sorted(os.sched_getaffinity(0)),
-            "python": platform.python_version(),
-            "packages": PACKAGES,
-            "cpu_seconds": round(cpu, 3),
-            "rss_mb": round(rss / 2**20, 1),
-        }
-    )
+    return json_response(INFO.payload())
