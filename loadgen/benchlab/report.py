@@ -20,7 +20,7 @@ from markupsafe import Markup
 from benchlab import __version__
 from benchlab.charts import WARN, Chart, context_line, render_charts
 from benchlab.claims import PairingResult, evaluate_claims, load_claims
-from benchlab.rundata import PERCENTILES, Point, Run, Step, cpusets, level_label, load_run, lookup, show
+from benchlab.rundata import PERCENTILES, UNKNOWN, Point, Run, Step, cpusets, level_label, load_run, lookup, show
 from benchlab.stats import CONFIDENCE
 
 REPORT_HTML = "report.html"
@@ -196,7 +196,14 @@ def _facts(run: Run) -> list[tuple[str, str]]:
 def _mapping_items(value: Any) -> list[tuple[str, str]]:
     if not isinstance(value, Mapping) or not value:
         return [("-", "unknown")]
-    return [(str(k), show(v)) for k, v in value.items()]
+    return [(str(k), _text(v)) for k, v in value.items()]
+
+
+def _text(value: Any) -> str:
+    """A run.json value in a table cell; a mapping (k6's provenance) as ``key: value`` pairs."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {show(v)}" for k, v in value.items()) or UNKNOWN
+    return show(value)
 
 
 def _targets_info(run: Run) -> list[dict[str, Any]]:

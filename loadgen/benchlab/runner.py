@@ -287,11 +287,11 @@ def _peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
     return peaks
 
 
-def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, str]:
-    """Tools present and the open-file limit high enough, before anything starts."""
-    engines = {"wrk": tool_version([wrk.find_wrk(), "-v"])}
+def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, Any]:
+    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything starts."""
+    engines: dict[str, Any] = {"wrk": tool_version([wrk.find_wrk(), "-v"])}
     if needs_k6:
-        engines["k6"] = tool_version([k6.find_k6(), "version"])
+        engines["k6"] = k6.k6_provenance()
     ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
     return engines
 
