@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
+from benchlab.capacity import p99_bound_ms
 from benchlab.rundata import (
     PERCENTILES,
     Point,
@@ -296,6 +297,7 @@ def _open_loop(run: Run, test: str) -> _Drawn | None:
     flagged, xs = False, []
     for target in run.targets:
         for label, line in _series(run.points_for(target, test, "open"), "offered_rps").items():
+            line = _up_to_knee(line)
             for column, style, name in (("latency_p99_ms", "-", "p99"), ("latency_p50_ms", ":", "p50")):
                 xy = [(p.level[3], v, p) for p in line if (v := p.median(column)) is not None and v > 0]
                 if not xy:
@@ -316,15 +318,25 @@ def _open_loop(run: Run, test: str) -> _Drawn | None:
                         _ring(ax, xv, yv)
     if not xs:
         return None
+    bound = p99_bound_ms(run)
+    ax.axhline(bound, color="grey", linestyle="--", linewidth=1, label=f"p99 bound {bound:g} ms")
     _log_ms_axis(ax)
     ax.set_xlabel(AXIS_LABELS["offered_rps"])
     ax.set_ylabel("latency (ms, log scale)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    title = f"{test}: open-loop latency against offered rate (constant arrival rate)"
+    title = f"{test}: open-loop latency against offered rate, up to the first overloaded rate"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
     return _Drawn(f"openloop-{test}", title, fig, flagged)
+
+
+def _up_to_knee(line: list[Point]) -> list[Point]:
+    """Points up to and including the first overloaded one: beyond it latency only says "overloaded"."""
+    for i, p in enumerate(line):
+        if any(s.overloaded for s in p.steps):
+            return line[: i + 1]
+    return line
 
 
 def _resources(run: Run) -> _Drawn | None:

@@ -18,6 +18,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from benchlab import __version__
+from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import WARN, Chart, context_line, render_charts
 from benchlab.claims import PairingResult, evaluate_claims, load_claims
 from benchlab.rundata import PERCENTILES, UNKNOWN, Point, Run, Step, cpusets, level_label, load_run, lookup, show
@@ -31,7 +32,8 @@ TARGET_FIELDS = ("framework", "server", "worker_class", "workers", "python", "ur
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "target", "test", "mode", "peak_level", "concurrency", "pipeline", "queries", "offered_rps",
     "repeats", "peak_rps", "rps_min", "rps_max", "p99_ms", "server_cpu_cores", "rps_per_core",
-    "server_pss_mb", "server_rss_mb", "errors_at_peak", "errors_total", "failed_steps", "flags",
+    "server_pss_mb", "server_rss_mb", "loadgen_cpu_cores", "errors_at_peak", "errors_total", "failed_steps",
+    "sustainable_rps", "sustainable_limit", "flags",
 )  # fmt: skip
 
 
@@ -73,6 +75,8 @@ def summary_rows(run: Run) -> list[dict[str, Any]]:
                     errors_total=sum(s.errors for s in mine),
                     failed_steps=sum(not s.ok for s in mine),
                 )
+                if mode == "open" and (sustainable := sustainable_rate(run, target, test)) is not None:
+                    row.update(sustainable_rps=_round(sustainable.rps, 1), sustainable_limit=sustainable.limited_by)
                 if peak is not None:
                     row.update(_peak_fields(peak))
                 else:
@@ -99,6 +103,7 @@ def _peak_fields(peak: Point) -> dict[str, Any]:
         "rps_per_core": round(peak.rps / cpu, 1) if cpu else None,
         "server_pss_mb": _round(peak.resource("server_pss_mb"), 1),
         "server_rss_mb": _round(peak.resource("server_rss_mb"), 1),
+        "loadgen_cpu_cores": _round(peak.resource("loadgen_cpu_cores"), 3),
         "errors_at_peak": peak.errors,
         "flags": "; ".join(peak.flags),
     }
@@ -154,7 +159,8 @@ def render_html(
         if meta.get("scenario") is not None
         else "unknown",
         summary=summary,
-        sections=[(test, charts.get(test, []), _point_rows(run, test)) for test in run.tests],
+        sections=[(test, charts.get(test, []), _point_rows(run, test), _sustainable(run, test)) for test in run.tests],
+        p99_bound=p99_bound_ms(run),
         resources=charts.get("resources", []),
         svg=lambda chart: Markup(chart.svg),  # matplotlib escapes its own text
         claims=[(c, [r for r in claim_results if r.claim is c]) for c in dict.fromkeys(r.claim for r in claim_results)],
@@ -164,6 +170,10 @@ def render_html(
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
     )
+
+
+def _sustainable(run: Run, test: str) -> list[Sustainable]:
+    return [s for t in run.targets if (s := sustainable_rate(run, t, test)) is not None]
 
 
 def _num(value: Any, digits: int = 0) -> str:

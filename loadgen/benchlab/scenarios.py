@@ -27,6 +27,7 @@ from benchlab.targets import Target, load_targets
 from benchlab.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
+DEFAULT_P99_MS = 100.0  # open loop: the p99 bound of the sustainable rate, unless the scenario states one
 
 # The Accept header TechEmpower's load sends per test (its test types' accept() values).
 _ACCEPT_JSON = "application/json,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
@@ -90,6 +91,7 @@ class OpenLoop:
     vus: int
     max_vus: int
     queries: int | None = None
+    p99_ms: float = DEFAULT_P99_MS  # the latency bound of the sustainable rate (benchlab.capacity)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class Scenario:
             ol = self.open_loop
             out["open_loop"] = {
                 "tests": list(ol.tests), "rates": list(ol.rates), "fractions": list(ol.fractions),
-                "duration_s": ol.duration_s, "vus": ol.vus, "max_vus": ol.max_vus,
+                "duration_s": ol.duration_s, "vus": ol.vus, "max_vus": ol.max_vus, "p99_ms": ol.p99_ms,
             }  # fmt: skip
             if ol.queries is not None:
                 out["open_loop"]["queries"] = ol.queries
@@ -348,7 +350,7 @@ class _Validator:
     def open_loop(self, value: Any, tests: Mapping[str, Any], step_duration_s: int) -> OpenLoop | None:
         if value is None:
             return None
-        keys = ("tests", "rates", "fractions", "duration_s", "vus", "max_vus", "queries")
+        keys = ("tests", "rates", "fractions", "duration_s", "vus", "max_vus", "queries", "p99_ms")
         ol = self.mapping(value, "open_loop", keys)
         names = ol.get("tests")
         if not isinstance(names, list) or not names:
@@ -381,7 +383,9 @@ class _Validator:
         duration = float(step_duration_s)
         if "duration_s" in ol:
             duration = self.number(ol["duration_s"], "open_loop.duration_s", positive=True)
+        p99_ms = self.number(ol.get("p99_ms", DEFAULT_P99_MS), "open_loop.p99_ms", positive=True)
         return OpenLoop(
+            p99_ms=p99_ms,
             tests=chosen,
             rates=rates,
             fractions=fractions,
