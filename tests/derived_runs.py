@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import random
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,6 +72,30 @@ def with_repeats(run_dir: Path, n: int = 3) -> None:
         return out
 
     rewrite_rows(run_dir, repeat)
+
+
+def with_noise(run_dir: Path, seed: str, levels: int = 40, n: int = 4, sigma: float = 0.03) -> None:
+    """The run as ``levels`` closed-loop levels of pure noise, n repeats each: level i (concurrency
+    i + 1) takes the figures of the run's successful steps with a p99 in turn, scaled by seeded
+    log-normal noise (``sigma`` in log units), drawn apart for throughput and latency.
+
+    Two seeds give two runs of the same code, so every change between them is chance. The noise
+    is keyed by seed, level and repeat only, so the outcome does not depend on which steps the
+    real run managed to measure (a loaded machine fails some).
+    """
+    sources = [r for r in read_rows(run_dir) if successful(r) and r["latency_p99_ms"] and r["repeat"] == "1"]
+    rows: list[Row] = []
+    for i in range(levels):
+        for r in range(1, n + 1):
+            rng = random.Random(f"{seed}/{i}/{r}")
+            rps, latency = math.exp(rng.gauss(0, sigma)), math.exp(rng.gauss(0, sigma))
+            new = scaled(sources[i % len(sources)], rps=rps, latency=latency)
+            new.update(mode="closed", concurrency=str(i + 1), offered_rps="", repeat=str(r), step_id=f"noise{i}/{r}")
+            rows.append(new)
+    with (run_dir / CSV_NAME).open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def successful(row: Row) -> bool:

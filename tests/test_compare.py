@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import csv
 import math
+import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from derived_runs import JITTER, copy_run, edit_run_json, rewrite_rows, scaled, successful, with_repeats
+from conftest import run_benchlab
+from derived_runs import JITTER, copy_run, edit_run_json, rewrite_rows, scaled, successful, with_noise, with_repeats
 from hypothesis import given
 from hypothesis import strategies as st
+from scipy import stats as sps
 
-from benchlab.comparison import CSV_COLUMNS, compare_runs
+from benchlab.comparison import COMPARE_CSV, CSV_COLUMNS, compare_runs
 from benchlab.errors import BenchlabError
 from benchlab.results import read_rows
-from benchlab.stats import paired_log_ratio, welch_log_ratio
+from benchlab.stats import bh_adjust, paired_log_ratio, welch_log_ratio
+
+# Two pure-noise runs (40 levels, 80 tests) where chance puts raw p < 0.05 on seven tests, three of
+# them regressions beyond 2 %: the second of the first few seed pairs tried (most give a few such).
+NOISE_SEEDS = ("a1", "b1")
+SLOWED = 3  # levels c=1..3 get the real slowdown
 
 
 def measured_keys(run: Path) -> set[tuple[str, ...]]:
@@ -42,6 +51,36 @@ def slower(repeated: Path, tmp_path: Path) -> Path:
     return run
 
 
+@pytest.fixture
+def noise(smoke_run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Two runs of the same code from the real smoke run's figures: 40 levels, four repeats of 3 % noise."""
+    runs = []
+    for seed in NOISE_SEEDS:
+        run = copy_run(smoke_run, tmp_path / seed)
+        with_noise(run, seed)
+        runs.append(run)
+    return runs[0], runs[1]
+
+
+def compare_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def made_tests(rows: list[dict[str, str]]) -> list[tuple[str, str, float, float, float]]:
+    """``(row, metric, change %, p, q)`` of every test the comparison made."""
+    return [
+        (f"{r['target']} {r['test']}", m, float(r[f"{m}_change_pct"]), float(r[f"{m}_p"]), float(r[f"{m}_q"]))
+        for r in rows
+        for m in ("rps", "p99")
+        if r[f"{m}_p"]
+    ]
+
+
+def is_regression(metric: str, change_pct: float, threshold: float) -> bool:
+    return change_pct < -threshold if metric == "rps" else change_pct > threshold
+
+
 def test_two_real_runs(smoke_runs: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = smoke_runs
     out = tmp_path / "compare.csv"
@@ -54,6 +93,7 @@ def test_two_real_runs(smoke_runs: tuple[Path, Path], tmp_path: Path) -> None:
     text = result.render_text()
     assert result.run_a.run_id in text and result.run_b.run_id in text
     assert "~ (n=1 vs 1)" in text
+    assert "no significance tests: fewer than two repeats a side" in text
     with out.open(newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
@@ -157,6 +197,80 @@ def test_bad_input(repeated: Path, tmp_path: Path, which: str) -> None:
         compare_runs(repeated, repeated, fail_above=-5)
 
 
+def test_cli_writes_compare_csv_into_run_b(repeated: Path, slower: Path, tmp_path: Path) -> None:
+    """Through the command: the table goes to RUN_B/compare.csv, with q columns, unless --csv says otherwise."""
+    elsewhere = tmp_path / "elsewhere.csv"
+    proc = run_benchlab("compare", str(repeated), str(slower), "--csv", str(elsewhere))
+    assert proc.returncode == 0, proc.stderr
+    assert elsewhere.is_file() and not (slower / COMPARE_CSV).exists()
+    assert proc.stdout.rstrip().endswith(f"wrote {elsewhere}")
+    proc = run_benchlab("compare", str(repeated), str(slower))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.rstrip().endswith(f"wrote {slower / COMPARE_CSV}")
+    assert "significant = Benjamini-Hochberg adjusted q < 0.05" in proc.stdout and "(FDR 5 %)" in proc.stdout
+    rows = compare_csv(slower / COMPARE_CSV)
+    assert rows and tuple(rows[0]) == CSV_COLUMNS
+    assert all(float(r["rps_q"]) < 0.01 and r["rps_significant"] == "true" for r in rows)
+    assert all(float(r["rps_q"]) >= float(r["rps_p"]) for r in rows)
+
+
+def test_cli_bad_input_is_one_line(repeated: Path, tmp_path: Path) -> None:
+    for args in (
+        (str(tmp_path), str(repeated)),
+        (str(repeated), str(repeated), "--csv", str(tmp_path / "missing" / "c.csv")),
+    ):
+        proc = run_benchlab("compare", *args)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.startswith("benchlab: ") and proc.stderr.count("\n") == 1
+
+
+def test_pure_noise_is_not_significant_after_adjustment(noise: tuple[Path, Path]) -> None:
+    """Dozens of tests between two runs of the same code: some raw p fall below 0.05 by chance,
+    Benjamini-Hochberg calls none of them significant, so --fail-above does not fail on them."""
+    a, b = noise
+    proc = run_benchlab("compare", str(a), str(b), "--fail-above", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK: no significant regression beyond 2%" in proc.stdout
+    rows = compare_csv(b / COMPARE_CSV)
+    made = made_tests(rows)
+    assert len(made) == 80
+    chance = [t for t in made if t[3] < 0.05]
+    assert len(chance) >= 2, "precondition: raw p < 0.05 somewhere"
+    # Unadjusted, --fail-above 2 would fail the build on these.
+    assert any(is_regression(m, pct, 2) for _, m, pct, _, _ in chance)
+    assert all(r["rps_significant"] == r["p99_significant"] == "false" and not r["regression"] for r in rows)
+    # q is BH over every test of the comparison, rps and p99 together, and never below p.
+    expected = sps.false_discovery_control([p for *_, p, _ in made])
+    assert [q for *_, q in made] == pytest.approx(expected.tolist(), rel=1e-3)
+    assert all(q >= p for *_, p, q in made)
+    assert f"over all {len(made)} tests (FDR 5 %)" in proc.stdout and "Benjamini-Hochberg" in proc.stdout
+    shown = [line for line in proc.stdout.splitlines() if "(p=0.0" in line]
+    assert shown and all("~ " in line for line in shown)  # raw p < 0.05 yet marked not significant
+
+
+def test_real_slowdown_stays_significant_among_noise(noise: tuple[Path, Path]) -> None:
+    """The same noise plus a real 30 % slowdown of a few levels: they survive the adjustment,
+    the noise still does not, and --fail-above fails on exactly the slowed rows."""
+    a, b = noise
+    rewrite_rows(b, lambda row: [scaled(row, rps=0.7, latency=1.4) if int(row["concurrency"]) <= SLOWED else row])
+    proc = run_benchlab("compare", str(a), str(b), "--fail-above", "10")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL: significant regressions beyond 10%" in proc.stdout
+    rows = compare_csv(b / COMPARE_CSV)
+    slowed = [r for r in rows if int(r["concurrency"]) <= SLOWED]
+    assert len(slowed) == SLOWED and all(r["present"] == "both" for r in rows)
+    for r in slowed:
+        # -30 % and +40 %, give or take the noise of medians of four repeats (a few %).
+        assert float(r["rps_change_pct"]) == pytest.approx(-30, abs=7)
+        assert float(r["p99_change_pct"]) == pytest.approx(40, abs=10)
+        assert float(r["rps_q"]) < 0.01 and r["rps_significant"] == "true" and "rps -" in r["regression"]
+        assert float(r["p99_q"]) < 0.01 and r["p99_significant"] == "true" and "p99 +" in r["regression"]
+    others = [r for r in rows if int(r["concurrency"]) > SLOWED]
+    assert all(r["rps_significant"] == r["p99_significant"] == "false" and not r["regression"] for r in others)
+    failed = [line for line in proc.stdout.split("FAIL:", 1)[1].splitlines()[1:] if line.startswith("  ")]
+    assert sorted(int(m) for line in failed for m in re.findall(r" c=(\d+)", line)) == list(range(1, SLOWED + 1))
+
+
 # ---------------------------------------------------------------- the statistics underneath
 
 samples = st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=2, max_size=6)
@@ -180,3 +294,24 @@ def test_too_few_samples_give_no_interval() -> None:
     pairs = paired_log_ratio([(1.0, 2.0), (1.0, 2.1)])
     assert not pairs.has_interval and "needs >=3" in pairs.note
     assert paired_log_ratio([(1.0, 2.0), (1.1, 2.1), (0.9, 1.9)]).has_interval
+
+
+def test_zero_variance_is_exact_without_warnings() -> None:
+    """Identical repeats (a quantised latency): no NaN, no scipy warning; an exact ratio."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = welch_log_ratio([5.0, 5.0, 5.0], [5.0, 5.0])
+        moved = welch_log_ratio([5.0, 5.0, 5.0], [6.0, 6.0, 6.0])
+        one_side = welch_log_ratio([5.0, 5.0, 5.0], [6.0, 6.1, 5.9])
+        paired = paired_log_ratio([(1.0, 2.0), (2.0, 4.0), (4.0, 8.0)])
+    assert (same.ratio, same.low, same.high, same.p_value) == (1.0, 1.0, 1.0, 1.0)
+    assert moved.ratio == pytest.approx(1.2) and moved.low == moved.high == moved.ratio and moved.p_value == 0.0
+    assert one_side.p_value is not None and 0 < one_side.p_value < 0.01 and one_side.low < 1.2 < one_side.high
+    assert paired.ratio == pytest.approx(2.0) and paired.p_value is not None and paired.p_value < 0.001
+
+
+def test_bh_adjust_skips_rows_without_a_test() -> None:
+    assert bh_adjust([]) == [] and bh_adjust([None, None]) == [None, None]
+    q = bh_adjust([0.01, None, 0.04, 0.03, None])
+    assert q[1] is None and q[4] is None
+    assert [q[0], q[2], q[3]] == pytest.approx(sps.false_discovery_control([0.01, 0.04, 0.03]).tolist())

@@ -6,6 +6,7 @@ server proves the verifier fails what is wrong instead of passing everything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -17,24 +18,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from benchlab import contract
 from benchlab.harness import NativeLab
 from benchlab.postgres import free_port
 from benchlab.targets import Target, load_targets
-from benchlab.verification import Check, format_checks, verify_targets
+from benchlab.verification import ContractCheck, format_checks, verify_targets
+from benchlab.verification.burst import request_bytes
+from benchlab.verification.responses import fetch
 
 STALE_CACHE = "stale cache"
 
 
 @pytest.fixture(scope="module")
-def checks(lab: NativeLab) -> list[Check]:
+def checks(lab: NativeLab) -> list[ContractCheck]:
     """One verification of every target with the DSN (query counts included), shared by the module."""
     return verify_targets([rt.target for rt in lab.running.values()], None, lab.dsn)
 
 
-def test_verifier_passes_every_test(target: Target, checks: list[Check]) -> None:
+def test_verifier_passes_every_test(target: Target, checks: list[ContractCheck]) -> None:
     mine = [c for c in checks if c.target == target.name]
     assert [c.test for c in mine] == list(contract.TESTS)
     # A cache filled before earlier updates may hold old values: the verifier only warns on that.
@@ -191,3 +195,89 @@ def test_verifier_reports_a_closed_port_quickly() -> None:
     assert time.monotonic() - started < 3
     assert len(checks) == len(contract.TESTS)
     assert all(c.status == "fail" and "connection refused" in c.reasons[0] for c in checks)
+
+
+# --- a test type with a method and a body -----------------------------------------------------
+
+ECHO_BODY = b'{"message": "Hello, World!", "n": 3}'
+
+
+def _check_echo(content: bytes, rows: int) -> list[contract.Row]:
+    """The echo server's account of the request must be the spec's own request."""
+    seen = json.loads(content)
+    want = {"method": "POST", "path": "/echo?n=3", "content_type": "application/json", "body": ECHO_BODY.decode()}
+    if seen != want:
+        raise contract.BodyProblem(f"server saw {seen}, expected {want}")
+    return []
+
+
+# Not a TFB test, and not registered: proves a POST with a JSON body is expressible end to end.
+ECHO = contract.TestType(
+    name="echo", path="/echo", param="n", content_type="application/json", accept=contract.ACCEPT_JSON,
+    check_body=_check_echo, method="POST", body=ECHO_BODY, body_type="application/json",
+)  # fmt: skip
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """Answers any request with its method, path, Content-Type and body, as JSON."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        seen = {"method": self.command, "path": self.path, "content_type": self.headers.get("Content-Type"),
+                "body": body.decode()}  # fmt: skip
+        payload = json.dumps(seen).encode()
+        self.send_response(200)  # with Server and Date, as the contract wants
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    do_GET = do_POST
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_post_spec_builds_its_request() -> None:
+    assert ECHO.name not in contract.TEST_TYPES
+    assert (ECHO.method, ECHO.body) == ("POST", ECHO_BODY)
+    assert ECHO.path_for(3) == "/echo?n=3"
+    assert ECHO.path_for() == "/echo"
+    assert ECHO.headers() == {"Accept": contract.ACCEPT_JSON, "Content-Type": "application/json"}
+    with pytest.raises(ValueError, match="body"):
+        replace(ECHO, body_type=None)
+
+
+def test_verification_sends_the_method_and_body(echo_url: str) -> None:
+    async def fetch_echo(check: ContractCheck) -> httpx.Response | None:
+        async with httpx.AsyncClient() as client:
+            return await fetch(client, echo_url, ECHO, check, "3", timeout_s=5)
+
+    check = ContractCheck("echo-server", ECHO.name)
+    resp = asyncio.run(fetch_echo(check))
+    assert resp is not None and check.status == "pass", check.reasons
+    assert ECHO.check_body(resp.content, 1) == []
+
+
+def test_the_query_count_burst_sends_the_method_and_body(echo_url: str) -> None:
+    u = urlsplit(echo_url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(request_bytes(echo_url, ECHO, "3"))
+        with sock.makefile("rb") as f:
+            status, _, body = _read_response(f)
+    assert status == 200
+    assert ECHO.check_body(body, 1) == []

@@ -41,7 +41,7 @@ HEADER_VALUE = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=200
 )
 RAW_PATH = st.text(alphabet="abcjsonqueriesdb/%.0123456789ABCDEFxyz?&=;~-_", max_size=80)
-KNOWN_PATHS = {*contract.PATHS.values(), "/benchlab/info"}
+KNOWN_PATHS = {*(t.path for t in contract.TEST_TYPES.values()), "/benchlab/info"}
 
 
 def get(target: Target, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -79,8 +79,8 @@ def assert_rows(body: bytes, expected: int | None) -> None:
     junk=st.lists(st.tuples(TEXT, TEXT), max_size=2),
 )
 def test_parameters(target: Target, test: str, values: list[str], junk: list[tuple[str, str]]) -> None:
-    query = urlencode([(contract.PARAM[test], v) for v in values] + junk, quote_via=quote)
-    path = f"{contract.PATHS[test]}?{query}"
+    query = urlencode([(contract.TEST_TYPES[test].param, v) for v in values] + junk, quote_via=quote)
+    path = f"{contract.TEST_TYPES[test].path}?{query}"
     status, body = get(target, path)
     assert 0 < status < 500 or len(path) > SAFE_LINE, f"{status} for {path[:200]!r}"
     assert status < 500, f"{status} for {path[:200]!r}"
@@ -88,7 +88,7 @@ def test_parameters(target: Target, test: str, values: list[str], junk: list[tup
         assert status == 200, f"{status} for {path[:200]!r}: {body[:100]!r}"
     if status == 200:
         # Which of repeated parameters counts is the framework's choice; a single one is exact.
-        single = len(values) == 1 and all(k != contract.PARAM[test] for k, _ in junk)
+        single = len(values) == 1 and all(k != contract.TEST_TYPES[test].param for k, _ in junk)
         assert_rows(body, contract.clamp_queries(values[0]) if single else None)
 
 

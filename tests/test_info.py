@@ -16,10 +16,10 @@ import httpx
 import psutil
 import pytest
 
+from benchlab.engines.wrk import run_wrk, threads_for
 from benchlab.harness import NativeLab
 from benchlab.sampling import StepSampler
 from benchlab.targets import Target
-from benchlab.wrk import run_wrk, threads_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Servers that replace a worker that died; hypercorn does not (README, "The targets").

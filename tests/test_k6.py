@@ -16,8 +16,8 @@ from conftest import run_benchlab
 from test_wrk import Slow, Unavailable, serving
 
 from benchlab.baseline import BaselineServer
+from benchlab.engines.k6 import K6_SHA256, K6_VERSION, PLATFORM, binary_sha256, find_k6, k6_env, k6_provenance, run_k6
 from benchlab.errors import BenchlabError
-from benchlab.k6 import K6_SHA256, K6_VERSION, PLATFORM, binary_sha256, find_k6, k6_env, k6_provenance, run_k6
 from benchlab.measurement import LATENCY_KEYS
 
 checked_platform = pytest.mark.skipif(PLATFORM not in K6_SHA256, reason=f"no k6 hash recorded for {PLATFORM}")

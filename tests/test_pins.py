@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from benchlab.k6 import K6_VERSION
+from benchlab.engines.k6 import K6_VERSION
 from benchlab.venvs import service_python
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_every_lock_entry_is_hashed() -> None:
 
 
 def test_lock_pins_the_checked_k6() -> None:
-    """benchlab.k6 checks the binary of K6_VERSION; the image must install that release."""
+    """benchlab.engines.k6 checks the binary of K6_VERSION; the image must install that release."""
     assert lock_entries()["k6"][0] == Version(K6_VERSION), f"k6 in the lock is not {K6_VERSION}: {STALE}"
 
 

@@ -96,7 +96,7 @@ def stats_lab(lab: NativeLab) -> NativeLab:
 
 
 def test_db_reads_one_row_per_request(stats_lab: NativeLab, target: Target) -> None:
-    diff = counted_burst(stats_lab, target, contract.PATHS["db"])
+    diff = counted_burst(stats_lab, target, contract.TEST_TYPES["db"].path_for())
     assert (diff["world select calls"], diff["world select rows"]) == (CONCURRENCY, CONCURRENCY)
     assert diff["world update calls"] == 0
 
@@ -109,7 +109,7 @@ def test_queries_one_select_per_row(stats_lab: NativeLab, target: Target) -> Non
 
 
 def test_fortunes_one_select_per_request(stats_lab: NativeLab, target: Target) -> None:
-    diff = counted_burst(stats_lab, target, contract.PATHS["fortunes"])
+    diff = counted_burst(stats_lab, target, contract.TEST_TYPES["fortunes"].path_for())
     assert diff["fortune select calls"] == CONCURRENCY
     assert diff["fortune select rows"] == CONCURRENCY * len(contract.FORTUNES)
 

@@ -64,10 +64,12 @@ def test_plan_order_repeats_outermost_open_loop_after_its_test() -> None:
     assert [x.repeat for x in steps] == sorted(x.repeat for x in steps)
     first = steps[: len(steps) // 2]
     assert [x.target for x in first] == sorted((x.target for x in first), key=[t.name for t in TARGETS].index)
-    json_steps = [x for x in first if x.target == TARGETS[0].name and x.test == "json"]
-    assert [x.mode for x in json_steps] == ["closed", "closed", "open"]
-    opened = json_steps[-1]
-    assert opened.rate is None and opened.rate_fraction == 0.75 and opened.max_vus == 512
+    db_steps = [x for x in first if x.target == TARGETS[0].name and x.test == "db"]
+    # The open-loop sweep follows its test's closed-loop levels, lowest rate first.
+    assert [x.mode for x in db_steps] == ["closed", "closed", "open", "open", "open", "open"]
+    opened = db_steps[2:]
+    assert [x.rate_fraction for x in opened] == [0.25, 0.5, 0.75, 1.0]
+    assert all(x.rate is None and x.max_vus == 512 for x in opened)
 
 
 def test_plan_can_select_tests() -> None:

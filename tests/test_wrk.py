@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from benchlab.baseline import BaselineServer
+from benchlab.engines.wrk import find_wrk, parse_wrk_output, run_wrk, threads_for
 from benchlab.errors import BenchlabError
 from benchlab.measurement import LATENCY_KEYS
 from benchlab.results import COLUMNS
-from benchlab.wrk import find_wrk, parse_wrk_output, run_wrk, threads_for
 
 
 @pytest.fixture(scope="module")

@@ -104,9 +104,9 @@ def _worker(host: str, port: int, cpus: set[int] | None, ready_fd: int, workers:
     """One server process: its own REUSEPORT socket, its own event loop, forever."""
     import uvloop
 
-    _Hello.info = Info(workers)
     if cpus:
         os.sched_setaffinity(0, cpus)
+    _Hello.info = Info(workers)  # after pinning: it reports the CPUs this worker may use
     sock = _listen(host, port)
     sock.listen(4096)
     sock.setblocking(False)

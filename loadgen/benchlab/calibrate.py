@@ -1,7 +1,8 @@
 """Calibration: how fast can this machine's load generator go at all?
 
 wrk is run against the trivial baseline server (``baseline.py``) on the CPUs the targets
-get, with a json-like load (non-pipelined) and a plaintext-like load (pipelined). Those
+get, sending the json test's request (non-pipelined) and the plaintext test's request
+(pipelined), exactly as those tests' steps send them. Those
 rates are the ceiling of the client+kernel+loopback on this machine: a target measured
 close to them is limited by the client, not by its own stack. The headroom ratio
 (baseline rps / the fastest target's rps) says how much room there was; near 1 means the
@@ -15,12 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from benchlab.baseline import BaselineServer
+from benchlab.contract import TEST_TYPES
 from benchlab.cpus import RoleCpus, available, format_cpuset
+from benchlab.engines import Load, Request, Wrk
+from benchlab.engines.wrk import threads_for
 from benchlab.sampling import StepSampler
-from benchlab.wrk import run_wrk, threads_for
 
-# Closed-loop levels compared: TechEmpower's json-style and plaintext-style loads.
-LOADS: dict[str, tuple[str, int]] = {"json": ("/json", 1), "plaintext": ("/plaintext", 16)}
+# The two closed-loop loads compared: TechEmpower's json test (no pipelining) and its
+# plaintext test (pipelined); targets' figures for these tests are what headroom compares.
+JSON_LIKE, PIPELINED = TEST_TYPES["json"], TEST_TYPES["plaintext"]
+LOADS: tuple[str, ...] = (JSON_LIKE.name, PIPELINED.name)
 TIGHT_HEADROOM = 2.0  # below this, the client may be what limits the fastest target
 BUSY_SHARE = 0.5  # client + server using less than this share of the CPUs: someone else is using them
 
@@ -41,14 +46,16 @@ def run_calibration(
     (keys naming the target; a key ending in "plaintext" is compared with the pipelined
     load, any other with the json-like one), the headroom ratios."""
     chosen = sorted(cpus) if cpus is not None else sorted(RoleCpus.from_env().targets or available())
-    levels = {"json": (connections, 1), "plaintext": (pipelined_connections, pipeline)}
+    levels = {JSON_LIKE.name: (connections, 1), PIPELINED.name: (pipelined_connections, pipeline)}
     baseline: dict[str, dict[str, Any]] = {}
     with BaselineServer(workers=workers, cpus=chosen) as server:
         for kind, (conns, depth) in levels.items():
+            spec = TEST_TYPES[kind]
+            request = Request(url=server.url + spec.path_for(), method=spec.method, headers=spec.headers(),
+                              body=spec.body)  # fmt: skip
             raw = raw_dir / f"calibrate-{kind}.txt" if raw_dir else None
             with StepSampler(server.url) as sampler:
-                m = run_wrk(server.url + LOADS[kind][0], connections=conns, duration_s=duration_s,
-                            threads=threads_for(conns), pipeline=depth, raw_path=raw)  # fmt: skip
+                m = Wrk().run(request, Load(duration_s=duration_s, connections=conns, pipeline=depth), raw)
             s = sampler.result
             baseline[kind] = {
                 "connections": conns, "pipeline": depth, "rps": m.rps, "requests": m.requests,
@@ -74,7 +81,8 @@ def headroom(baseline: Mapping[str, Mapping[str, Any]], targets_rps: Mapping[str
     """Per load kind: the fastest target and baseline rps / its rps."""
     out: dict[str, Any] = {}
     for kind in LOADS:
-        mine = {k: v for k, v in targets_rps.items() if (kind == "plaintext") == k.endswith("plaintext") and v > 0}
+        pipelined = kind == PIPELINED.name
+        mine = {k: v for k, v in targets_rps.items() if pipelined == k.endswith(PIPELINED.name) and v > 0}
         if not mine:
             continue
         fastest = max(mine, key=lambda k: mine[k])

@@ -1,6 +1,7 @@
 """The ``benchlab`` command: thin argument parsing over the modules that do the work.
 
-Every user error is a ``BenchlabError``: one line on stderr, exit code 2, no traceback.
+Every user error is a ``BenchlabError``: one line on stderr, exit code 2, no traceback; so is
+an ``OSError`` that escapes (a full disk, no file descriptors left), which no command can go on after.
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ def _targets_args(p: argparse.ArgumentParser) -> None:
 
 def _native_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native", action="store_true", help="start Postgres and the targets here, without Docker")
-    p.add_argument("--workers", type=int, help="worker processes per target (default: its CPUs)")
+    p.add_argument("--workers", type=_positive_int, help="worker processes per target (default: its CPUs)")
+
+
+def _positive_int(raw: str) -> int:
+    """``--workers 0`` is refused rather than read as "auto"."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
+    return value
 
 
 def _claims_arg(p: argparse.ArgumentParser) -> None:
@@ -75,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="compare two runs, benchstat-style")
     p.add_argument("run_a", type=Path)
     p.add_argument("run_b", type=Path)
-    p.add_argument("--fail-above", type=float, metavar="PCT", help="exit 1 on a significant regression above PCT %%")
+    p.add_argument(
+        "--fail-above", type=float, metavar="PCT",
+        help="exit 1 on a significant (Benjamini-Hochberg adjusted) regression above PCT %%",
+    )  # fmt: skip
     p.add_argument("--csv", type=Path, help="where to write the table as CSV (default: RUN_B/compare.csv)")
     p.set_defaults(func=cmd_compare)
 
@@ -142,10 +157,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from benchlab.comparison import compare_runs
+    from benchlab.comparison import COMPARE_CSV, compare_runs
 
-    result = compare_runs(args.run_a, args.run_b, args.fail_above, args.csv)
+    out_csv: Path = args.csv or args.run_b / COMPARE_CSV
+    result = compare_runs(args.run_a, args.run_b, args.fail_above, out_csv)
     print(result.render_text())
+    print(f"wrote {out_csv}")
     return result.exit_code
 
 
@@ -168,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except BenchlabError as exc:
         print(f"benchlab: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # the machine failed us (a full disk, no file descriptors left): still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"benchlab: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("benchlab: interrupted", file=sys.stderr)

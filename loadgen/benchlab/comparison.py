@@ -1,9 +1,12 @@
 """``benchlab compare RUN_A RUN_B``: what changed between two runs, and is it more than noise.
 
 Each target x test x mode x level is compared on median throughput and median p99
-latency. Significance is Welch's t on log values across repeats (suits the 2..5 repeats a
-lab runs; noise in rps and latency is multiplicative). With fewer than two repeats a side
-the change is shown as ``~`` (not significant), as benchstat does, never as a finding.
+latency. Each change is tested with Welch's t on log values across repeats (suits the 2..5
+repeats a lab runs; noise in rps and latency is multiplicative). One comparison makes dozens
+of such tests, so at α = 5 % a few would be "significant" by chance alone: the p-values of
+all tests are Benjamini-Hochberg adjusted (q), and a change is significant, and can fail
+``--fail-above``, only when q < α (false discovery rate 5 %). With fewer than two repeats a
+side the change is shown as ``~`` (not significant), as benchstat does, never as a finding.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ from rich.table import Table
 
 from benchlab.errors import BenchlabError
 from benchlab.rundata import Level, Point, Run, level_label, load_run
-from benchlab.stats import ALPHA, RatioEstimate, welch_log_ratio
+from benchlab.stats import ALPHA, RatioEstimate, bh_adjust, welch_log_ratio
+
+COMPARE_CSV = "compare.csv"  # in RUN_B unless --csv says otherwise
 
 # run.json keys that describe the setup; the rest (ids, times, status) differ on every run.
 SETUP_KEYS = (
@@ -31,18 +36,23 @@ SETUP_KEYS = (
 )  # fmt: skip
 CSV_COLUMNS: tuple[str, ...] = (
     "target", "test", "mode", "level", "concurrency", "pipeline", "queries", "offered_rps", "offered_rps_b", "present",
-    "n_a", "n_b", "rps_a", "rps_b", "rps_change_pct", "rps_p", "rps_significant",
-    "p99_a_ms", "p99_b_ms", "p99_change_pct", "p99_p", "p99_significant", "flags_a", "flags_b", "regression",
+    "n_a", "n_b", "rps_a", "rps_b", "rps_change_pct", "rps_p", "rps_q", "rps_significant",
+    "p99_a_ms", "p99_b_ms", "p99_change_pct", "p99_p", "p99_q", "p99_significant", "flags_a", "flags_b", "regression",
 )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Change:
-    """One metric of one row: medians of A and B, relative change, and its significance."""
+    """One metric of one row: medians of A and B, relative change, its p and BH-adjusted q."""
 
     a: float | None
     b: float | None
     estimate: RatioEstimate | None
+    q: float | None = None  # set once all tests of the comparison are known
+
+    @property
+    def p(self) -> float | None:
+        return None if self.estimate is None else self.estimate.p_value
 
     @property
     def pct(self) -> float | None:
@@ -52,10 +62,11 @@ class Change:
 
     @property
     def significant(self) -> bool:
-        return self.estimate is not None and self.estimate.significant
+        """On the adjusted q, so a raw p < α among dozens of tests is not taken for a finding."""
+        return self.q is not None and self.q < ALPHA
 
     def text(self) -> str:
-        """``-31.2% (p=0.004)``, or ``~ +3.0% (p=0.41)`` / ``~ (n=1 vs 1)`` when not significant, as benchstat."""
+        """``-31.2% (p=0.004)``, or ``~ +3.0% (p=0.041)`` / ``~ (n=1 vs 1)`` when not significant (on q)."""
         pct, est = self.pct, self.estimate
         if pct is None or est is None:
             return "-"
@@ -63,6 +74,11 @@ class Change:
             return f"~ (n={est.n})"
         p = f"p={est.p_value:.3f}" if est.p_value >= 0.001 else "p<0.001"
         return f"{pct:+.1f}% ({p})" if self.significant else f"~ {pct:+.1f}% ({p})"
+
+    def q_text(self) -> str:
+        if self.q is None:
+            return "-"
+        return f"{self.q:.3f}" if self.q >= 0.001 else "<0.001"
 
 
 @dataclass(frozen=True)
@@ -109,6 +125,11 @@ class ComparisonResult:
     regressions: list[str] = field(default_factory=list)
 
     @property
+    def tests(self) -> int:
+        """How many tests the BH adjustment was made over (every row x metric with a p-value)."""
+        return sum(c.p is not None for r in self.table for c in (r.rps, r.p99))
+
+    @property
     def exit_code(self) -> int:
         """1 when ``--fail-above`` was given and a significant regression exceeds it, else 0."""
         return 1 if self.regressions else 0
@@ -127,10 +148,11 @@ class ComparisonResult:
                 console.print(f"  {key}: {a} -> {b}")
         else:
             console.print("Setup: same host, cpusets, targets, packages and engines (run.json).")
-        console.print(_table(self.table))
+        console.print(_table(self.table, self.tests))
         console.print(
             "change = median B / median A - 1; p = Welch t on log values across repeats; "
-            f"'~' = not significant (p >= {ALPHA:g} or too few repeats). ! = flagged step "
+            "q = p adjusted for the number of tests (Benjamini-Hochberg); "
+            f"'~' = not significant (q >= {ALPHA:g} or too few repeats). ! = flagged step "
             "(client-bound, errors or drops). Open-loop rates set from each run's own peak are paired "
             "by rank ('B:' shows B's rate)."
         )
@@ -157,7 +179,8 @@ class ComparisonResult:
 def compare_runs(
     run_a: Path, run_b: Path, fail_above: float | None = None, out_csv: Path | None = None
 ) -> ComparisonResult:
-    """Compares two run directories; writes the table as CSV when ``out_csv`` is given."""
+    """Compares two run directories; writes the table as CSV when ``out_csv`` is given (the CLI
+    always gives one: ``RUN_B/compare.csv`` or ``--csv``)."""
     if fail_above is not None and fail_above < 0:
         raise BenchlabError(f"--fail-above expects a percentage >= 0, got {fail_above:g}")
     a, b = load_run(Path(run_a)), load_run(Path(run_b))
@@ -183,7 +206,13 @@ def _rows(a: Run, b: Run) -> list[ComparisonRow]:
         set(pa) | set(pb),
         key=lambda k: (tests.index(k[1]), order[k[0]], k[2], *((-1 if v is None else v) for v in k[3])),
     )
-    return [_row(k, pa.get(k), pb.get(k)) for k in keys]
+    return _adjusted([_row(k, pa.get(k), pb.get(k)) for k in keys])
+
+
+def _adjusted(rows: list[ComparisonRow]) -> list[ComparisonRow]:
+    """The rows with q set: one BH adjustment over every test of the comparison, rps and p99 alike."""
+    qs = iter(bh_adjust([c.p for r in rows for c in (r.rps, r.p99)]))
+    return [replace(r, rps=replace(r.rps, q=next(qs)), p99=replace(r.p99, q=next(qs))) for r in rows]
 
 
 def _open_rank_match(key: Key, pa: Mapping[Key, Point], pb: Mapping[Key, Point]) -> Key:
@@ -229,12 +258,17 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _table(rows: list[ComparisonRow]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+def _table(rows: list[ComparisonRow], tests: int) -> Table:
+    caption = (
+        f"significant = Benjamini-Hochberg adjusted q < {ALPHA:g} over all {tests} tests (FDR {ALPHA * 100:g} %)"
+        if tests
+        else "no significance tests: fewer than two repeats a side"
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, caption=caption, caption_justify="left")
     for name, justify in (
         ("target", "left"), ("test", "left"), ("mode", "left"), ("level", "left"), ("n A/B", "right"),
-        ("rps A", "right"), ("rps B", "right"), ("rps change", "right"),
-        ("p99 A ms", "right"), ("p99 B ms", "right"), ("p99 change", "right"),
+        ("rps A", "right"), ("rps B", "right"), ("rps change", "right"), ("rps q", "right"),
+        ("p99 A ms", "right"), ("p99 B ms", "right"), ("p99 change", "right"), ("p99 q", "right"),
     ):  # fmt: skip
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for r in rows:
@@ -243,7 +277,8 @@ def _table(rows: list[ComparisonRow]) -> Table:
         table.add_row(
             r.target, r.test, r.mode, r.level_text, f"{r.n_a}/{r.n_b}",
             _num(r.rps.a) + mark_a, _num(r.rps.b) + mark_b, r.rps.text() if r.present == "both" else r.present,
-            _num(r.p99.a, 2), _num(r.p99.b, 2), r.p99.text() if r.present == "both" else "",
+            r.rps.q_text(), _num(r.p99.a, 2), _num(r.p99.b, 2), r.p99.text() if r.present == "both" else "",
+            r.p99.q_text(),
         )  # fmt: skip
     return table
 
@@ -251,8 +286,8 @@ def _table(rows: list[ComparisonRow]) -> Table:
 def _csv_row(row: ComparisonRow, fail_above: float | None) -> dict[str, Any]:
     concurrency, pipeline, queries, offered = row.level
 
-    def p(change: Change) -> Any:
-        return "" if change.estimate is None or change.estimate.p_value is None else f"{change.estimate.p_value:.4g}"
+    def p(value: float | None) -> Any:
+        return "" if value is None else f"{value:.4g}"
 
     def r(value: float | None, digits: int) -> Any:
         return "" if value is None else round(value, digits)
@@ -263,9 +298,9 @@ def _csv_row(row: ComparisonRow, fail_above: float | None) -> dict[str, Any]:
         "offered_rps": r(offered, 3), "offered_rps_b": r(row.offered_b, 3), "present": row.present,
         "n_a": row.n_a, "n_b": row.n_b,
         "rps_a": r(row.rps.a, 2), "rps_b": r(row.rps.b, 2), "rps_change_pct": r(row.rps.pct, 2),
-        "rps_p": p(row.rps), "rps_significant": str(row.rps.significant).lower(),
+        "rps_p": p(row.rps.p), "rps_q": p(row.rps.q), "rps_significant": str(row.rps.significant).lower(),
         "p99_a_ms": r(row.p99.a, 3), "p99_b_ms": r(row.p99.b, 3), "p99_change_pct": r(row.p99.pct, 2),
-        "p99_p": p(row.p99), "p99_significant": str(row.p99.significant).lower(),
+        "p99_p": p(row.p99.p), "p99_q": p(row.p99.q), "p99_significant": str(row.p99.significant).lower(),
         "flags_a": "; ".join(row.flags_a), "flags_b": "; ".join(row.flags_b),
         "regression": row.regression(fail_above) if fail_above is not None else "",
     }  # fmt: skip

@@ -2,11 +2,17 @@
 
 ``benchlab up --native``, ``benchlab run --native`` and the tests all start the lab through
 ``NativeLab``, so what the tests prove is what users run.
+
+Nothing outlives the lab, however benchlab ends: its servers get a death signal from the kernel
+when the thread that started them exits (``postgres.death_signal``: SIGTERM for a target, whose
+supervisor then stops its workers), and whatever a crashed lab still left (a process that ignored
+it, the temp directories) carries its owner's record and is removed by the next ``start()``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -23,8 +29,18 @@ import psutil
 
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
-from benchlab.postgres import Postgres, check_port_free, find_bindir, start_postgres
-from benchlab.sampling import process_tree
+from benchlab.postgres import (
+    OWNER_ENV,
+    OWNER_FILE,
+    Postgres,
+    check_port_free,
+    death_signal,
+    find_bindir,
+    mark_owned,
+    owned_env,
+    start_postgres,
+)
+from benchlab.sampling import owner_alive, process_tree
 from benchlab.targets import Target
 from benchlab.venvs import service_python
 
@@ -59,7 +75,11 @@ def _stderr(line: str) -> None:
 
 
 class NativeLab:
-    """Postgres plus the selected targets; a context manager that always cleans up."""
+    """Postgres plus the selected targets; a context manager that always cleans up.
+
+    Start it from the main thread: only then do its servers die with benchlab on ``kill -9``
+    (the kernel's death signal follows the forking thread, see ``postgres.death_signal``).
+    """
 
     def __init__(
         self,
@@ -82,6 +102,7 @@ class NativeLab:
         self.database_info: dict[str, str | bool] | None = None  # Postgres.info, kept after stop()
         self.running: dict[str, RunningTarget] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="benchlab-logs-"))
+        mark_owned(self.log_dir)
 
     @property
     def dsn(self) -> str:
@@ -89,6 +110,7 @@ class NativeLab:
         return self.postgres.dsn
 
     def start(self) -> NativeLab:
+        reap_leftovers(self.log)  # a crashed lab's servers would hold the ports
         for t in self.targets:
             check_port_free(t.port, t.name)
         found = find_bindir()  # a bad BENCHLAB_PG_BINDIR fails before minutes of venv building
@@ -111,7 +133,7 @@ class NativeLab:
         return self
 
     def _spawn(self, target: Target, python: str) -> RunningTarget:
-        env = dict(os.environ)
+        env = owned_env()
         env.update(
             DATABASE_URL=self.dsn,
             BENCHLAB_HOST="127.0.0.1",
@@ -122,11 +144,13 @@ class NativeLab:
         if self.workers:
             env["BENCHLAB_WORKERS"] = str(self.workers)
         cpus = self.cpus.targets
+        arm = death_signal(signal.SIGTERM)  # its supervisor then stops the workers
 
         def child_setup() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             if cpus:
                 os.sched_setaffinity(0, cpus)
+            arm()
 
         argv = [python if part == "python" else part for part in target.command]
         log_path = self.log_dir / f"{target.name}.log"
@@ -187,6 +211,41 @@ class NativeLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def reap_leftovers(log: Callable[[str], None]) -> None:
+    """Kills the processes and removes the temp directories of labs whose owner is provably
+    dead (its record names a process of this PID namespace that is gone); says in one line
+    what it removed, and what it could not. Anything without a record is not ours to touch."""
+    victims = []
+    for proc in psutil.process_iter():
+        try:
+            raw = proc.environ().get(OWNER_ENV)
+            if raw and proc.pid != os.getpid() and owner_alive(json.loads(raw)) is False:
+                victims.append(proc)
+        except (psutil.Error, ValueError):
+            continue
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    _, alive = psutil.wait_procs(victims, timeout=5)
+    kept = [f"process {p.pid}" for p in alive]
+    removed = []
+    tmp = Path(tempfile.gettempdir())
+    for directory in sorted([*tmp.glob("benchlab-pg-*"), *tmp.glob("benchlab-logs-*")]):
+        try:
+            owner = json.loads((directory / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner_alive(owner) is not False:
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        (kept if directory.exists() else removed).append(str(directory))
+    if removed or len(victims) > len(alive):
+        log(f"removed what a crashed benchlab left: {len(victims) - len(alive)} process(es), "
+            f"{len(removed)} director(ies)")  # fmt: skip
+    if kept:
+        log(f"could not remove what a crashed benchlab left: {', '.join(kept)}")
 
 
 @contextlib.contextmanager

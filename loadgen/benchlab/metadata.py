@@ -37,18 +37,26 @@ def host_info() -> dict[str, Any]:
     }
 
 
+# What run.json says when no commit is known, with how to give one: an image has no .git
+# and compose cannot run git, so the commit comes in as a build argument or not at all.
+UNKNOWN_COMMIT = "unknown (set BENCHLAB_GIT_COMMIT)"
+
+
 def git_commit() -> str:
-    """The checkout's commit, or the one baked into an image (``BENCHLAB_GIT_COMMIT``)."""
-    if os.environ.get("BENCHLAB_GIT_COMMIT"):
-        return os.environ["BENCHLAB_GIT_COMMIT"]
+    """The commit baked into an image (``BENCHLAB_GIT_COMMIT``), or the checkout's.
+
+    The image's build argument defaults to ``unknown``, which counts as not given."""
+    given = os.environ.get("BENCHLAB_GIT_COMMIT", "").strip()
+    if given and given != "unknown":
+        return given
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
             capture_output=True, text=True, timeout=5,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return UNKNOWN_COMMIT
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else UNKNOWN_COMMIT
 
 
 def tool_version(argv: list[str]) -> str:

@@ -6,10 +6,17 @@ binaries bundled in the ``pgserver`` wheel (no pg_stat_statements). The server m
 image: the benchmark role is the superuser (as ``POSTGRES_USER`` makes it in the official
 image), ``db/postgresql.conf`` is included, and the same SQL files are run. As root, Postgres
 runs as ``nobody`` (initdb refuses root).
+
+Nothing outlives the lab: the server dies with the thread that started it (``die_with_parent``,
+so ``kill -9`` of benchlab included), and its directory and processes carry an owner record
+(``OWNER_FILE``, ``OWNER_ENV``) by which the next lab finds and removes a crashed one's leftovers.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import json
 import os
 import pwd
 import re
@@ -18,7 +25,9 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +37,7 @@ import psutil
 import psycopg
 
 from benchlab.errors import BenchlabError
-from benchlab.sampling import process_tree
+from benchlab.sampling import process_identity, process_tree
 
 USER = os.environ.get("BENCHLAB_DB_USER", "benchmarkdbuser")
 PASSWORD = os.environ.get("BENCHLAB_DB_PASSWORD", "benchmarkdbpass")
@@ -36,6 +45,51 @@ DATABASE = os.environ.get("BENCHLAB_DB_NAME", "hello_world")
 ENV_BINDIR = "BENCHLAB_PG_BINDIR"
 DISTRIBUTIONS = Path("/usr/lib/postgresql")  # Debian/Ubuntu: <root>/<version>/bin
 _PGSERVER_TAIL = ("pgserver", "pginstall", "bin")
+OWNER_FILE = "benchlab-owner.json"  # in each temp directory a lab makes: whose it is
+OWNER_ENV = "BENCHLAB_LAB_OWNER"  # in each process a lab starts, and so in its descendants
+PR_SET_PDEATHSIG = 1
+
+
+def owner_record() -> str:
+    """This process as the owner of what it starts (``sampling.process_identity`` as JSON)."""
+    return json.dumps(process_identity(), sort_keys=True)
+
+
+def mark_owned(directory: Path) -> None:
+    """Records that this process owns ``directory``, so a later lab may remove it once we are gone."""
+    (directory / OWNER_FILE).write_text(owner_record() + "\n")
+
+
+def owned_env() -> dict[str, str]:
+    return {**os.environ, OWNER_ENV: owner_record()}
+
+
+def death_signal(sig: int) -> Callable[[], None]:
+    """For a child's preexec: the kernel sends it ``sig`` when the thread that forked it exits
+    (benchlab killed with -9 included). Armed only from the main thread, whose end is the
+    process's: from another thread the child would die with that thread. Linux only; the
+    setting is cleared by a uid change, so call it after any. Resolved before the fork, since a
+    forked child of a threaded process must not load libraries."""
+    prctl = _prctl() if threading.current_thread() is threading.main_thread() else None
+    parent = os.getpid()
+
+    def arm() -> None:
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+
+    return arm
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -146,6 +200,7 @@ class Postgres:
     argv: list[str]
     preexec: Callable[[], None]
     found: Bindir
+    env: dict[str, str] = field(default_factory=owned_env)
     version: str = ""  # as the running server reports it, e.g. "15.18"
     _stopped: bool = field(default=False, repr=False)
 
@@ -184,7 +239,7 @@ class Postgres:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec,
-                start_new_session=True,
+                start_new_session=True, env=self.env,
             )  # fmt: skip
         _wait_ready(self, wait_s)
 
@@ -210,6 +265,7 @@ def start_postgres(
     check_port_free(port, "PostgreSQL")
     preexec, uid, gid = _demote()
     root = Path(tempfile.mkdtemp(prefix="benchlab-pg-"))
+    mark_owned(root)
     data = root / "data"
     log_path = root / "postgres.log"
     pwfile = root / "pw"
@@ -223,6 +279,9 @@ def start_postgres(
                 raise BenchlabError(f"{bindir / 'postgres'}: not executable by nobody, whom root runs it as")
             bindir = _copy_pgserver(bindir, root)
 
+    arm = death_signal(signal.SIGINT)  # Postgres's fast shutdown: ends its backends, waits for no client
+    env = owned_env()
+
     def run_as_pg() -> None:
         # the harness may start us with SIGINT/SIGTERM blocked; the server must receive them
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -230,12 +289,13 @@ def start_postgres(
             os.sched_setaffinity(0, cpus)
         if preexec:
             preexec()
+        arm()  # after the uid change, which clears it
 
     try:
         subprocess.run(
             [str(bindir / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}",
              "-E", "UTF8", "--locale=C", "--auth-local=trust", "--auth-host=scram-sha-256"],
-            check=True, capture_output=True, preexec_fn=run_as_pg,
+            check=True, capture_output=True, preexec_fn=run_as_pg, env=env,
         )  # fmt: skip
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
@@ -257,11 +317,11 @@ def start_postgres(
     argv = [str(bindir / "postgres"), "-D", str(data)]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=run_as_pg, start_new_session=True
+            argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=run_as_pg, start_new_session=True, env=env
         )
     pg = Postgres(
         port=port, root=root, process=proc, has_stat_statements=has_pss, log_path=log_path,
-        argv=argv, preexec=run_as_pg, found=found,
+        argv=argv, preexec=run_as_pg, found=found, env=env,
     )  # fmt: skip
     try:
         _wait_ready(pg, wait_s)

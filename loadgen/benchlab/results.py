@@ -1,12 +1,16 @@
 """The results of a run on disk: ``results.csv`` (one row per measured step), ``run.json``, ``raw/``.
 
 ``COLUMNS`` is the one definition of the CSV; the README documents it. Rows are appended
-and flushed when a step ends, so an interrupted run always leaves a valid CSV.
+and flushed when a step ends, so an interrupted run always leaves a valid CSV. A write that
+fails (a full disk, an I/O error) is undone to the last whole row and becomes one
+``BenchlabError``; ``run.json`` is replaced only by a complete new copy, so the last good one stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -34,7 +38,8 @@ RAW_DIR = "raw"
 
 
 class ResultsWriter:
-    """Appends complete rows to ``results.csv``; each row is written and fsynced in one go."""
+    """Appends complete rows to ``results.csv``; each row is written and fsynced in one go, or
+    not at all: unbuffered, so that a failed write leaves nothing queued to land later."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
@@ -42,28 +47,36 @@ class ResultsWriter:
         try:
             (run_dir / RAW_DIR).mkdir(parents=True, exist_ok=True)
             _drop_partial_line(self.path)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            self._fh = self.path.open("a", newline="", encoding="utf-8")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._size = os.fstat(self._fd).st_size  # where the last whole row ends
         except OSError as exc:
             raise BenchlabError(f"cannot write results to {run_dir}: {exc.strerror}") from exc
-        self._csv = csv.DictWriter(self._fh, fieldnames=COLUMNS, extrasaction="raise")
-        if new:
-            self._csv.writeheader()
-            self._flush()
+        if self._size == 0:
+            self._append(dict(zip(COLUMNS, COLUMNS, strict=True)))
 
     def write(self, row: Mapping[str, Any]) -> None:
         missing = set(COLUMNS) - set(row)
         if missing:
             raise ValueError(f"result row lacks columns: {sorted(missing)}")
-        self._csv.writerow({k: _cell(row[k]) for k in COLUMNS})
-        self._flush()
+        self._append({k: _cell(row[k]) for k in COLUMNS})
 
-    def _flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+    def _append(self, row: Mapping[str, Any]) -> None:
+        text = io.StringIO()
+        csv.DictWriter(text, fieldnames=COLUMNS, extrasaction="raise").writerow(row)
+        data = text.getvalue().encode("utf-8")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # no torn row: the file ends with the last whole one
+            raise BenchlabError(f"cannot write results to {self.path}: {exc.strerror}") from exc
+        self._size += len(data)
 
     def close(self) -> None:
-        self._fh.close()
+        os.close(self._fd)
 
     def __enter__(self) -> ResultsWriter:
         return self
@@ -78,7 +91,7 @@ def _drop_partial_line(path: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+        os.truncate(path, data.rfind(b"\n") + 1)  # in place: needs no free space
 
 
 def _cell(value: Any) -> Any:
@@ -112,10 +125,19 @@ def iter_done_steps(run_dir: Path) -> Iterator[str]:
 
 
 def write_run_json(run_dir: Path, meta: Mapping[str, Any]) -> None:
-    """Writes ``run.json`` atomically (temp file + rename), so it is never half-written."""
+    """Writes ``run.json`` atomically (temp file, fsync, rename), so it is never half-written;
+    when that fails the temp file goes and the previous ``run.json`` stays as it was."""
     tmp = run_dir / (RUN_JSON + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(run_dir / RUN_JSON)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(run_dir / RUN_JSON)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise BenchlabError(f"cannot write {run_dir / RUN_JSON}: {exc.strerror}") from exc
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlab.contract import PARAM, TESTS
+from benchlab.contract import TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.results import CSV_NAME, read_rows, read_run_json
 from benchlab.status import Status, StepStatus
@@ -221,7 +221,8 @@ def x_dimension(test: str, mode: str) -> str:
     """The level column a chart puts on its x axis for this test and mode."""
     if mode == "open":
         return "offered_rps"
-    return "queries" if test in PARAM else "concurrency"
+    spec = TEST_TYPES.get(test)  # a run may hold a test this version no longer knows
+    return "queries" if spec is not None and spec.param is not None else "concurrency"
 
 
 def level_value(level: Level, dimension: str) -> float | None:

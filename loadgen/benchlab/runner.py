@@ -24,12 +24,12 @@ from typing import Any
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
-from benchlab import k6, wrk
-from benchlab.contract import TESTS
+from benchlab.contract import COUNTED_TESTS, TEST_TYPES, TESTS
 from benchlab.cpus import RoleCpus
+from benchlab.engines import ENGINES, Load, Request, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement, ensure_open_files
-from benchlab.metadata import database_info, run_metadata, target_info, tool_version
+from benchlab.metadata import database_info, run_metadata, target_info
 from benchlab.progress import Progress
 from benchlab.results import (
     COLUMNS,
@@ -40,11 +40,11 @@ from benchlab.results import (
     read_run_json,
     write_run_json,
 )
-from benchlab.sampling import StepSampler, process_tree
+from benchlab.sampling import StepSampler, owner_alive, process_identity, process_tree
 from benchlab.scenarios import Scenario, Step, load_scenario
 from benchlab.status import MEASURED, Status, StepStatus, judge
 from benchlab.targets import Target, load_targets, parse_overrides, split_names
-from benchlab.verification import COUNTED_TESTS, NO_DSN, NO_STATS, Check, format_checks, verify_targets
+from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
 SCENARIO_COPY = "scenario.yaml"
 
@@ -153,7 +153,7 @@ class Runner:
                     self._run_group(writer, by_name[target_name], test, pending, check)
 
     def _run_group(
-        self, writer: ResultsWriter, target: Target, test: str, steps: list[Step], check: Check | None
+        self, writer: ResultsWriter, target: Target, test: str, steps: list[Step], check: ContractCheck | None
     ) -> None:
         verdict = _verdict(check)
         if not verdict.measured:
@@ -173,31 +173,27 @@ class Runner:
     def _prime(self, target: Target, closed: list[Step]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
         first = closed[0]
-        url = target.url + first.url_path()
+        engine = for_mode("closed")
         raw = self.run_dir / RAW_DIR / _raw_name(step_id(first), "primer")
         p = self.scenario.primer
         self.progress.live(f"{target.name} {first.test}: primer {p.duration_s:g} s")
         try:
-            wrk.run_wrk(url, connections=p.connections, duration_s=p.duration_s,
-                        threads=wrk.threads_for(p.connections), raw_path=raw, headers=first.headers())  # fmt: skip
+            engine.run(_request(target, first), Load(duration_s=p.duration_s, connections=p.connections), raw)
             warmup = self.scenario.warmup_duration_s
             if warmup:
                 top = max(closed, key=lambda s: s.concurrency)
                 self.progress.live(f"{target.name} {first.test}: warm-up {warmup:g} s at {top.concurrency}")
-                wrk.run_wrk(
-                    target.url + top.url_path(), connections=top.concurrency, duration_s=warmup,
-                    threads=wrk.threads_for(top.concurrency), pipeline=top.pipeline, headers=top.headers(),
-                    raw_path=self.run_dir / RAW_DIR / _raw_name(step_id(top), "warmup"),
-                )  # fmt: skip
+                load = Load(duration_s=warmup, connections=top.concurrency, pipeline=top.pipeline)
+                engine.run(_request(target, top), load, self.run_dir / RAW_DIR / _raw_name(step_id(top), "warmup"))
         except BenchlabError as exc:
             self.progress.message(f"{target.name} {first.test}: primer failed: {exc}")
 
     def _measure(self, writer: ResultsWriter, target: Target, step: Step, verdict: StepStatus) -> None:
         sid = step_id(step)
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
-        url = target.url + step.url_path()
         time.sleep(self.scenario.pause_s)
         started = now()
+        rate = None
         if step.mode == "open":
             peak = self.peaks.get((target.name, step.test))
             rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
@@ -212,17 +208,10 @@ class Runner:
         self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
         sampler = StepSampler(target.url, db_processes=self.lab.db_processes)
         try:
+            load = Load(duration_s=step.duration_s, timeout_s=self.scenario.timeout_s, connections=step.concurrency,
+                        pipeline=step.pipeline, rate=rate, vus=step.concurrency, max_vus=step.max_vus or 0)  # fmt: skip
             with sampler:
-                if step.mode == "open":
-                    vus = max(step.concurrency, 1)
-                    m = k6.run_k6(url, rate=rate, duration_s=step.duration_s, pre_allocated_vus=vus,
-                                  max_vus=max(step.max_vus or vus, vus), raw_path=raw, headers=step.headers(),
-                                  timeout_s=self.scenario.timeout_s)  # fmt: skip
-                else:
-                    m = wrk.run_wrk(url, connections=step.concurrency, duration_s=step.duration_s,
-                                    threads=wrk.threads_for(step.concurrency), pipeline=step.pipeline,
-                                    timeout_s=self.scenario.timeout_s, raw_path=raw,
-                                    headers=step.headers())  # fmt: skip
+                m = for_mode(step.mode).run(_request(target, step), load, raw)
         except BenchlabError as exc:
             self._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
@@ -236,6 +225,9 @@ class Runner:
 
     def _write(self, writer: ResultsWriter, target: Target, step: Step, m: Measurement | None,
                samples: Any, status: StepStatus, started: str) -> None:  # fmt: skip
+        if samples is not None and samples.lost and status.measured:  # its server cells are empty, not 0
+            lost = f"sampler lost the target ({samples.lost})"
+            status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
         meta = self.target_meta.get(target.name, {})
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
         row.update(
@@ -259,11 +251,17 @@ class Runner:
             self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {status}")
 
 
+def _request(target: Target, step: Step) -> Request:
+    """What the engine sends for this step: the test's request against this target."""
+    spec = TEST_TYPES[step.test]
+    return Request(url=target.url + step.url_path(), method=spec.method, headers=step.headers(), body=spec.body)
+
+
 def _has_errors(m: Measurement) -> bool:
     return m.socket_errors + m.errors_status > 0
 
 
-def _verdict(check: Check | None) -> StepStatus:
+def _verdict(check: ContractCheck | None) -> StepStatus:
     if check is None or check.status == "pass":
         return StepStatus(Status.PASS)
     return StepStatus(Status(check.status), "; ".join(check.reasons))
@@ -289,9 +287,7 @@ def _peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
 
 def check_limits(steps: list[Step], needs_k6: bool) -> dict[str, Any]:
     """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything starts."""
-    engines: dict[str, Any] = {"wrk": tool_version([wrk.find_wrk(), "-v"])}
-    if needs_k6:
-        engines["k6"] = k6.k6_provenance()
+    engines = {cls.name: cls().provenance() for cls in ENGINES.values() if cls.mode == "closed" or needs_k6}
     ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
     return engines
 
@@ -334,6 +330,10 @@ def run_command(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         meta = read_run_json(run_dir)
         run_id = meta["run_id"]
+        mode = "native" if args.native else os.environ.get("BENCHLAB_MODE", "external")
+        if meta.get("mode", mode) != mode:  # its figures would mix two labs
+            hint = ": add --native" if meta["mode"] == "native" else ""
+            raise BenchlabError(f"{run_dir} is a {meta['mode']} run; it cannot be resumed in {mode} mode{hint}")
         scenario = load_scenario(str(run_dir / SCENARIO_COPY))
         names = list(meta["targets"])
         tests = meta.get("tests_selected") or []
@@ -345,12 +345,17 @@ def run_command(args: argparse.Namespace) -> int:
     targets = load_targets(names, parse_overrides(args.target))
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps, any(s.mode == "open" for s in steps))
-    if not args.resume:
-        _check_out_dir(Path(args.out))
+    _check_out_dir(run_dir if args.resume else Path(args.out))
     progress = Progress(total=len(steps))
     progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
     progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
-    status = "interrupted"
+    if meta.get("status") == "running":  # or its process was killed (-9, a crash, a full disk)
+        if owner_alive(meta.get("process")):
+            raise BenchlabError(f"{run_dir} is still being run by process {meta['process']['pid']}")
+        progress.message(f"run {run_id} was interrupted: its process is gone")
+        meta["status"] = "interrupted"
+        write_run_json(run_dir, meta)
+    status, finished = "interrupted", False
     try:
         with open_lab(args, targets, cpus) as lab:
             if cpus.loadgen:
@@ -358,6 +363,8 @@ def run_command(args: argparse.Namespace) -> int:
             target_meta = {t.name: target_info(t) for t in targets}
             if args.resume:
                 meta.setdefault("resumed_at", []).append(now())
+                meta.update(status="running", finished_at=None)
+                meta.pop("error", None)
             else:
                 run_dir, run_id = _new_run_dir(Path(args.out), scenario)
                 meta = run_metadata(
@@ -366,6 +373,7 @@ def run_command(args: argparse.Namespace) -> int:
                     started_at=now(),
                 )  # fmt: skip
                 meta["tests_selected"] = tests  # --resume finishes the same selection
+            meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
@@ -380,10 +388,21 @@ def run_command(args: argparse.Namespace) -> int:
             counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
             meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
             status = "complete" if all(k in MEASURED for k in counts) else "partial"
+        finished = True
+    except (BenchlabError, OSError) as exc:
+        status = "failed"
+        if meta:
+            meta["error"] = str(exc)
+        raise
     finally:
         if meta:
             meta.update(status=status, finished_at=now())
-            write_run_json(run_dir, meta)
+            try:
+                write_run_json(run_dir, meta)
+            except BenchlabError:
+                if finished:
+                    raise
+                # else the run's own failure is the line to show; the previous run.json stays valid
     progress.message(f"results: {run_dir / 'results.csv'}")
     if not args.no_report:
         _report(run_dir, progress, args.claims)
@@ -417,13 +436,13 @@ def verify_command(args: argparse.Namespace) -> int:
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
-    from benchlab.calibrate import format_calibration, run_calibration
+    from benchlab.calibrate import LOADS, format_calibration, run_calibration
 
     targets_rps = None
     if args.vs:
         targets_rps = {}
         for row in read_rows(args.vs):
-            if row["rps"] and row["mode"] == "closed" and row["test"] in ("json", "plaintext"):
+            if row["rps"] and row["mode"] == "closed" and row["test"] in LOADS:
                 key = f"{row['target']} {row['test']}"
                 targets_rps[key] = max(targets_rps.get(key, 0.0), float(row["rps"]))
     result = run_calibration(targets_rps, duration_s=args.duration)

@@ -8,6 +8,11 @@ between the two samples, in cores. Samples are taken when the step starts, every
 when it stops. Cumulative CPU includes reaped children (``children_user/system``), so a
 process that exits mid-step (a Postgres backend, an engine run) keeps its share.
 
+A sampler that lost its target says so (``Samples.lost``) instead of reporting zeros: the
+reported ``target_pid`` changed mid-step (a restarted server is another tree), the tree came back
+empty (orphaned workers of a dead master still answer, measuring nothing), or no sample at all
+succeeded. Its server figures are then None.
+
 Sampling never fails a step: what cannot be seen is None. It runs inside the load generator,
 so it must cost next to nothing: one HTTP client (one TLS context, one kept-alive connection)
 serves every sample of the process, instead of a new client per request.
@@ -45,6 +50,7 @@ class Samples:
     loadgen_cpus: int
     client_bound: bool
     server_samples: int = 0
+    lost: str | None = None  # why the server figures cannot be trusted (then they are None)
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class _Point:
     t: float
     value: float
     pid: int | None = None
+    rss_mb: float = 0.0
 
 
 def process_tree(pid: int) -> list[psutil.Process]:
@@ -61,6 +68,37 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return [main, *main.children(recursive=True)]
     except psutil.Error:
         return []
+
+
+def process_identity(pid: int | None = None) -> dict[str, Any]:
+    """Who owns a run or a lab: pid, start time and PID namespace, so that a reused pid, or a
+    live process of another container sharing ``/tmp``, is never taken for a dead owner's."""
+    proc = psutil.Process(pid)
+    return {"pid": proc.pid, "started": round(proc.create_time(), 2), "pidns": _pid_namespace()}
+
+
+def owner_alive(identity: Any) -> bool | None:
+    """Whether the process ``process_identity`` described still runs; None when it cannot be
+    told from here (another PID namespace, a malformed record)."""
+    try:
+        pid, started, pidns = int(identity["pid"]), float(identity["started"]), identity["pidns"]
+    except (TypeError, KeyError, ValueError):
+        return None
+    if pidns != _pid_namespace():
+        return None
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 0.1
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return None
+
+
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
@@ -102,6 +140,18 @@ def _rate(points: list[_Point]) -> float | None:
     if not same or same[-1].t <= first.t:
         return None
     return max(0.0, (same[-1].value - first.value) / (same[-1].t - first.t))
+
+
+def _lost(points: list[_Point]) -> str | None:
+    """Why the server's samples do not describe one live process tree, or None when they do."""
+    if not points:
+        return f"no answer from {INFO_PATH}"
+    pids = list(dict.fromkeys(p.pid for p in points))
+    if len(pids) > 1:
+        return f"target_pid changed from {pids[0]} to {pids[-1]}"
+    if any(p.rss_mb <= 0 for p in points):
+        return f"target process {pids[0]} reported no processes"
+    return None
 
 
 @functools.cache
@@ -151,8 +201,8 @@ class StepSampler:
             if resp.status_code != 200:
                 return
             info = resp.json()
-            point, rss = _Point(t, float(info["cpu_seconds"]), info.get("target_pid")), float(info["rss_mb"])
-            self._keep(self._server, point)
+            rss = float(info["rss_mb"])
+            self._keep(self._server, _Point(t, float(info["cpu_seconds"]), info.get("target_pid"), rss))
             self._keep(self._rss, rss)
             if "pss_mb" in info:
                 self._keep(self._pss, float(info["pss_mb"]))
@@ -198,15 +248,17 @@ class StepSampler:
         # A server still draining the load's queued requests answers late; give it time.
         self._sample(FINAL_TIMEOUT_S)
         loadgen = _rate(self._loadgen)
+        lost = _lost(self._server) if self.info_url else None
         self.result = Samples(
-            server_cpu_cores=_rate(self._server),
-            server_pss_mb=max(self._pss) if self._pss else None,
-            server_rss_mb=max(self._rss) if self._rss else None,
+            server_cpu_cores=None if lost else _rate(self._server),
+            server_pss_mb=max(self._pss) if self._pss and not lost else None,
+            server_rss_mb=max(self._rss) if self._rss and not lost else None,
             db_cpu_cores=_rate(self._db),
             loadgen_cpu_cores=loadgen,
             loadgen_cpus=self.loadgen_cpus,
             client_bound=loadgen is not None and loadgen >= CLIENT_BOUND_SHARE * self.loadgen_cpus,
             server_samples=len(self._server),
+            lost=lost,
         )
         return self.result
 

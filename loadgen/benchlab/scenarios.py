@@ -21,21 +21,13 @@ from typing import Any
 
 import yaml
 
-from benchlab.contract import MAX_QUERIES, PARAM, PATHS, TESTS
+from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.targets import Target, load_targets
 from benchlab.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 DEFAULT_P99_MS = 100.0  # open loop: the p99 bound of the sustainable rate, unless the scenario states one
-
-# The Accept header TechEmpower's load sends per test (its test types' accept() values).
-_ACCEPT_JSON = "application/json,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7"
-ACCEPT: dict[str, str] = {
-    **dict.fromkeys(TESTS, _ACCEPT_JSON),
-    "plaintext": "text/plain,text/html;q=0.9,application/xhtml+xml;q=0.9,application/xml;q=0.8,*/*;q=0.7",
-    "fortunes": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
-}
 
 
 @dataclass(frozen=True)
@@ -59,14 +51,11 @@ class Step:
 
     def url_path(self) -> str:
         """``/queries?queries=5``, ``/cached-queries?count=20``, ``/json``."""
-        path = PATHS[self.test]
-        if self.queries is not None and self.test in PARAM:
-            path += f"?{PARAM[self.test]}={self.queries}"
-        return path
+        return TEST_TYPES[self.test].path_for(self.queries)
 
     def headers(self) -> dict[str, str]:
         """The request headers TechEmpower's load sends for this test."""
-        return {"Accept": ACCEPT[self.test]}
+        return TEST_TYPES[self.test].headers()
 
 
 @dataclass(frozen=True)
@@ -145,7 +134,7 @@ class Scenario:
         if ol is None or test not in ol.tests:
             return []
         queries = ol.queries if ol.queries is not None else (levels.queries[0] if levels.queries else None)
-        if test not in PARAM:
+        if TEST_TYPES[test].param is None:
             queries = None
         common = {"target": target, "test": test, "mode": "open", "concurrency": ol.vus, "pipeline": 1,
                   "queries": queries, "repeat": repeat, "duration_s": ol.duration_s, "max_vus": ol.max_vus}  # fmt: skip
@@ -331,14 +320,15 @@ class _Validator:
         out = {}
         for test, spec in value.items():
             key = f"tests.{self.test_name(test, 'tests')}"
-            allowed = ("concurrency", "pipeline", "queries") if test in PARAM else ("concurrency", "pipeline")
+            takes_queries = TEST_TYPES[test].param is not None
+            allowed = ("concurrency", "pipeline", "queries") if takes_queries else ("concurrency", "pipeline")
             lv = self.mapping(spec, key, allowed)
             if "concurrency" not in lv:
                 raise BenchlabError(f"{self.path.name}: {key}.concurrency: required key missing")
-            if test in PARAM and "queries" not in lv:
+            if takes_queries and "queries" not in lv:
                 raise BenchlabError(f"{self.path.name}: {key}.queries: required key missing")
             queries = None
-            if test in PARAM:
+            if takes_queries:
                 queries = self.int_list(lv["queries"], f"{key}.queries", maximum=MAX_QUERIES)
             out[test] = TestLevels(
                 concurrency=self.int_list(lv["concurrency"], f"{key}.concurrency"),

@@ -1,17 +1,23 @@
 """Ratio estimates with intervals for the few repeats a benchmark lab can afford.
 
 Throughput and latency are positive and their noise is multiplicative, so both tests
-work on logarithms: a ratio becomes a difference of means, and a t-interval on it gives
-a ratio interval that is honest at n=2..5 (a bootstrap would claim too much there).
-Too few samples yield no interval at all, never a made-up one.
+work on logarithms: a ratio becomes a difference of means, and scipy's t-test and
+t-interval on it give a ratio interval that is honest at n=2..5 (a bootstrap would claim
+too much there). Too few samples yield no interval at all, never a made-up one.
+
+Identical repeats on both sides (zero variance, e.g. a latency quantised to whole
+milliseconds) leave no noise to estimate: the ratio is then exact, its interval is the
+ratio itself and p is 1 when nothing changed, else 0. scipy would answer NaN there.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scipy import stats as sps
 
@@ -37,6 +43,7 @@ class RatioEstimate:
 
     @property
     def significant(self) -> bool:
+        """Unadjusted: right for one test; a comparison of many rows adjusts with ``bh_adjust``."""
         return self.p_value is not None and self.p_value < ALPHA
 
     def interval_text(self, digits: int = 2) -> str:
@@ -60,41 +67,66 @@ def welch_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 
     if la is None or lb is None:
         return RatioEstimate(None, None, None, None, n, "welch-log", "non-positive values")
     diff = statistics.fmean(lb) - statistics.fmean(la)
-    ratio = math.exp(diff)
     if len(la) < 2 or len(lb) < 2:
-        return RatioEstimate(ratio, None, None, None, n, "welch-log", f"n={min(len(a), len(b))}, needs >=2 repeats")
-    va, vb = statistics.variance(la) / len(la), statistics.variance(lb) / len(lb)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        # Identical repeats on both sides: the difference is exact, not estimated.
-        return RatioEstimate(ratio, ratio, ratio, 1.0 if diff == 0 else 0.0, n, "welch-log")
-    df = (va + vb) ** 2 / (va**2 / (len(la) - 1) + vb**2 / (len(lb) - 1))
-    return _t_result(diff, se, df, n, "welch-log", confidence)
+        note = f"n={min(len(a), len(b))}, needs >=2 repeats"
+        return RatioEstimate(math.exp(diff), None, None, None, n, "welch-log", note)
+    if statistics.variance(la) == 0 and statistics.variance(lb) == 0:
+        return _exact(diff, n, "welch-log")
+    result = _quietly(sps.ttest_ind, lb, la, equal_var=False)
+    return _estimate(diff, result, n, "welch-log", confidence)
 
 
 def paired_log_ratio(
     pairs: Sequence[tuple[float, float]], confidence: float = CONFIDENCE, min_pairs: int = 3
 ) -> RatioEstimate:
-    """Matched samples (the same load level on two targets): one-sample t on log(b/a)."""
+    """Matched samples (the same load level on two targets): paired t on log values."""
     n = f"{len(pairs)} pairs"
     if not pairs:
         return RatioEstimate(None, None, None, None, n, "paired-log", "no common levels")
     if any(a <= 0 or b <= 0 for a, b in pairs):
         return RatioEstimate(None, None, None, None, n, "paired-log", "non-positive values")
-    diffs = [math.log(b) - math.log(a) for a, b in pairs]
+    la, lb = [math.log(a) for a, _ in pairs], [math.log(b) for _, b in pairs]
+    diffs = [y - x for x, y in zip(la, lb, strict=True)]
     mean = statistics.fmean(diffs)
     if len(diffs) < min_pairs:
-        return RatioEstimate(
-            math.exp(mean), None, None, None, n, "paired-log", f"{len(diffs)} levels, needs >={min_pairs}"
-        )
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    if se == 0:
-        r = math.exp(mean)
-        return RatioEstimate(r, r, r, 1.0 if mean == 0 else 0.0, n, "paired-log")
-    return _t_result(mean, se, len(diffs) - 1, n, "paired-log", confidence)
+        note = f"{len(diffs)} levels, needs >={min_pairs}"
+        return RatioEstimate(math.exp(mean), None, None, None, n, "paired-log", note)
+    if statistics.variance(diffs) == 0:
+        return _exact(mean, n, "paired-log")
+    return _estimate(mean, _quietly(sps.ttest_rel, lb, la), n, "paired-log", confidence)
 
 
-def _t_result(diff: float, se: float, df: float, n: str, method: str, confidence: float) -> RatioEstimate:
-    half = float(sps.t.ppf(0.5 + confidence / 2, df)) * se
-    p = float(2 * sps.t.sf(abs(diff / se), df))
-    return RatioEstimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, method)
+def bh_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg adjusted p-values (q), in order; None (no test made) stays None.
+
+    One comparison makes dozens of tests, so at α = 5 % some raw "significant" changes are
+    chance; calling a change significant only when q < α keeps the expected share of false
+    discoveries among those called significant at 5 % (the false discovery rate).
+    """
+    made = [p for p in p_values if p is not None]
+    if not made:
+        return [None] * len(p_values)
+    adjusted = iter(float(q) for q in sps.false_discovery_control(made))
+    return [None if p is None else next(adjusted) for p in p_values]
+
+
+def _quietly(test: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs a scipy test without its "catastrophic cancellation" warning: repeats that are
+    identical on one side have an exactly zero spread, which Welch's t handles correctly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        return test(*args, **kwargs)
+
+
+def _estimate(diff: float, result: Any, n: str, method: str, confidence: float) -> RatioEstimate:
+    """A scipy t-test on log values back on the ratio scale: exp of the mean difference and its interval."""
+    ci = result.confidence_interval(confidence_level=confidence)
+    return RatioEstimate(
+        math.exp(diff), math.exp(float(ci.low)), math.exp(float(ci.high)), float(result.pvalue), n, method
+    )
+
+
+def _exact(diff: float, n: str, method: str) -> RatioEstimate:
+    """No spread in the repeats: the difference is exact, not estimated (see the module docstring)."""
+    ratio = math.exp(diff)
+    return RatioEstimate(ratio, ratio, ratio, 1.0 if diff == 0 else 0.0, n, method)

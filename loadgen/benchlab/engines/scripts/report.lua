@@ -20,3 +20,20 @@ function done(summary, latency, requests)
     e.connect, e.read, e.write, e.timeout, e.status,
     latency.mean, latency.stdev, latency.max, percentiles(latency)))
 end
+
+-- The request to send, from the script's arguments after `--`: [method [body_file]] (a GET
+-- without a body needs none). Set in init, so wrk still builds its request once per thread.
+function benchlab_request(method, body_file)
+  if method and method ~= "" then
+    wrk.method = method
+  end
+  if body_file and body_file ~= "" then
+    local f = assert(io.open(body_file, "rb"))
+    wrk.body = f:read("*a")
+    f:close()
+  end
+end
+
+init = function(args)
+  benchlab_request(args[1], args[2])
+end

@@ -3,7 +3,7 @@
 wrk (closed loop) only sends a new request when an answer came back, so a slow server
 slows the load and hides its queueing; k6's ``constant-arrival-rate`` executor starts
 iterations on schedule and counts the ones it could not start (``dropped``). The script
-``k6/open_loop.js`` prints one JSON line from ``handleSummary``. k6 has no standard
+``scripts/open_loop.js`` prints one JSON line from ``handleSummary``. k6 has no standard
 deviation for trends, so the script also sums squared latencies and the stdev is computed
 from that sum, the count and the mean (population stdev, like wrk's).
 
@@ -16,6 +16,7 @@ for this platform, so a run's figures always come from the k6 that run.json name
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
@@ -29,12 +30,13 @@ import sysconfig
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
+from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement, ensure_open_files, error_counts, last_line, run_engine
-from benchlab.wrk import DEFAULT_TIMEOUT_S
 
-SCRIPT = Path(__file__).with_name("k6") / "open_loop.js"
+SCRIPT = SCRIPTS / "open_loop.js"
 _TREND = {"mean": "avg", "max": "max", "p50": "p(50)", "p75": "p(75)", "p90": "p(90)",
           "p99": "p(99)", "p999": "p(99.9)", "p9999": "p(99.99)"}  # fmt: skip
 
@@ -165,6 +167,8 @@ def run_k6(
     raw_path: Path | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> Measurement:
     """``rate`` requests/s to ``url`` for ``duration_s``; k6 takes whole iterations per second,
     so the rate is rounded and the rounded one is reported as ``offered_rps``."""
@@ -184,6 +188,8 @@ def run_k6(
         "BENCHLAB_MAX_VUS": str(max_vus),
         "BENCHLAB_TIMEOUT_MS": str(max(1, round(timeout_s * 1000))),
         "BENCHLAB_HEADERS": json.dumps(dict(headers or {})),
+        "BENCHLAB_METHOD": method,
+        "BENCHLAB_BODY_B64": base64.b64encode(body).decode() if body is not None else "",
     })  # fmt: skip
     cmd = k6_command()
     proc = run_engine(cmd, limit_s=duration_s + 2 * timeout_s + 60, raw_path=raw_path, env=env)
@@ -191,3 +197,21 @@ def run_k6(
         return parse_k6_output(proc.stdout, rate=float(offered))
     except (ValueError, KeyError) as exc:
         raise BenchlabError(f"k6 failed (exit {proc.returncode}): {last_line(proc)}") from exc
+
+
+class K6(Engine):
+    """Open loop: ``load.rate`` req/s whatever the server's pace, ``load.vus`` to ``load.max_vus`` users."""
+
+    name: ClassVar[str] = "k6"
+    mode: ClassVar[str] = "open"
+
+    def run(self, request: Request, load: Load, raw_path: Path | None = None) -> Measurement:
+        if not load.rate:
+            raise BenchlabError("k6: an open-loop load needs a rate")
+        vus = max(load.vus, 1)
+        return run_k6(request.url, rate=load.rate, duration_s=load.duration_s, pre_allocated_vus=vus,
+                      max_vus=max(load.max_vus, vus), raw_path=raw_path, timeout_s=load.timeout_s,
+                      headers=request.headers, method=request.method, body=request.body)  # fmt: skip
+
+    def provenance(self) -> dict[str, str | bool]:
+        return k6_provenance()

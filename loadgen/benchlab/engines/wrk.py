@@ -1,8 +1,9 @@
 """Closed-loop load with wrk, run the way TechEmpower runs it.
 
-Each run is one wrk process with a Lua ``done()`` hook (``lua/report.lua``) that prints a
-single JSON line: counts, socket errors, non-2xx/3xx responses and latency percentiles.
-Plaintext-style pipelining uses ``lua/pipeline.lua`` (depth N requests per write), as
+Each run is one wrk process with a Lua ``done()`` hook (``scripts/report.lua``) that prints a
+single JSON line: counts, socket errors, non-2xx/3xx responses and latency percentiles; the
+same script sets the request's method and body. Plaintext-style pipelining uses
+``scripts/pipeline.lua`` (depth N requests per write), as
 TechEmpower's own ``pipeline.lua`` does. Requests per second are divided by the duration
 wrk measured, not by the nominal one.
 
@@ -18,16 +19,19 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
+from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement, ensure_open_files, error_counts, last_line, run_engine
+from benchlab.metadata import tool_version
 
-LUA_DIR = Path(__file__).with_name("lua")
-REPORT_LUA = LUA_DIR / "report.lua"
-PIPELINE_LUA = LUA_DIR / "pipeline.lua"
-DEFAULT_TIMEOUT_S = 8.0  # TechEmpower's --timeout 8
+REPORT_LUA = SCRIPTS / "report.lua"
+PIPELINE_LUA = SCRIPTS / "pipeline.lua"
 _PERCENTILES = {"p50": "50", "p75": "75", "p90": "90", "p99": "99", "p999": "99.9", "p9999": "99.99"}
 
 
@@ -60,6 +64,8 @@ def wrk_command(
     pipeline: int = 1,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    body_file: Path | None = None,
 ) -> list[str]:
     """The wrk command line. wrk takes durations and timeouts in whole seconds only, so the
     duration is rounded (at least 1 s) and the timeout rounded up; the measured duration
@@ -69,10 +75,11 @@ def wrk_command(
            "-H", "Connection: keep-alive"]  # fmt: skip
     for name, value in (headers or {}).items():
         cmd += ["-H", f"{name}: {value}"]
+    request = [method, str(body_file)] if body_file else ([method] if method != "GET" else [])
     if pipeline > 1:
-        cmd += ["-s", str(PIPELINE_LUA), url, "--", str(pipeline)]
+        cmd += ["-s", str(PIPELINE_LUA), url, "--", str(pipeline), *request]
     else:
-        cmd += ["-s", str(REPORT_LUA), url]
+        cmd += ["-s", str(REPORT_LUA), url, *(["--", *request] if request else [])]
     return cmd
 
 
@@ -114,6 +121,8 @@ def run_wrk(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     raw_path: Path | None = None,
     headers: Mapping[str, str] | None = None,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> Measurement:
     """One wrk run against ``url`` (full URL incl. path); its raw output goes to ``raw_path``."""
     if connections < 1 or threads < 1 or pipeline < 1 or duration_s <= 0:
@@ -122,9 +131,11 @@ def run_wrk(
             f"(got c={connections} t={threads} pipeline={pipeline} d={duration_s})"
         )
     ensure_open_files(connections)
-    cmd = wrk_command(url, connections=connections, duration_s=duration_s, threads=min(threads, connections),
-                      pipeline=pipeline, timeout_s=timeout_s, headers=headers)  # fmt: skip
-    proc = run_engine(cmd, limit_s=duration_s + timeout_s + 30, raw_path=raw_path)
+    with _body_file(body) as body_file:
+        cmd = wrk_command(url, connections=connections, duration_s=duration_s, threads=min(threads, connections),
+                          pipeline=pipeline, timeout_s=timeout_s, headers=headers, method=method,
+                          body_file=body_file)  # fmt: skip
+        proc = run_engine(cmd, limit_s=duration_s + timeout_s + 30, raw_path=raw_path)
     try:
         m = parse_wrk_output(proc.stdout)
     except (ValueError, KeyError) as exc:
@@ -135,3 +146,31 @@ def run_wrk(
         # mean and percentiles are wrong (low, or 0: wg/wrk#236). Only the max means something.
         m.latency_ms = {k: (v if k == "max" else None) for k, v in m.latency_ms.items()}
     return m
+
+
+@contextmanager
+def _body_file(body: bytes | None) -> Iterator[Path | None]:
+    """wrk's Lua reads a request body from a file: binary-safe, and no length limit on argv."""
+    if body is None:
+        yield None
+        return
+    with tempfile.NamedTemporaryFile(prefix="benchlab-body-", suffix=".bin") as fh:
+        fh.write(body)
+        fh.flush()
+        yield Path(fh.name)
+
+
+class Wrk(Engine):
+    """Closed loop: ``load.connections`` connections, one wrk thread per client CPU."""
+
+    name: ClassVar[str] = "wrk"
+    mode: ClassVar[str] = "closed"
+
+    def run(self, request: Request, load: Load, raw_path: Path | None = None) -> Measurement:
+        return run_wrk(request.url, connections=load.connections, duration_s=load.duration_s,
+                       threads=threads_for(load.connections), pipeline=load.pipeline, timeout_s=load.timeout_s,
+                       raw_path=raw_path, headers=request.headers, method=request.method,
+                       body=request.body)  # fmt: skip
+
+    def provenance(self) -> str:
+        return tool_version([find_wrk(), "-v"])

@@ -1,13 +1,17 @@
 // benchlab: open-loop (constant arrival rate) load for one URL, reporting ONE JSON line.
 // Parameters come from the environment (set by benchlab/k6.py), never from the network:
 //   BENCHLAB_URL, BENCHLAB_RATE (iterations/s, integer), BENCHLAB_DURATION_MS,
-//   BENCHLAB_PRE_VUS, BENCHLAB_MAX_VUS, BENCHLAB_TIMEOUT_MS, BENCHLAB_HEADERS (JSON object).
+//   BENCHLAB_PRE_VUS, BENCHLAB_MAX_VUS, BENCHLAB_TIMEOUT_MS, BENCHLAB_HEADERS (JSON object),
+//   BENCHLAB_METHOD (default GET), BENCHLAB_BODY_B64 (the request body, base64; empty: none).
 // Latency is kept only for completed responses (any status), as wrk does; socket errors
 // are classified from k6's error codes into wrk's four kinds.
+import encoding from "k6/encoding";
 import http from "k6/http";
 import { Counter, Trend } from "k6/metrics";
 
 const URL = __ENV.BENCHLAB_URL;
+const METHOD = __ENV.BENCHLAB_METHOD || "GET";
+const BODY = __ENV.BENCHLAB_BODY_B64 ? encoding.b64decode(__ENV.BENCHLAB_BODY_B64, "std", "s") : null;
 const TIMEOUT_MS = Number(__ENV.BENCHLAB_TIMEOUT_MS || 8000);
 const PARAMS = {
   headers: JSON.parse(__ENV.BENCHLAB_HEADERS || "{}"),
@@ -52,7 +56,7 @@ function classify(code, message) {
 }
 
 export default function () {
-  const res = http.get(URL, PARAMS);
+  const res = http.request(METHOD, URL, BODY, PARAMS);
   if (res.status === 0) {
     errors[classify(res.error_code, res.error)].add(1);
     return;
