@@ -10,7 +10,7 @@ import pytest
 
 from benchlab.contract import TESTS
 from benchlab.errors import BenchlabError
-from benchlab.scenarios import Scenario, Step, available_scenarios, load_scenario
+from benchlab.scenarios import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.targets import load_targets
 
 TARGETS = load_targets(env={})
@@ -78,8 +78,8 @@ def test_plan_can_select_tests() -> None:
 
 
 def test_url_paths() -> None:
-    def step(test: str, q: int | None) -> Step:
-        return Step("t", test, "closed", 1, 1, q, 1, 1.0)
+    def step(test: str, q: int | None) -> PlannedStep:
+        return PlannedStep("t", test, "closed", 1, 1, q, 1, 1.0)
 
     assert step("json", None).url_path() == "/json"
     assert step("queries", 5).url_path() == "/queries?queries=5"

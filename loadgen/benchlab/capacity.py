@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from benchlab.rundata import Run, Step, lookup
+from benchlab.rundata import RecordedStep, Run, lookup
 from benchlab.scenarios import DEFAULT_P99_MS
 
 
@@ -64,14 +64,14 @@ def sustainable_rate(run: Run, target: str, test: str) -> Sustainable | None:
     )
 
 
-def _by_repeat(steps: list[Step]) -> list[list[Step]]:
-    groups: dict[int, list[Step]] = {}
+def _by_repeat(steps: list[RecordedStep]) -> list[list[RecordedStep]]:
+    groups: dict[int, list[RecordedStep]] = {}
     for s in steps:
         groups.setdefault(s.repeat, []).append(s)
     return [groups[r] for r in sorted(groups)]
 
 
-def _one_repeat(steps: list[Step], bound: float) -> tuple[float | None, str]:
+def _one_repeat(steps: list[RecordedStep], bound: float) -> tuple[float | None, str]:
     """(sustainable rate of one sweep, what ended it)."""
     best: float | None = None
     for s in steps:

@@ -34,7 +34,7 @@ CHECK_KEYS = {"test", "metric", "mode", "at", "level", "ratio"}
 
 
 @dataclass(frozen=True)
-class Check:
+class ClaimCheck:
     """One measurable part of a claim: contender/baseline of ``metric`` must lie in [low, high]."""
 
     test: str
@@ -68,12 +68,12 @@ class Claim:
     source: str
     baseline: str
     contenders: tuple[str, ...]
-    checks: tuple[Check, ...]
+    checks: tuple[ClaimCheck, ...]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    check: Check
+    check: ClaimCheck
     estimate: RatioEstimate | None
     verdict: str
     note: str
@@ -182,7 +182,7 @@ def _claim(item: Any, key: str, path: Path, known: Sequence[str]) -> Claim:
     )
 
 
-def _check(item: Any, key: str, path: Path) -> Check:
+def _check(item: Any, key: str, path: Path) -> ClaimCheck:
     m = _mapping(item, CHECK_KEYS, key, path)
     for required in ("test", "ratio"):
         if required not in m:
@@ -210,7 +210,7 @@ def _check(item: Any, key: str, path: Path) -> Check:
         if at not in AT:
             raise _fail(path, f"{key}.at", f"expected one of {', '.join(AT)} (or a 'level:' mapping instead)")
     low, high = _ratio(m["ratio"], f"{key}.ratio", path)
-    return Check(test=test, metric=metric, mode=mode, at=at, level=level, low=low, high=high)
+    return ClaimCheck(test=test, metric=metric, mode=mode, at=at, level=level, low=low, high=high)
 
 
 def _ratio(value: Any, key: str, path: Path) -> tuple[float | None, float | None]:
@@ -242,7 +242,7 @@ def evaluate_claims(run: Run, claims: Sequence[Claim]) -> list[PairingResult]:
     ]
 
 
-def _evaluate(run: Run, baseline: str, contender: str, check: Check) -> CheckResult:
+def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:
     missing = [t for t in (baseline, contender) if not run.points_for(t, check.test, check.mode)]
     if missing:
         note = f"no successful {check.test} ({check.mode}) steps for {', '.join(missing)}"
@@ -267,7 +267,7 @@ def _evaluate(run: Run, baseline: str, contender: str, check: Check) -> CheckRes
     return _judge(check, paired_log_ratio(pairs), used)
 
 
-def _at_level(run: Run, target: str, check: Check) -> Point | str:
+def _at_level(run: Run, target: str, check: ClaimCheck) -> Point | str:
     matches = [
         p
         for p in run.points_for(target, check.test, check.mode)
@@ -287,7 +287,7 @@ def _repeat_pairs(a: Point, b: Point, metric: str) -> list[tuple[float, float]]:
     return [(va[r], vb[r]) for r in sorted(va) if r in vb]
 
 
-def _judge(check: Check, estimate: RatioEstimate, points: Sequence[Point]) -> CheckResult:
+def _judge(check: ClaimCheck, estimate: RatioEstimate, points: Sequence[Point]) -> CheckResult:
     flags = tuple(sorted({f"{p.target} {p.label}: {', '.join(p.flags)}" for p in points if p.flags}))
     if not estimate.has_interval:
         return CheckResult(check, estimate, INCONCLUSIVE, f"too few samples: {estimate.note}", flags)

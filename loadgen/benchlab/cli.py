@@ -138,13 +138,13 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from benchlab.runner import verify_command
+    from benchlab.commands import verify_command
 
     return verify_command(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchlab.runner import run_command
+    from benchlab.commands import run_command
 
     return run_command(args)
 
@@ -167,7 +167,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from benchlab.runner import calibrate_command
+    from benchlab.commands import calibrate_command
 
     return calibrate_command(args)
 

@@ -27,13 +27,13 @@ def online() -> set[int]:
         text = Path("/sys/devices/system/cpu/online").read_text().strip()
     except OSError:
         return set(range(os.cpu_count() or 1))
-    return _parse(text)
+    return cpuset_cpus(text)
 
 
 def parse_cpuset(text: str, what: str = "cpuset") -> set[int]:
     """``"0-2,5"`` -> ``{0, 1, 2, 5}``; names of CPUs this machine lacks are a user error."""
     try:
-        cpus = _parse(text)
+        cpus = cpuset_cpus(text)
     except ValueError:
         raise BenchlabError(f"{what}: {text!r} is not a cpuset like '0-3' or '0,2'") from None
     if not cpus:
@@ -46,7 +46,9 @@ def parse_cpuset(text: str, what: str = "cpuset") -> set[int]:
     return cpus
 
 
-def _parse(text: str) -> set[int]:
+def cpuset_cpus(text: str) -> set[int]:
+    """``"0-2,5"`` -> ``{0, 1, 2, 5}``, unchecked against this machine (a recorded run may come from
+    another host); ValueError when it is not a cpuset."""
     cpus: set[int] = set()
     for part in text.replace(" ", "").split(","):
         if not part:

@@ -13,9 +13,16 @@ from typing import Any
 
 from benchlab.errors import BenchlabError
 
-# Latency figures every engine reports, in milliseconds; p999 = 99.9th, p9999 = 99.99th percentile.
-LATENCY_KEYS: tuple[str, ...] = ("mean", "stdev", "p50", "p75", "p90", "p99", "p999", "p9999", "max")
+# The one list of latency percentiles the lab keeps (key, percentile): p999 = 99.9th, p9999 = 99.99th.
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p50", 50.0), ("p75", 75.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9), ("p9999", 99.99),
+)  # fmt: skip
+# Latency figures every engine reports, in milliseconds, and the kinds of failed request.
+LATENCY_KEYS: tuple[str, ...] = ("mean", "stdev", *(key for key, _ in PERCENTILES), "max")
 ERROR_KINDS: tuple[str, ...] = ("connect", "read", "write", "timeout", "status")
+# Their results.csv columns.
+LATENCY_COLUMNS: tuple[str, ...] = tuple(f"latency_{k}_ms" for k in LATENCY_KEYS)
+ERROR_COLUMNS: tuple[str, ...] = tuple(f"errors_{k}" for k in ERROR_KINDS)
 # An open-loop step served its offered rate only if it delivered at least this share of it and
 # k6 dropped at most this share of its iterations; otherwise its latency is an overloaded server's.
 MIN_DELIVERED_SHARE = 0.95
@@ -71,8 +78,8 @@ class Measurement:
             "dropped": self.dropped,
             "overloaded": self.overloaded,
         }
-        out.update({f"errors_{k}": getattr(self, f"errors_{k}") for k in ERROR_KINDS})
-        out.update({f"latency_{k}_ms": self.latency_ms.get(k) for k in LATENCY_KEYS})
+        out.update({c: getattr(self, c) for c in ERROR_COLUMNS})
+        out.update({c: self.latency_ms.get(k) for k, c in zip(LATENCY_KEYS, LATENCY_COLUMNS, strict=True)})
         return out
 
 

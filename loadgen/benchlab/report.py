@@ -21,7 +21,18 @@ from benchlab import __version__
 from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import WARN, Chart, context_line, render_charts
 from benchlab.claims import PairingResult, evaluate_claims, load_claims
-from benchlab.rundata import PERCENTILES, UNKNOWN, Point, Run, Step, cpusets, level_label, load_run, lookup, show
+from benchlab.rundata import (
+    PERCENTILES,
+    UNKNOWN,
+    Point,
+    RecordedStep,
+    Run,
+    cpusets,
+    level_label,
+    load_run,
+    lookup,
+    show,
+)
 from benchlab.stats import CONFIDENCE
 
 REPORT_HTML = "report.html"
@@ -256,7 +267,7 @@ def _point_rows(run: Run, test: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _failed_row(step: Step) -> dict[str, Any]:
+def _failed_row(step: RecordedStep) -> dict[str, Any]:
     return {
         "target": step.target,
         "test": step.test,

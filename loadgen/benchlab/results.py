@@ -14,18 +14,17 @@ import io
 import json
 import os
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from benchlab.errors import BenchlabError
+from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
 
 COLUMNS: tuple[str, ...] = (
     "run_id", "target", "framework", "server", "workers", "test", "mode", "concurrency",
     "pipeline", "queries", "repeat", "offered_rps", "duration_s", "requests", "rps",
-    "latency_mean_ms", "latency_stdev_ms", "latency_p50_ms", "latency_p75_ms",
-    "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_p9999_ms",
-    "latency_max_ms", "errors_connect", "errors_read", "errors_write", "errors_timeout",
-    "errors_status", "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
+    *LATENCY_COLUMNS, *ERROR_COLUMNS, "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
     "loadgen_cpu_cores", "client_bound", "overloaded", "verification", "started_at", "finished_at", "step_id",
 )  # fmt: skip
 
@@ -33,6 +32,7 @@ COLUMNS: tuple[str, ...] = (
 LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb"})
 
 CSV_NAME = "results.csv"
+SCENARIO_COPY = "scenario.yaml"  # the scenario as run, beside its results (what --resume reads)
 RUN_JSON = "run.json"
 RAW_DIR = "raw"
 
@@ -145,3 +145,25 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BenchlabError(f"{run_dir} is not a benchlab run: no {RUN_JSON}")
     return json.loads(path.read_text())
+
+
+def check_out_dir(out: Path) -> None:
+    """Fail before anything starts when results could not be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchlabError(f"cannot create the results directory {out}: {exc.strerror}") from exc
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BenchlabError(f"cannot write to the results directory {out}")
+
+
+def new_run_dir(out: Path, scenario_name: str, scenario_yaml: str) -> tuple[Path, str]:
+    """``out/<UTC time>-<scenario>`` (with the pid when that exists already), holding the scenario."""
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{scenario_name}"
+    run_dir = out / run_id
+    if run_dir.exists():
+        run_id += f"-{os.getpid()}"
+        run_dir = out / run_id
+    run_dir.mkdir(parents=True)
+    (run_dir / SCENARIO_COPY).write_text(scenario_yaml)
+    return run_dir, run_id

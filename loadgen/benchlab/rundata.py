@@ -14,33 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlab import measurement
 from benchlab.contract import TEST_TYPES, TESTS
+from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
+from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
 from benchlab.results import CSV_NAME, read_rows, read_run_json
 from benchlab.status import Status, StepStatus
 from benchlab.targets import load_targets
 
 # Latency columns in percentile order, with the percentile each stands for.
-PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("latency_p50_ms", 50.0),
-    ("latency_p75_ms", 75.0),
-    ("latency_p90_ms", 90.0),
-    ("latency_p99_ms", 99.0),
-    ("latency_p999_ms", 99.9),
-    ("latency_p9999_ms", 99.99),
-)
-LATENCY_COLUMNS: tuple[str, ...] = (
-    "latency_mean_ms",
-    *(c for c, _ in PERCENTILES),
-    "latency_max_ms",
-)
-ERROR_COLUMNS: tuple[str, ...] = (
-    "errors_connect",
-    "errors_read",
-    "errors_write",
-    "errors_timeout",
-    "errors_status",
-)
+PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"latency_{key}_ms", pct) for key, pct in measurement.PERCENTILES)
 RESOURCE_COLUMNS: tuple[str, ...] = (
     "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores",
 )  # fmt: skip
@@ -66,7 +50,7 @@ def level_label(level: Level) -> str:
 
 
 @dataclass(frozen=True)
-class Step:
+class RecordedStep:
     """One CSV row: one measured (or failed) step of one repeat."""
 
     target: str
@@ -121,7 +105,7 @@ class Point:
     test: str
     mode: str
     level: Level
-    steps: tuple[Step, ...]
+    steps: tuple[RecordedStep, ...]
 
     @property
     def rps_samples(self) -> list[float]:
@@ -173,7 +157,7 @@ class Run:
 
     path: Path
     meta: Mapping[str, Any]
-    steps: tuple[Step, ...]
+    steps: tuple[RecordedStep, ...]
     points: tuple[Point, ...]
 
     @property
@@ -203,7 +187,7 @@ class Run:
         points = self.points_for(target, test, mode)
         return max(points, key=lambda p: p.rps) if points else None
 
-    def failed_steps(self) -> list[Step]:
+    def failed_steps(self) -> list[RecordedStep]:
         return [s for s in self.steps if not s.ok]
 
 
@@ -248,8 +232,8 @@ def load_run(run_dir: Path) -> Run:
     return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps))
 
 
-def group_points(steps: Iterable[Step]) -> tuple[Point, ...]:
-    groups: dict[tuple[str, str, str, Level], list[Step]] = {}
+def group_points(steps: Iterable[RecordedStep]) -> tuple[Point, ...]:
+    groups: dict[tuple[str, str, str, Level], list[RecordedStep]] = {}
     for step in steps:
         if step.ok:
             groups.setdefault((step.target, step.test, step.mode, step.level), []).append(step)
@@ -263,7 +247,7 @@ def _sort_key(key: tuple[str, str, str, Level]) -> tuple[Any, ...]:
     return (key[0], key[1], key[2], *((-1 if v is None else v) for v in key[3]))
 
 
-def _step(row: Mapping[str, str], line: int) -> Step:
+def _step(row: Mapping[str, str], line: int) -> RecordedStep:
     def num(column: str) -> float | None:
         raw = (row.get(column) or "").strip()
         if not raw:
@@ -278,7 +262,7 @@ def _step(row: Mapping[str, str], line: int) -> Step:
         return None if value is None else int(value)
 
     level: Level = (whole("concurrency"), whole("pipeline"), whole("queries"), num("offered_rps"))
-    return Step(
+    return RecordedStep(
         target=row["target"],
         test=row["test"],
         mode=row["mode"] or "closed",
@@ -320,13 +304,10 @@ def cpu_list(value: Any) -> list[int] | None:
     Parsed leniently (no check against this machine): the run may come from another host.
     """
     if isinstance(value, str):
-        parts = [p for p in value.replace(" ", "").split(",") if p]
         try:
-            spans = [p.partition("-") for p in parts]
-            cpus = {c for lo, _, hi in spans for c in range(int(lo), int(hi or lo) + 1)}
+            return sorted(cpuset_cpus(value)) or None
         except ValueError:
             return None
-        return sorted(cpus) or None
     if isinstance(value, list | tuple):
         try:
             return sorted({int(c) for c in value}) or None
@@ -340,15 +321,7 @@ def cpuset_text(value: Any) -> str:
     nums = cpu_list(value)
     if nums is None:
         return show(value) if isinstance(value, str) and value else UNKNOWN
-    ranges, start, prev = [], nums[0], nums[0]
-    for n in [*nums[1:], None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        ranges.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
-    return ",".join(ranges)
+    return format_cpuset(nums)
 
 
 def cpusets(meta: Mapping[str, Any]) -> list[tuple[str, str]]:

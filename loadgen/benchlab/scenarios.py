@@ -31,7 +31,7 @@ DEFAULT_P99_MS = 100.0  # open loop: the p99 bound of the sustainable rate, unle
 
 
 @dataclass(frozen=True)
-class Step:
+class PlannedStep:
     """One measured step. Closed loop: ``concurrency`` wrk connections (``pipeline`` requests
     per write). Open loop: k6 at ``rate`` req/s, or at ``rate_fraction`` of the peak closed-loop
     rps measured for the same target and test, with ``concurrency`` pre-allocated VUs and at
@@ -110,10 +110,10 @@ class Scenario:
         """The targets this scenario selects; empty means all (as ``load_targets`` reads it)."""
         return [] if self.targets == "all" else list(self.targets)
 
-    def plan(self, targets: Iterable[Target], tests: Iterable[str] | None = None) -> list[Step]:
+    def plan(self, targets: Iterable[Target], tests: Iterable[str] | None = None) -> list[PlannedStep]:
         """Every measured step, in run order, for ``targets`` (and only ``tests`` if given)."""
         only = set(tests) if tests is not None else None
-        steps: list[Step] = []
+        steps: list[PlannedStep] = []
         for repeat in range(1, self.repeats + 1):
             for target in targets:
                 for test, levels in self.tests.items():
@@ -122,14 +122,14 @@ class Scenario:
                         steps += self._open(target.name, test, levels, repeat)
         return steps
 
-    def _closed(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[Step]:
+    def _closed(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[PlannedStep]:
         return [
-            Step(target, test, "closed", c, levels.pipeline, q, repeat, float(self.duration_s))
+            PlannedStep(target, test, "closed", c, levels.pipeline, q, repeat, float(self.duration_s))
             for q in levels.queries or (None,)
             for c in levels.concurrency
         ]
 
-    def _open(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[Step]:
+    def _open(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[PlannedStep]:
         ol = self.open_loop
         if ol is None or test not in ol.tests:
             return []
@@ -138,7 +138,8 @@ class Scenario:
             queries = None
         common = {"target": target, "test": test, "mode": "open", "concurrency": ol.vus, "pipeline": 1,
                   "queries": queries, "repeat": repeat, "duration_s": ol.duration_s, "max_vus": ol.max_vus}  # fmt: skip
-        return [Step(**common, rate=r) for r in ol.rates] + [Step(**common, rate_fraction=f) for f in ol.fractions]
+        by_rate = [PlannedStep(**common, rate=r) for r in ol.rates]
+        return by_rate + [PlannedStep(**common, rate_fraction=f) for f in ol.fractions]
 
     def estimate_s(self, n_targets: int) -> float:
         """Seconds the load itself takes (primers, warm-ups, pauses, steps) for ``n_targets``

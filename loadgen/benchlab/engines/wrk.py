@@ -27,12 +27,12 @@ from typing import ClassVar
 
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
-from benchlab.measurement import Measurement, ensure_open_files, error_counts, last_line, run_engine
+from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
 from benchlab.metadata import tool_version
 
 REPORT_LUA = SCRIPTS / "report.lua"
 PIPELINE_LUA = SCRIPTS / "pipeline.lua"
-_PERCENTILES = {"p50": "50", "p75": "75", "p90": "90", "p99": "99", "p999": "99.9", "p9999": "99.99"}
+_PERCENTILES = {key: f"{pct:g}" for key, pct in PERCENTILES}  # report.lua's keys: "50" ... "99.99"
 
 
 def find_wrk() -> str:

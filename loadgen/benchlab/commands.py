@@ -1,0 +1,178 @@
+"""The bodies of ``benchlab run``, ``verify`` and ``calibrate``: argument checks, the lab, the run
+directory and its metadata around the step loop (``runner.Runner``). ``cli`` only parses."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchlab.contract import TESTS
+from benchlab.cpus import RoleCpus
+from benchlab.engines import ENGINES
+from benchlab.errors import BenchlabError
+from benchlab.lab import open_lab
+from benchlab.measurement import ensure_open_files
+from benchlab.metadata import run_metadata, target_info
+from benchlab.progress import Progress
+from benchlab.results import (
+    SCENARIO_COPY,
+    check_out_dir,
+    iter_done_steps,
+    new_run_dir,
+    read_rows,
+    read_run_json,
+    write_run_json,
+)
+from benchlab.runner import Runner, now, peaks_from, step_id
+from benchlab.sampling import owner_alive, process_identity
+from benchlab.scenarios import PlannedStep, load_scenario
+from benchlab.status import MEASURED, Status, StepStatus
+from benchlab.targets import load_targets, parse_overrides, split_names
+from benchlab.verification import format_checks, verify_targets
+
+
+def check_limits(steps: list[PlannedStep], needs_k6: bool) -> dict[str, Any]:
+    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything starts."""
+    engines = {cls.name: cls().provenance() for cls in ENGINES.values() if cls.mode == "closed" or needs_k6}
+    ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
+    return engines
+
+
+def _select_tests(steps: list[PlannedStep], wanted: list[str]) -> list[PlannedStep]:
+    unknown = [t for t in wanted if t not in TESTS]
+    if unknown:
+        raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
+    kept = [s for s in steps if s.test in wanted] if wanted else steps
+    if not kept:
+        raise BenchlabError(f"the scenario has no steps for {', '.join(wanted)}")
+    return kept
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The ``benchlab run`` command; returns the exit code (0: every step measured)."""
+    cpus = RoleCpus.from_env()
+    if args.resume:
+        run_dir = Path(args.resume)
+        meta = read_run_json(run_dir)
+        run_id = meta["run_id"]
+        mode = "native" if args.native else os.environ.get("BENCHLAB_MODE", "external")
+        if meta.get("mode", mode) != mode:  # its figures would mix two labs
+            hint = ": add --native" if meta["mode"] == "native" else ""
+            raise BenchlabError(f"{run_dir} is a {meta['mode']} run; it cannot be resumed in {mode} mode{hint}")
+        scenario = load_scenario(str(run_dir / SCENARIO_COPY))
+        names = list(meta["targets"])
+        tests = meta.get("tests_selected") or []
+    else:
+        scenario = load_scenario(args.scenario)
+        names = split_names(args.targets) or scenario.target_names()
+        tests = split_names(args.tests, "--tests")
+        meta = {}
+    targets = load_targets(names, parse_overrides(args.target))
+    steps = _select_tests(scenario.plan(targets), tests)
+    engines = check_limits(steps, any(s.mode == "open" for s in steps))
+    check_out_dir(run_dir if args.resume else Path(args.out))
+    progress = Progress(total=len(steps))
+    progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
+    progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
+    if meta.get("status") == "running":  # or its process was killed (-9, a crash, a full disk)
+        if owner_alive(meta.get("process")):
+            raise BenchlabError(f"{run_dir} is still being run by process {meta['process']['pid']}")
+        progress.message(f"run {run_id} was interrupted: its process is gone")
+        meta["status"] = "interrupted"
+        write_run_json(run_dir, meta)
+    status, finished = "interrupted", False
+    try:
+        with open_lab(args, targets, cpus) as lab:
+            if cpus.loadgen:
+                os.sched_setaffinity(0, cpus.loadgen)
+            target_meta = {t.name: target_info(t) for t in targets}
+            if args.resume:
+                meta.setdefault("resumed_at", []).append(now())
+                meta.update(status="running", finished_at=None)
+                meta.pop("error", None)
+            else:
+                run_dir, run_id = new_run_dir(Path(args.out), scenario.name, scenario.to_yaml())
+                meta = run_metadata(
+                    run_id=run_id, scenario=scenario.to_dict(), scenario_name=scenario.name,
+                    mode=lab.mode, cpus=cpus, targets=target_meta, engines=engines, database=lab.database,
+                    started_at=now(),
+                )  # fmt: skip
+                meta["tests_selected"] = tests  # --resume finishes the same selection
+            meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
+            progress.message(f"run {run_id} -> {run_dir}")
+            write_run_json(run_dir, meta)
+            runner = Runner(
+                run_dir=run_dir, run_id=run_id, scenario=scenario, lab=lab, steps=steps, progress=progress,
+                done=set(iter_done_steps(run_dir)), peaks=peaks_from(run_dir), target_meta=target_meta,
+            )  # fmt: skip
+            progress.advance(len(runner.done & {step_id(s) for s in steps}))
+            with progress:
+                runner.execute()
+            if runner.query_counts_verified is not None:
+                meta.setdefault("database", {})["query_counts_verified"] = runner.query_counts_verified
+            counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
+            meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
+            status = "complete" if all(k in MEASURED for k in counts) else "partial"
+        finished = True
+    except (BenchlabError, OSError) as exc:
+        status = "failed"
+        if meta:
+            meta["error"] = str(exc)
+        raise
+    finally:
+        if meta:
+            meta.update(status=status, finished_at=now())
+            try:
+                write_run_json(run_dir, meta)
+            except BenchlabError:
+                if finished:
+                    raise
+                # else the run's own failure is the line to show; the previous run.json stays valid
+    progress.message(f"results: {run_dir / 'results.csv'}")
+    if not args.no_report:
+        _report(run_dir, progress, args.claims)
+    rows = read_rows(run_dir)
+    failed = [r for r in rows if not StepStatus.parse(r["verification"]).measured]
+    if failed:
+        progress.message(f"{len(failed)} of {len(rows)} steps not measured: see the verification column")
+    return 1 if failed else 0
+
+
+def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
+    """The run ends with its report; a report that cannot be made does not fail the run."""
+    from benchlab.report import build_report
+
+    try:
+        progress.message(f"report: {build_report(run_dir, claims_path=claims)}")
+    except BenchlabError as exc:
+        progress.message(f"no report: {exc}")
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    targets = load_targets(split_names(args.targets), parse_overrides(args.target))
+    tests = split_names(args.tests, "--tests") or None
+    unknown = [t for t in tests or [] if t not in TESTS]
+    if unknown:  # before any wait for the targets or start of the lab
+        raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
+    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
+        checks = verify_targets(targets, tests, lab.dsn)
+    print(format_checks(checks))
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
+def calibrate_command(args: argparse.Namespace) -> int:
+    from benchlab.calibrate import LOADS, format_calibration, run_calibration
+
+    targets_rps = None
+    if args.vs:
+        targets_rps = {}
+        for row in read_rows(args.vs):
+            if row["rps"] and row["mode"] == "closed" and row["test"] in LOADS:
+                key = f"{row['target']} {row['test']}"
+                targets_rps[key] = max(targets_rps.get(key, 0.0), float(row["rps"]))
+    result = run_calibration(targets_rps, duration_s=args.duration)
+    print(format_calibration(result))
+    return 0
