@@ -43,7 +43,8 @@ def test_packaged_claims() -> None:
 
 
 BAD = [
-    ("claims: [unclosed", r"not valid YAML"),
+    ("claims: [unclosed", r"YAML syntax error at line"),
+    ("claims: []\nclaims: []\n", r"duplicate key 'claims'"),
     ("{}", r"claims: expected a top-level 'claims:' list"),
     (HEAD + "      - {test: jsn, ratio: {above: 1}}\n", r"claims\[0\] \(c\)\.checks\[0\]\.test: unknown test 'jsn'"),
     (HEAD + "      - {test: json, metric: speed, ratio: {above: 1}}\n", r"checks\[0\]\.metric: unknown metric"),
@@ -55,9 +56,9 @@ BAD = [
     (HEAD + "      - {test: json, level: {conc: 32}, ratio: {above: 1}}\n", r"checks\[0\]\.level\.conc: unknown key"),
     (HEAD + "      - {test: json, at: everywhere, ratio: {above: 1}}\n", r"checks\[0\]\.at: expected one of peak, all"),
     (HEAD + "      - {test: json, mode: half-open, ratio: {above: 1}}\n", r"checks\[0\]\.mode: expected one of"),
-    (HEAD + "      - {test: json}\n", r"checks\[0\]\.ratio: missing"),
+    (HEAD + "      - {test: json}\n", r"checks\[0\]\.ratio: required key missing"),
     (HEAD + "      []\n", r"\.checks: expected a non-empty list"),
-    ("claims:\n  - {id: c, baseline: x}\n", r"claims\[0\]\.text: missing"),
+    ("claims:\n  - {id: c, baseline: x}\n", r"claims\[0\]\.text: required key missing"),
 ]
 
 
@@ -80,7 +81,7 @@ def test_bad_targets_and_ids(tmp_path: Path) -> None:
     path.write_text(path.read_text() + path.read_text().removeprefix("claims:\n"))
     with pytest.raises(BenchlabError, match="id 'c' is used twice"):
         load_claims(path)
-    with pytest.raises(BenchlabError, match="cannot read claims file"):
+    with pytest.raises(BenchlabError, match=r"missing\.yaml: cannot read"):
         load_claims(tmp_path / "missing.yaml")
 
 

@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchlab.contract import TESTS
-from benchlab.errors import BenchlabError
 from benchlab.rundata import LATENCY_COLUMNS, Level, Point, Run, level_value, target_order
 from benchlab.stats import RatioEstimate, paired_log_ratio, welch_log_ratio
+from benchlab.validate import Checker
+from benchlab.yamlfile import load_yaml
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.yaml")
 METRICS: tuple[str, ...] = ("rps", *LATENCY_COLUMNS)
@@ -29,8 +28,8 @@ MODES = ("closed", "open")
 AT = ("peak", "all")
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
-CLAIM_KEYS = {"id", "text", "source", "baseline", "contenders", "checks"}
-CHECK_KEYS = {"test", "metric", "mode", "at", "level", "ratio"}
+CLAIM_KEYS = ("id", "text", "source", "baseline", "contenders", "checks")
+CHECK_KEYS = ("test", "metric", "mode", "at", "level", "ratio")
 
 
 @dataclass(frozen=True)
@@ -102,131 +101,86 @@ class PairingResult:
 def load_claims(path: Path | None = None) -> list[Claim]:
     """The claims in ``path`` (default: the packaged file); any schema problem names file and key."""
     path = Path(path) if path is not None else DEFAULT_CLAIMS
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BenchlabError(f"cannot read claims file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" (line {where.line + 1})" if where is not None else ""
-        raise BenchlabError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from exc
+    data = load_yaml(path, str(path))
+    c = Checker(str(path))
     if not isinstance(data, Mapping) or not isinstance(data.get("claims"), list) or not data["claims"]:
-        raise BenchlabError(f"{path}: claims: expected a top-level 'claims:' list with at least one claim")
+        raise c.error("claims", "expected a top-level 'claims:' list with at least one claim")
     known = target_order()
-    claims = [_claim(item, f"claims[{i}]", path, known) for i, item in enumerate(data["claims"])]
-    ids = [c.id for c in claims]
+    claims = [_claim(c, item, f"claims[{i}]", known) for i, item in enumerate(data["claims"])]
+    ids = [claim.id for claim in claims]
     dup = next((i for i in ids if ids.count(i) > 1), None)
     if dup is not None:
-        raise BenchlabError(f"{path}: claims: id {dup!r} is used twice")
+        raise c.error("claims", f"id {dup!r} is used twice")
     return claims
 
 
-def _fail(path: Path, key: str, problem: str) -> BenchlabError:
-    return BenchlabError(f"{path}: {key}: {problem}")
-
-
-def _mapping(value: Any, allowed: set[str], key: str, path: Path) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _fail(path, key, "expected a mapping")
-    extra = sorted(set(map(str, value)) - allowed)
-    if extra:
-        raise _fail(path, f"{key}.{extra[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
-    return value
-
-
-def _text(value: Any, key: str, path: Path, required: bool = True) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(path, key, "expected non-empty text")
-    return value.strip()
-
-
-def _target(value: Any, key: str, path: Path, known: Sequence[str]) -> str:
-    name = _text(value, key, path)
+def _target(c: Checker, value: Any, key: str, known: Sequence[str]) -> str:
+    name = c.text(value, key)
     if name not in known:
-        raise _fail(path, key, f"unknown target {name!r} (known: {', '.join(known)})")
+        raise c.error(key, f"unknown target {name!r} (known: {', '.join(known)})")
     return name
 
 
-def _positive(value: Any, key: str, path: Path) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise _fail(path, key, f"expected a positive number, got {value!r}")
-    return float(value)
-
-
-def _claim(item: Any, key: str, path: Path, known: Sequence[str]) -> Claim:
-    m = _mapping(item, CLAIM_KEYS, key, path)
-    for required in ("id", "text", "baseline", "contenders", "checks"):
-        if required not in m:
-            raise _fail(path, f"{key}.{required}", "missing")
-    claim_id = _text(m["id"], f"{key}.id", path)
+def _claim(c: Checker, item: Any, key: str, known: Sequence[str]) -> Claim:
+    m = c.mapping(item, key, CLAIM_KEYS, ("id", "text", "baseline", "contenders", "checks"))
+    claim_id = c.text(m["id"], f"{key}.id")
     key = f"{key} ({claim_id})"
-    baseline = _target(m["baseline"], f"{key}.baseline", path, known)
-    contenders = m["contenders"]
-    if not isinstance(contenders, list) or not contenders:
-        raise _fail(path, f"{key}.contenders", "expected a non-empty list of target names")
-    names = tuple(_target(c, f"{key}.contenders[{i}]", path, known) for i, c in enumerate(contenders))
+    baseline = _target(c, m["baseline"], f"{key}.baseline", known)
+    contenders = c.items(m["contenders"], f"{key}.contenders", "target names")
+    names = tuple(_target(c, t, f"{key}.contenders[{i}]", known) for i, t in enumerate(contenders))
     if baseline in names:
-        raise _fail(path, f"{key}.contenders", f"{baseline!r} is also the baseline")
-    checks = m["checks"]
-    if not isinstance(checks, list) or not checks:
-        raise _fail(path, f"{key}.checks", "expected a non-empty list of checks")
+        raise c.error(f"{key}.contenders", f"{baseline!r} is also the baseline")
+    checks = c.items(m["checks"], f"{key}.checks", "checks")
     return Claim(
         id=claim_id,
-        text=_text(m["text"], f"{key}.text", path),
-        source=_text(m.get("source"), f"{key}.source", path, required=False),
+        text=c.text(m["text"], f"{key}.text"),
+        source=c.text(m["source"], f"{key}.source") if m.get("source") is not None else "",
         baseline=baseline,
         contenders=names,
-        checks=tuple(_check(c, f"{key}.checks[{i}]", path) for i, c in enumerate(checks)),
+        checks=tuple(_check(c, item, f"{key}.checks[{i}]") for i, item in enumerate(checks)),
     )
 
 
-def _check(item: Any, key: str, path: Path) -> ClaimCheck:
-    m = _mapping(item, CHECK_KEYS, key, path)
-    for required in ("test", "ratio"):
-        if required not in m:
-            raise _fail(path, f"{key}.{required}", "missing")
+def _check(c: Checker, item: Any, key: str) -> ClaimCheck:
+    m = c.mapping(item, key, CHECK_KEYS, ("test", "ratio"))
     test = m["test"]
     if test not in TESTS:
-        raise _fail(path, f"{key}.test", f"unknown test {test!r} (known: {', '.join(TESTS)})")
+        raise c.error(f"{key}.test", f"unknown test {test!r} (known: {', '.join(TESTS)})")
     metric = m.get("metric", "rps")
     if metric not in METRICS:
-        raise _fail(path, f"{key}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
-    mode = m.get("mode", "closed")
-    if mode not in MODES:
-        raise _fail(path, f"{key}.mode", f"expected one of {', '.join(MODES)}")
+        raise c.error(f"{key}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+    mode = c.choice(m.get("mode", "closed"), f"{key}.mode", MODES)
     level: tuple[tuple[str, float], ...] = ()
     if "level" in m:
         if "at" in m:
-            raise _fail(path, f"{key}.level", "give either 'at' or 'level', not both")
-        lv = _mapping(m["level"], set(LEVEL_KEYS), f"{key}.level", path)
+            raise c.error(f"{key}.level", "give either 'at' or 'level', not both")
+        lv = c.mapping(m["level"], f"{key}.level", LEVEL_KEYS)
         if not lv:
-            raise _fail(path, f"{key}.level", f"name at least one of {', '.join(LEVEL_KEYS)}")
-        level = tuple((k, _positive(lv[k], f"{key}.level.{k}", path)) for k in LEVEL_KEYS if k in lv)
+            raise c.error(f"{key}.level", f"name at least one of {', '.join(LEVEL_KEYS)}")
+        level = tuple((k, c.number(lv[k], f"{key}.level.{k}", positive=True)) for k in LEVEL_KEYS if k in lv)
         at = "level"
     else:
         at = m.get("at", "peak")
         if at not in AT:
-            raise _fail(path, f"{key}.at", f"expected one of {', '.join(AT)} (or a 'level:' mapping instead)")
-    low, high = _ratio(m["ratio"], f"{key}.ratio", path)
+            raise c.fail(f"{key}.at", f"one of {', '.join(AT)} (or a 'level:' mapping instead)", at)
+    low, high = _ratio(c, m["ratio"], f"{key}.ratio")
     return ClaimCheck(test=test, metric=metric, mode=mode, at=at, level=level, low=low, high=high)
 
 
-def _ratio(value: Any, key: str, path: Path) -> tuple[float | None, float | None]:
-    m = _mapping(value, {"above", "below", "between"}, key, path)
+def _ratio(c: Checker, value: Any, key: str) -> tuple[float | None, float | None]:
+    m = c.mapping(value, key, ("above", "below", "between"))
     if len(m) != 1:
-        raise _fail(path, key, "give exactly one of above, below, between")
+        raise c.error(key, "give exactly one of above, below, between")
     if "above" in m:
-        return _positive(m["above"], f"{key}.above", path), None
+        return c.number(m["above"], f"{key}.above", positive=True), None
     if "below" in m:
-        return None, _positive(m["below"], f"{key}.below", path)
+        return None, c.number(m["below"], f"{key}.below", positive=True)
     pair = m["between"]
     if not isinstance(pair, list) or len(pair) != 2:
-        raise _fail(path, f"{key}.between", "expected [low, high]")
-    low, high = (_positive(v, f"{key}.between", path) for v in pair)
+        raise c.fail(f"{key}.between", "[low, high]", pair)
+    low, high = (c.number(v, f"{key}.between", positive=True) for v in pair)
     if low >= high:
-        raise _fail(path, f"{key}.between", f"low {low:g} must be below high {high:g}")
+        raise c.error(f"{key}.between", f"low {low:g} must be below high {high:g}")
     return low, high
 
 

@@ -12,7 +12,6 @@ Built-in scenarios live in ``benchlab/scenarios/*.yaml``; see ``tfb.yaml`` for e
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import yaml
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.targets import Target, load_targets
+from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
@@ -211,62 +211,20 @@ _TOP_KEYS = ("name", "description", "duration_s", "pause_s", "timeout_s", "prime
 _REQUIRED = ("duration_s", "tests")
 
 
-class _Validator:
-    """Checks a parsed YAML document key by key; every problem names the file and key path."""
+class _Validator(Checker):
+    """Checks a parsed scenario key by key; every problem names the file and key path."""
 
     def __init__(self, path: Path) -> None:
+        super().__init__(path.name)
         self.path = path
-
-    def fail(self, key: str, expected: str, got: Any) -> BenchlabError:
-        return BenchlabError(f"{self.path.name}: {key}: expected {expected}, got {got!r}")
-
-    def mapping(self, value: Any, key: str, allowed: Iterable[str]) -> Mapping[str, Any]:
-        if not isinstance(value, Mapping):
-            raise self.fail(key or "(top level)", "a mapping", value)
-        allowed = tuple(allowed)
-        for k in value:
-            if k not in allowed:
-                where = f"{key}.{k}" if key else str(k)
-                raise BenchlabError(f"{self.path.name}: {where}: unknown key; expected one of {', '.join(allowed)}")
-        return value
-
-    def pos_int(self, value: Any, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(key, "a positive integer", value)
-        return value
-
-    def number(self, value: Any, key: str, *, positive: bool) -> float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or value < 0 or (positive and value == 0):
-            raise self.fail(key, "a positive number" if positive else "a number >= 0", value)
-        return float(value)
-
-    def int_list(self, value: Any, key: str, *, maximum: int | None = None) -> tuple[int, ...]:
-        what = "a list of positive integers" + (f" up to {maximum}" if maximum else "")
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, what, value)
-        for v in value:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1 or (maximum and v > maximum):
-                raise self.fail(key, what, v)
-        if len(set(value)) != len(value):
-            raise self.fail(key, what + " without repeats", value)
-        return tuple(value)
-
-    def num_list(self, value: Any, key: str) -> tuple[float, ...]:
-        if not isinstance(value, list):
-            raise self.fail(key, "a list of positive numbers", value)
-        return tuple(self.number(v, key, positive=True) for v in value)
 
     def test_name(self, value: Any, key: str) -> str:
         if value not in TESTS:
-            raise BenchlabError(f"{self.path.name}: {key}: unknown test {value!r}; tests are {', '.join(TESTS)}")
+            raise self.error(key, f"unknown test {value!r}; tests are {', '.join(TESTS)}")
         return value
 
     def scenario(self, data: Any) -> Scenario:
-        top = self.mapping(data, "", _TOP_KEYS)
-        for key in _REQUIRED:
-            if key not in top:
-                raise BenchlabError(f"{self.path.name}: {key}: required key missing")
+        top = self.mapping(data, "", _TOP_KEYS, _REQUIRED)
         name = top.get("name", self.path.stem)
         if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
             # The name becomes part of the run directory's name: no separators, no globs, no spaces.
@@ -312,7 +270,7 @@ class _Validator:
             raise self.fail("targets", f"'all' or a list of target names ({', '.join(known)})", value)
         for v in value:
             if v not in known:
-                raise BenchlabError(f"{self.path.name}: targets: unknown target {v!r}; known: {', '.join(known)}")
+                raise self.error("targets", f"unknown target {v!r}; known: {', '.join(known)}")
         return tuple(value)
 
     def tests(self, value: Any) -> dict[str, TestLevels]:
@@ -323,11 +281,7 @@ class _Validator:
             key = f"tests.{self.test_name(test, 'tests')}"
             takes_queries = TEST_TYPES[test].param is not None
             allowed = ("concurrency", "pipeline", "queries") if takes_queries else ("concurrency", "pipeline")
-            lv = self.mapping(spec, key, allowed)
-            if "concurrency" not in lv:
-                raise BenchlabError(f"{self.path.name}: {key}.concurrency: required key missing")
-            if takes_queries and "queries" not in lv:
-                raise BenchlabError(f"{self.path.name}: {key}.queries: required key missing")
+            lv = self.mapping(spec, key, allowed, ("concurrency", "queries") if takes_queries else ("concurrency",))
             queries = None
             if takes_queries:
                 queries = self.int_list(lv["queries"], f"{key}.queries", maximum=MAX_QUERIES)
@@ -354,12 +308,12 @@ class _Validator:
                 raise self.fail("open_loop.rates", "a positive integer (req/s)", r)
         fractions = self.num_list(ol.get("fractions", []), "open_loop.fractions")
         if not rates and not fractions:
-            raise BenchlabError(f"{self.path.name}: open_loop: give rates (req/s) or fractions (of the peak)")
+            raise self.error("open_loop", "give rates (req/s) or fractions (of the peak)")
         if fractions:
             for t in chosen:
                 if t not in tests:
-                    raise BenchlabError(
-                        f"{self.path.name}: open_loop.tests: {t!r} has fractions but no closed-loop levels "
+                    raise self.error(
+                        "open_loop.tests", f"{t!r} has fractions but no closed-loop levels "
                         "in tests to measure its peak"
                     )
         vus = self.pos_int(ol.get("vus", 64), "open_loop.vus")

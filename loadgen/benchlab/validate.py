@@ -16,7 +16,7 @@ from typing import Any
 from benchlab.errors import BenchlabError
 
 
-@dataclass(frozen=True)
+@dataclass
 class Checker:
     file: str  # as it is named in messages
 

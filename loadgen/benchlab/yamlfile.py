@@ -36,14 +36,16 @@ _StrictLoader.add_implicit_resolver(
 )
 
 
-def load_yaml(path: Path) -> Any:
-    """The parsed document; a syntax error, a duplicate key or an unreadable file is one line."""
+def load_yaml(path: Path, name: str | None = None) -> Any:
+    """The parsed document; a syntax error, a duplicate key or an unreadable file is one line
+    starting with ``name`` (default: the file's name)."""
+    name = name or path.name
     try:
         return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = str(getattr(exc, "problem", None) or exc).replace("\n", " ")
-        raise BenchlabError(f"{path.name}: YAML syntax error{where}: {problem}") from None
+        raise BenchlabError(f"{name}: YAML syntax error{where}: {problem}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise BenchlabError(f"{path.name}: cannot read: {exc}") from None
+        raise BenchlabError(f"{name}: cannot read: {exc}") from None
