@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import only_run_dir, run_benchlab
 
+from benchlab.baseline import BaselineServer
 from benchlab.harness import NativeLab
 from benchlab.targets import Target, load_targets
 
@@ -25,21 +25,6 @@ def lab() -> Iterator[NativeLab]:
 def target(request: pytest.FixtureRequest, lab: NativeLab) -> Target:
     """Each target in turn, running in the session's lab."""
     return lab.running[request.param].target
-
-
-def run_benchlab(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess[str]:
-    """The real ``benchlab`` command as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "benchlab.cli", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})},
-    )  # fmt: skip
-
-
-def only_run_dir(out: Path) -> Path:
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    return run_dir
 
 
 # Ports for a native run started while the session lab holds its own: the session's + 10000.
@@ -67,3 +52,10 @@ def smoke_runs(smoke_run: Path, lab: NativeLab, tmp_path_factory: pytest.TempPat
     proc = run_benchlab("run", "--scenario", "smoke", "--dsn", lab.dsn, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     return smoke_run, only_run_dir(out)
+
+
+@pytest.fixture(scope="module")
+def baseline() -> Iterator[BaselineServer]:
+    """The lab's trivial server (one worker), for engine and sampler tests."""
+    with BaselineServer(workers=1) as server:
+        yield server

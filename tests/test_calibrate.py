@@ -16,7 +16,7 @@ from benchlab.calibrate import format_calibration, headroom, run_calibration
 
 
 @pytest.fixture(scope="module")
-def baseline() -> Iterator[BaselineServer]:
+def two_workers() -> Iterator[BaselineServer]:
     with BaselineServer(workers=2) as server:
         yield server
 
@@ -32,9 +32,9 @@ def _read_responses(sock: socket.socket, count: int) -> bytes:
     return data
 
 
-def test_pipelined_and_split_requests_each_get_one_answer(baseline: BaselineServer) -> None:
-    req = f"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:{baseline.port}\r\n\r\n".encode()
-    with socket.create_connection(("127.0.0.1", baseline.port)) as sock:
+def test_pipelined_and_split_requests_each_get_one_answer(two_workers: BaselineServer) -> None:
+    req = f"GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:{two_workers.port}\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", two_workers.port)) as sock:
         sock.sendall(req * 16)  # one write, 16 requests (TFB's plaintext depth)
         assert _read_responses(sock, 16).count(b"HTTP/1.1 200 OK") == 16
         sock.sendall(req[:10])  # a request cut mid-way waits for its end
@@ -45,15 +45,15 @@ def test_pipelined_and_split_requests_each_get_one_answer(baseline: BaselineServ
         assert _read_responses(sock, 2).count(b"HTTP/1.1 200 OK") == 2
 
 
-def test_answers_like_a_target(baseline: BaselineServer) -> None:
-    r1 = httpx.get(baseline.url + "/plaintext")
+def test_answers_like_a_target(two_workers: BaselineServer) -> None:
+    r1 = httpx.get(two_workers.url + "/plaintext")
     assert r1.status_code == 200 and r1.text == "Hello, World!"
     assert {"server", "date", "content-type", "content-length"} <= set(r1.headers)
-    info = httpx.get(baseline.url + "/benchlab/info").json()
+    info = httpx.get(two_workers.url + "/benchlab/info").json()
     assert info["workers"] == 2 and info["cpu_seconds"] >= 0 and info["rss_mb"] > 0
     assert info["cpus"] == sorted(os.sched_getaffinity(0))
     time.sleep(1.2)
-    assert httpx.get(baseline.url + "/json").headers["date"] != r1.headers["date"]  # Date moves on
+    assert httpx.get(two_workers.url + "/json").headers["date"] != r1.headers["date"]  # Date moves on
 
 
 def test_workers_pinned_to_given_cpus() -> None:

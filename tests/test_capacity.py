@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from conftest import only_run_dir, run_benchlab
+from helpers import only_run_dir, run_benchlab
 
 from benchlab.harness import NativeLab
 from benchlab.results import read_rows

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_benchlab
 from derived_runs import JITTER, copy_run, edit_run_json, rewrite_rows, scaled, successful, with_noise, with_repeats
+from helpers import run_benchlab
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sps

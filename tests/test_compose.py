@@ -3,8 +3,10 @@
 The ``docker`` tests build every image (base images from a registry, or local stand-ins from
 scripts/standins.sh), run ``SCENARIO=smoke ... up --exit-code-from loadgen`` on host networking
 (every server on 127.0.0.1, on free ports, so a native lab can run alongside) and check the
-CSV like the native run's test; then the cheap failure cases. They use Compose v2 when the
-engine has it, else docker-compose 1.29. With CI set, unusable Docker fails them; otherwise
+CSV like the native run's test (and the log's step counts, host paths and quiet database
+teardown); then the loadgen's privileges (never root, no capability, even with a root-owned
+results folder), the README's console commands, and the cheap failure cases. They use
+Compose v2 when the engine has it, else docker-compose 1.29. With CI set, unusable Docker fails them; otherwise
 it skips them with the reason. The static tests keep compose.yaml, the overlays, the
 Dockerfiles and .env.example in step with the target registry; they need no Docker.
 """
@@ -12,6 +14,7 @@ Dockerfiles and .env.example in step with the target registry; they need no Dock
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import re
@@ -20,14 +23,18 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from test_run import assert_healthy_rows, read_csv
+from helpers import assert_healthy_rows, read_csv
+from rich.console import Console
 
+from benchlab import metadata
 from benchlab.contract import TESTS
+from benchlab.progress import Progress, format_eta, host_paths
 from benchlab.targets import load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +135,92 @@ def test_bridge_overlay_publishes_on_loopback_and_leaves_host_mode():
         assert svc["network_mode"] == "bridge", name
         for port in svc.get("ports", []):
             assert port.startswith("${BENCHLAB_PUBLISH:-127.0.0.1}:"), port
+
+
+def test_loadgen_never_runs_privileged():
+    """The loadgen shares the host's PID namespace (for Postgres's CPU) and so must hold nothing
+    that acts on other processes: no capability but the entrypoint's two for dropping to an
+    unprivileged user, no way back up, and the namespace only alongside the sampling needing it."""
+    loadgen = load_compose()["services"]["loadgen"]
+    assert loadgen["cap_drop"] == ["ALL"]
+    assert set(loadgen.get("cap_add", [])) <= {"SETUID", "SETGID"}
+    assert "no-new-privileges:true" in loadgen["security_opt"]
+    assert "user" not in loadgen  # the entrypoint picks it (results owner, or 10001), never root
+    assert loadgen["pid"] == "host" and loadgen["environment"]["BENCHLAB_SAMPLE_DB"] == "host"
+    entrypoint = (ROOT / "loadgen/entrypoint.sh").read_text()
+    assert "uid=10001" in entrypoint and entrypoint.count("exec setpriv") == 1
+
+
+def test_loadgen_is_told_where_results_are_on_the_host():
+    loadgen = load_compose()["services"]["loadgen"]
+    (volume,) = loadgen["volumes"]
+    source, target = volume.rsplit(":", 1)
+    assert target == loadgen["environment"]["BENCHLAB_OUT"]
+    assert loadgen["environment"]["BENCHLAB_RESULTS_HOST"] == source
+
+
+def test_host_paths_replace_the_container_results_path_only():
+    env = {"BENCHLAB_OUT": "/results", "BENCHLAB_RESULTS_HOST": "./results/"}
+    text = "run r1 -> /results/r1; report: /results/r1/report.html; /results2 x/results /results"
+    assert host_paths(text, env) == (
+        "run r1 -> ./results/r1; report: ./results/r1/report.html; /results2 x/results ./results"
+    )
+    assert host_paths(text, {"BENCHLAB_OUT": "/results"}) == text  # native runs: as they are
+
+
+def test_log_lines_carry_step_count_and_eta():
+    """Without a terminal (compose logs) each finished step prints ``[k/N] ... ETA mm:ss``, the
+    pace counted on the steps this process ran (a resumed run's done steps count, untimed)."""
+    now = [100.0]
+    progress = Progress(6, console=Console(file=io.StringIO()), clock=lambda: now[0])
+    assert not progress.interactive
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("builtins.print", lambda text, **_: lines.append(text))
+        with progress:
+            progress.advance(2)
+            now[0] += 80  # verification: once per run, not part of the pace
+            progress.live("flask json c32 primer")
+            now[0] += 30
+            progress.step_done("flask json c32: 1,000 req/s")
+            progress.live("flask db c32")
+            now[0] += 30
+            progress.step_done("flask db c32: 900 req/s")
+    assert lines == ["  [3/6] flask json c32: 1,000 req/s  ETA 01:30", "  [4/6] flask db c32: 900 req/s  ETA 01:00"]
+    assert format_eta(59.6) == "01:00" and format_eta(3725) == "1:02:05"
+
+
+def test_unknown_commit_says_how_to_record_it(monkeypatch: pytest.MonkeyPatch):
+    """An image has no .git: its build argument's default ``unknown`` is no answer, and run.json
+    says which variable gives one."""
+
+    def no_git(*args: object, **kwargs: object) -> None:
+        raise OSError("no git")
+
+    monkeypatch.setattr(metadata.subprocess, "run", no_git)
+    for given in ("unknown", "", " "):
+        monkeypatch.setenv("BENCHLAB_GIT_COMMIT", given)
+        assert metadata.git_commit() == "unknown (set BENCHLAB_GIT_COMMIT)"
+    monkeypatch.setenv("BENCHLAB_GIT_COMMIT", "abc123")
+    assert metadata.git_commit() == "abc123"
+
+
+def quick_start() -> str:
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Quick start (Docker)", 1)[1].split("\n## ", 1)[0]
+
+
+# What the README tells a newcomer to type for one-off commands, and to clean up after them
+# (`run` starts the database and targets it depends on, and leaves them running).
+README_CONSOLE = ("docker compose run --rm loadgen benchlab targets", "docker compose down")
+
+
+def test_readme_gives_the_tested_console_commands():
+    section = quick_start()
+    for command in README_CONSOLE:
+        assert command in section, command
+    assert "BENCHLAB_GIT_COMMIT=$(git rev-parse HEAD)" in section
+    assert "chown $(id -u):$(id -g) results" in section
 
 
 # --- docker: the real stack -------------------------------------------------------------
@@ -297,6 +390,69 @@ def test_smoke_scenario_through_compose(stack: Stack):
     # every file belongs to the results folder's owner, not root
     owner = RESULTS_OWNER if os.geteuid() == 0 else (os.geteuid(), os.getegid())
     assert _owned_files(stack.results) == {owner}
+    # the log gives each step's count and an ETA, and the paths where they are on the host
+    logged = [line for line in output.splitlines() if "loadgen" in line]
+    assert any(re.search(r"\[\d+/\d+\] .* ETA \d\d:\d\d$", line) for line in logged), logged[-20:]
+    assert any(f"results: {run_dir}/results.csv" in line for line in logged), logged[-5:]
+    assert not any(" /results/" in line for line in logged), [x for x in logged if " /results/" in x]
+    # teardown: Postgres waits for the targets' pools to hang up instead of terminating them
+    db_log = stack("logs", "--no-color", "db", timeout=120)
+    assert "terminating connection due to administrator command" not in db_log.stdout, db_log.stdout[-3000:]
+    print(f"loadgen ran {loadgen_seconds(stack):.0f} s (smoke, README: Quick start)")
+
+
+def loadgen_seconds(stack: Stack) -> float:
+    """How long the last loadgen container ran, from the engine's own start and finish times."""
+    ids = stack("ps", "-a", "-q", "loadgen", timeout=60).stdout.split()
+    state = json.loads(subprocess.run(["docker", "inspect", ids[-1]], capture_output=True, text=True).stdout)
+    started, finished = (datetime.fromisoformat(state[0]["State"][k][:26]) for k in ("StartedAt", "FinishedAt"))
+    return (finished - started).total_seconds()
+
+
+@pytest.mark.docker
+def test_loadgen_is_unprivileged_even_with_a_root_owned_results_folder(stack: Stack, tmp_path: Path):
+    """Docker creates a missing results folder as root. The loadgen still runs as a plain user
+    (10001) with no capability, cannot signal the host's PID 1, and `benchlab run` refuses in one
+    line that says how to fix the folder."""
+    made_by_docker = tmp_path / "results-made-by-docker"
+    env = {"BENCHLAB_RESULTS": str(made_by_docker)}
+    probe = "id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; kill -0 1 && echo SIGNALLED"
+    proc = stack("run", "--rm", "--no-deps", "-T", "loadgen", "sh", "-c", probe, env=env, timeout=300)
+    output = proc.stdout + proc.stderr
+    assert made_by_docker.stat().st_uid == 0, "Docker made the folder, as root"
+    uid = proc.stdout.split()[0]
+    assert uid == "10001", output
+    assert re.search(r"CapEff:\s+0+\n", output) and re.search(r"NoNewPrivs:\s+1", output), output
+    assert "SIGNALLED" not in output and "not permitted" in output, output  # EPERM
+    refused = stack("run", "--rm", "--no-deps", "-T", "loadgen", env=env, timeout=300)
+    lines = (refused.stdout + refused.stderr).strip().splitlines()
+    assert refused.returncode == 2, lines
+    assert [line for line in lines if "chown" in line] == lines[-1:], lines
+    assert str(made_by_docker) in lines[-1] and "BENCHLAB_RESULTS" in lines[-1], lines
+    # with the folder given to a user, it runs as that user, still unable to signal PID 1
+    ours = stack("run", "--rm", "--no-deps", "-T", "loadgen", "sh", "-c", probe, timeout=300)
+    owner = RESULTS_OWNER[0] if os.geteuid() == 0 else os.geteuid()
+    assert ours.stdout.split()[0] == str(owner) and "SIGNALLED" not in ours.stdout, ours.stdout + ours.stderr
+
+
+@pytest.mark.docker
+def test_readme_console_commands_leave_nothing_running(stack: Stack):
+    """`run` starts the loadgen's dependencies and leaves them up (Compose's behaviour); the
+    README says so and ends with `down`, which stops them."""
+    stack("down", "-t", "10", timeout=300)
+
+    def running() -> set[str]:
+        proc = stack("ps", "--services", "--filter", "status=running", timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return set(proc.stdout.split())
+
+    first, last = (command.split()[2:] for command in README_CONSOLE)  # without `docker compose`
+    proc = stack(*first[:2], "-T", *first[2:], timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert running() == set(load_compose()["services"]) - {"loadgen"}
+    down = stack(*last, "-t", "10", timeout=300)
+    assert down.returncode == 0, down.stderr
+    assert running() == set()
 
 
 @pytest.mark.docker

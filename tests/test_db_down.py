@@ -1,5 +1,8 @@
 """Without the database: quick 503s with a short JSON error, and recovery without a restart.
 
+A frozen database (every Postgres process stopped by SIGSTOP, as `docker pause` freezes a
+container) is answered as quickly as a stopped one, and recovered from by itself after SIGCONT.
+
 Also at start-up: a target whose database is not there waits a bounded time, says what it waits
 for, and exits non-zero with one clear line instead of crash-looping.
 """
@@ -10,7 +13,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 
@@ -25,6 +30,8 @@ START_WAIT_S = 3  # BENCHLAB_DB_WAIT_S for the start-up test
 EXIT_BOUND_S = START_WAIT_S + 12  # the wait plus interpreter and server start-up
 DB_PATHS = ("/db", "/queries?queries=3", "/fortunes", "/updates?queries=2")
 BURST = 64  # new connections at once: enough that every worker of a target gets some
+FROZEN_S = 8.0  # how long Postgres stays frozen
+FROZEN_ANSWER_S = 2.0  # bounded 503 while the database is frozen
 
 
 def _timed_get(url: str) -> tuple[float, httpx.Response]:
@@ -88,6 +95,68 @@ def test_database_restart_between_requests_costs_no_request(lab: NativeLab) -> N
     for rt in lab.running.values():
         burst = _burst_statuses(rt.target.url)
         assert burst == [200] * BURST, f"{rt.target.name} after a restart: {burst}"
+
+
+def own_targets() -> list[Target]:
+    """Every target on free ports, for a lab of the test's own that may be frozen or killed."""
+    return load_targets(env={f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets()})
+
+
+@contextmanager
+def _frozen(lab: NativeLab) -> Iterator[None]:
+    """Every Postgres process stopped (SIGSTOP) for the block, then continued, whatever happens."""
+    assert lab.postgres is not None
+    procs = lab.postgres.processes()
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGCONT)
+
+
+def _frozen_round(lab: NativeLab) -> list[tuple[str, str, float, int]]:
+    """Every DB path of every target once, all at once: (target, path, seconds, status).
+
+    One client for the round: a client per request costs this loaded machine's test process
+    up to a second of CPU (TLS set-up) when twelve start at once, which is not the server's time.
+    """
+    calls = [(rt.target, path) for rt in lab.running.values() for path in DB_PATHS]
+
+    def call(client: httpx.Client, item: tuple[Target, str]) -> tuple[str, str, float, int]:
+        target, path = item
+        started = time.monotonic()
+        resp = client.get(target.url + path)
+        elapsed = time.monotonic() - started
+        if resp.status_code == 503:
+            assert resp.json() == {"error": "database unavailable"}, f"{target.name} {path}: {resp.text[:100]}"
+        return target.name, path, elapsed, resp.status_code
+
+    limits = httpx.Limits(max_connections=len(calls))
+    with httpx.Client(timeout=DOWN_ANSWER_S + 5, limits=limits) as client, ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda item: call(client, item), calls))
+
+
+def test_frozen_database_gives_quick_503_then_recovers() -> None:
+    with NativeLab(own_targets()) as lab:
+        for rt in lab.running.values():  # every pool holds connections the freeze will catch
+            assert _burst_statuses(rt.target.url) == [200] * BURST, rt.target.name
+        frozen_at = time.monotonic()
+        with _frozen(lab):
+            rounds = [_frozen_round(lab)]
+            time.sleep(1.0)
+            rounds.append(_frozen_round(lab))  # a second wave: still quick, not only the first
+            for rt in lab.running.values():
+                assert httpx.get(rt.target.url + "/json", timeout=5).status_code == 200, rt.target.name
+            time.sleep(max(0.0, frozen_at + FROZEN_S - time.monotonic()))
+        answers = [r for wave in rounds for r in wave]
+        for name, path, elapsed, status in answers:
+            print(f"frozen database: {name} {path}: {status} after {elapsed:.2f} s")
+        for name, path, elapsed, status in answers:
+            assert status == 503, f"{name} {path}: {status}"
+            assert elapsed < FROZEN_ANSWER_S, f"{name} {path}: 503 after {elapsed:.2f} s"
+        _assert_recovers(lab)
 
 
 def _start_without_database(target: Target) -> subprocess.Popen[str]:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import NATIVE_RUN_PORTS, run_benchlab
-from test_run import _rows_in, assert_healthy_rows, read_csv
+from conftest import NATIVE_RUN_PORTS
+from helpers import assert_healthy_rows, read_csv, rows_in, run_benchlab
 
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab
@@ -80,7 +80,7 @@ def wait_rows(proc: subprocess.Popen[str], out: Path, rows: int) -> Path:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         dirs = [p for p in out.iterdir() if p.is_dir()] if out.is_dir() else []
-        if dirs and _rows_in(dirs[0]) >= rows:
+        if dirs and rows_in(dirs[0]) >= rows:
             return dirs[0]
         if proc.poll() is not None:
             pytest.fail(f"the run ended before {rows} rows: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
@@ -180,7 +180,7 @@ def test_killed_run_leaves_valid_csv_and_resumes(lab: NativeLab, tmp_path: Path)
     run_dir = None
     while time.monotonic() < deadline:
         dirs = [p for p in tmp_path.iterdir() if p.is_dir()]
-        if dirs and _rows_in(dirs[0]) >= 2:
+        if dirs and rows_in(dirs[0]) >= 2:
             run_dir = dirs[0]
             break
         time.sleep(0.1)

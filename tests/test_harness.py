@@ -28,7 +28,7 @@ import httpx
 import psutil
 import psycopg
 import pytest
-from test_postgres import BARE_PATH, debian_server, pgserver_bindir
+from helpers import BARE_PATH, debian_server, pgserver_bindir
 
 from benchlab.postgres import ENV_BINDIR, free_port
 

@@ -8,12 +8,10 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import run_benchlab
-from test_wrk import Slow, Unavailable, serving
+from helpers import Slow, Unavailable, run_benchlab, serving
 
 from benchlab.baseline import BaselineServer
 from benchlab.engines.k6 import K6_SHA256, K6_VERSION, PLATFORM, binary_sha256, find_k6, k6_env, k6_provenance, run_k6
@@ -21,12 +19,6 @@ from benchlab.errors import BenchlabError
 from benchlab.measurement import LATENCY_KEYS
 
 checked_platform = pytest.mark.skipif(PLATFORM not in K6_SHA256, reason=f"no k6 hash recorded for {PLATFORM}")
-
-
-@pytest.fixture(scope="module")
-def baseline() -> Iterator[BaselineServer]:
-    with BaselineServer(workers=1) as server:
-        yield server
 
 
 def test_k6_runs_offline() -> None:

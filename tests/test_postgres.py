@@ -7,39 +7,17 @@ servers started by ``NativeLab``: Debian's under /usr/lib/postgresql and the pgs
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import BARE_PATH, debian_server, pgserver_bindir
 
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab
-from benchlab.postgres import DISTRIBUTIONS, ENV_BINDIR, Bindir, distribution_bindirs, find_bindir
-
-# PATH without any postgres or pg_config: this interpreter's directory only.
-BARE_PATH = str(Path(sys.executable).parent)
-
-
-def debian_server() -> Path:
-    """The newest Debian/Ubuntu server; skipped where none is installed, a failure under CI
-    (``.ci/run`` installs it)."""
-    for bindir in distribution_bindirs():
-        if all(os.access(bindir / name, os.X_OK) for name in ("postgres", "initdb")):
-            return bindir
-    message = f"no Debian PostgreSQL under {DISTRIBUTIONS} (apt-get install postgresql)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def pgserver_bindir() -> Path:
-    import pgserver  # type: ignore[import-untyped]
-
-    return Path(pgserver.__file__).resolve().parent / "pginstall" / "bin"
+from benchlab.postgres import ENV_BINDIR, Bindir, distribution_bindirs, find_bindir
 
 
 def stub(path: Path, text: str = "exit 1") -> Path:

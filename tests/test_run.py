@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -12,50 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_benchlab
+from helpers import PERCENTILES, assert_healthy_rows, read_csv, rows_in, run_benchlab
 
 from benchlab.contract import TESTS
 from benchlab.harness import NativeLab
-from benchlab.results import COLUMNS
 from benchlab.targets import load_targets
-
-PERCENTILES = ("p50", "p75", "p90", "p99", "p999", "p9999", "max")
-
-
-def read_csv(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "results.csv").open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        assert tuple(reader.fieldnames or ()) == COLUMNS
-        return list(reader)
-
-
-def assert_healthy_rows(rows: list[dict[str, str]], targets: list[str], tests: tuple[str, ...]) -> None:
-    seen = {(r["target"], r["test"]) for r in rows}
-    assert seen == {(t, x) for t in targets for x in tests}
-    for r in rows:
-        where = f"{r['target']} {r['test']} {r['step_id']}"
-        # the verifier only warns when a cache filled before other tests' updates is stale
-        stale_cache = r["test"] == "cached-queries" and r["verification"].startswith("warn") and "stale cache" in r[
-            "verification"
-        ]
-        assert r["verification"] == "pass" or stale_cache, where
-        assert float(r["rps"]) > 0, where
-        assert int(r["requests"]) > 0, where
-        for kind in ("connect", "read", "write", "timeout", "status"):
-            assert int(r[f"errors_{kind}"]) == 0, f"{where}: errors_{kind}={r[f'errors_{kind}']}"
-        assert float(r["latency_max_ms"]) > 0, where
-        if int(r["pipeline"]) > 1:  # wrk's pipelined latency is unusable (wg/wrk#236): only max kept
-            assert r["latency_p50_ms"] == r["latency_mean_ms"] == "", where
-        else:  # wrk may still drop a high percentile (same bug): those present must be ordered
-            lat = [float(r[f"latency_{p}_ms"]) for p in PERCENTILES if r[f"latency_{p}_ms"]]
-            assert r["latency_p50_ms"], where
-            assert lat == sorted(lat) and lat[0] > 0, f"{where}: percentiles not ordered {lat}"
-        assert float(r["duration_s"]) > 0
-        assert r["client_bound"] in ("true", "false")
-        assert r["server_cpu_cores"] != "" and float(r["server_cpu_cores"]) >= 0, where
-        assert float(r["server_rss_mb"]) > 0, where
-        assert r["loadgen_cpu_cores"] != ""
-        assert r["started_at"] <= r["finished_at"]
 
 
 def test_smoke_native_run_measures_every_target_and_test(smoke_native: tuple[Path, subprocess.CompletedProcess[str]]):
@@ -84,9 +44,7 @@ def test_external_run_against_running_lab(smoke_runs: tuple[Path, Path]):
     assert_healthy_rows(rows, [t.name for t in load_targets()], TESTS)
 
 
-def _rows_in(run_dir: Path) -> int:
-    path = run_dir / "results.csv"
-    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
 
 
 @pytest.mark.parametrize(
@@ -188,7 +146,7 @@ def test_target_dying_mid_run_is_recorded_and_others_go_on(tmp_path: Path):
         )  # fmt: skip
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not (
-            [p for p in tmp_path.iterdir() if p.is_dir()] and _rows_in(next(tmp_path.iterdir())) >= 1
+            [p for p in tmp_path.iterdir() if p.is_dir()] and rows_in(next(tmp_path.iterdir())) >= 1
         ):
             time.sleep(0.1)
         os.killpg(victim.process.pid, signal.SIGKILL)

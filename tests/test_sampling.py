@@ -12,18 +12,12 @@ from contextlib import contextmanager
 
 import psutil
 import pytest
-from test_wrk import Unavailable, serving
+from helpers import Unavailable, serving
 
 from benchlab.baseline import BaselineServer
 from benchlab.engines.wrk import run_wrk, threads_for
 from benchlab.postgres import free_port
 from benchlab.sampling import StepSampler, loadgen_cpu_seconds
-
-
-@pytest.fixture(scope="module")
-def baseline() -> Iterator[BaselineServer]:
-    with BaselineServer(workers=1) as server:
-        yield server
 
 
 def _tree(server: BaselineServer) -> list[psutil.Process]:

@@ -6,71 +6,17 @@ import json
 import os
 import resource
 import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from helpers import Slow, Unavailable, serving
 
 from benchlab.baseline import BaselineServer
 from benchlab.engines.wrk import find_wrk, parse_wrk_output, run_wrk, threads_for
 from benchlab.errors import BenchlabError
 from benchlab.measurement import LATENCY_KEYS
 from benchlab.results import COLUMNS
-
-
-@pytest.fixture(scope="module")
-def baseline() -> Iterator[BaselineServer]:
-    with BaselineServer(workers=1) as server:
-        yield server
-
-
-class Unavailable(BaseHTTPRequestHandler):
-    """A real server whose every answer is a 503 (keep-alive), for status-error counting."""
-
-    protocol_version = "HTTP/1.1"
-    delay_s = 0.0
-
-    def do_GET(self) -> None:
-        time.sleep(self.delay_s)
-        body = b'{"error":"database unavailable"}'
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class Slow(Unavailable):
-    """Answers every request 1.5 s late: past a 1 s client timeout."""
-
-    delay_s = 1.5
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """Clients hanging up mid-answer (wrk stopping) is expected here."""
-
-
-@contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _ordered(latency: dict[str, float]) -> bool:

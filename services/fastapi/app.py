@@ -9,6 +9,7 @@ autoescaping template, counts clamped to 1..500 leniently. Responses are built a
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from operator import itemgetter
@@ -21,7 +22,8 @@ import orjson
 import settings
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
-from target_kit import Info
+from orphans import die_with_master
+from target_kit import Info, master_pid
 
 WORLD_ROWS = 10_000
 MAX_QUERIES = 500
@@ -44,6 +46,16 @@ PLAINTEXT_HEADERS = {"content-type": "text/plain"}
 # cut off healthy /updates?queries=20 requests), and wrk's own request timeout is 8 s in TFB.
 CONNECT_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 10.0
+# A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
+# packet, so TCP keepalive or tcp_user_timeout never fire, and a per-statement or pool-acquire
+# bound short enough to answer within 2 s would cut legitimate waits under full load (at 512
+# connections a request queues seconds for one of 16 connections, /updates?queries=500 holds
+# one for seconds). What a frozen database does that a busy one never does is fall silent: no
+# query of this worker completes at all. So a request waiting on the database for STALL_S
+# while the worker, waiting on it, has heard nothing for STALL_S of checks STALL_CHECK_S apart
+# gets its 503: within STALL_S + STALL_CHECK_S. Only on-time checks count (StallWatch.run).
+STALL_S = 1.0
+STALL_CHECK_S = 0.25
 # What a lost, refused, restarting or timed-out database raises through asyncpg. The last one
 # is what the next query on a connection gets after the server sent FATAL mid-request
 # ("another operation is in progress"); the pool replaces that connection on release.
@@ -87,6 +99,45 @@ async def load_world_cache(pool: asyncpg.Pool) -> dict[int, dict[str, int]]:
     return {row_id: {"id": row_id, "randomNumber": number} for row_id, number in rows}
 
 
+class StallWatch:
+    """This worker's ear on the database: when it last answered, and who is waiting on it."""
+
+    def __init__(self) -> None:
+        self.heard_at = time.monotonic()
+        self.waiting: dict[asyncio.Timeout, float] = {}  # each request's deadline, and its start
+
+    def heard(self, query: asyncpg.connection.LoggedQuery) -> None:
+        """Query logger: an answer, unless the query failed (a cancelled one is no answer)."""
+        if query.exception is None:
+            self.heard_at = time.monotonic()
+
+    async def on_connect(self, conn: asyncpg.Connection) -> None:
+        """Pool ``init``: a new connection is an answer, and so is every query it completes."""
+        self.heard_at = time.monotonic()
+        conn.add_query_logger(self.heard)
+
+    async def run(self) -> None:
+        """Expire the waits older than STALL_S once the database has been silent for STALL_S of
+        on-time checks while someone waited. A late check means a starved event loop, whose
+        answers may sit unread in sockets: it restarts the count instead of adding to it."""
+        loop = asyncio.get_running_loop()
+        quiet = 0.0
+        last_check, last_heard = time.monotonic(), self.heard_at
+        while True:
+            await asyncio.sleep(STALL_CHECK_S)
+            now = time.monotonic()
+            on_time = now - last_check < 2 * STALL_CHECK_S
+            if self.waiting and on_time and self.heard_at == last_heard:
+                quiet += now - last_check
+            else:
+                quiet = 0.0
+            last_check, last_heard = now, self.heard_at
+            if quiet >= STALL_S:
+                for deadline, started in list(self.waiting.items()):
+                    if now - started >= STALL_S:
+                        deadline.reschedule(loop.time())
+
+
 async def keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's default reset, an extra round trip of four statements per request.
 
@@ -97,25 +148,56 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Per worker: a lazily filled pool (start-up never fails on the DB), the cache, /info data."""
+    """Per worker: a lazily filled pool (start-up never fails on the DB), the cache, /info data.
+
+    Also the one hook both servers run in every worker at its start: tie its life to the master's.
+    """
+    die_with_master(master_pid())
     workers = settings.workers()
+    watch = StallWatch()
     pool = await asyncpg.create_pool(
         settings.database_url(),
         min_size=0,
         max_size=settings.pool_max_size(workers),
         timeout=CONNECT_TIMEOUT_S,
         command_timeout=QUERY_TIMEOUT_S,
+        init=watch.on_connect,
         reset=keep_session,
     )
     app.state.pool = pool
+    app.state.watch = watch
     app.state.world_cache = await load_world_cache(pool)
     app.state.info = Info(workers)
+    watcher = asyncio.create_task(watch.run())
     yield
+    watcher.cancel()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await pool.close()
     except TimeoutError:
         pool.terminate()
+
+
+@asynccontextmanager
+async def database(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection whose wait (for the pool and its queries) ends in TimeoutError, a 503,
+    when the database falls silent (StallWatch).
+
+    A cancelled query leaves asyncpg sending a cancel request and releasing the connection only
+    after the server answers it, which a frozen server never does: such a connection is dropped.
+    """
+    watch: StallWatch = request.app.state.watch
+    async with asyncio.timeout(None) as deadline:
+        watch.waiting[deadline] = time.monotonic()
+        try:
+            async with request.app.state.pool.acquire() as conn:
+                try:
+                    yield conn
+                except asyncio.CancelledError:
+                    conn.terminate()
+                    raise
+        finally:
+            del watch.waiting[deadline]
 
 
 app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
@@ -143,21 +225,23 @@ async def plaintext() -> Response:
 @app.get("/db")
 async def single_query(request: Request) -> Response:
     row_id = randint(1, WORLD_ROWS)
-    number = await request.app.state.pool.fetchval(READ_ROW, row_id)
+    async with database(request) as conn:
+        number = await conn.fetchval(READ_ROW, row_id)
     return JSONBytes(orjson.dumps({"id": row_id, "randomNumber": number}))
 
 
 @app.get("/queries")
 async def multiple_queries(request: Request) -> Response:
     ids = sample(WORLD_IDS, clamp_queries(request.query_params.get("queries")))
-    async with request.app.state.pool.acquire() as conn:
+    async with database(request) as conn:
         rows = [{"id": row_id, "randomNumber": await conn.fetchval(READ_ROW, row_id)} for row_id in ids]
     return JSONBytes(orjson.dumps(rows))
 
 
 @app.get("/fortunes")
 async def fortunes(request: Request) -> Response:
-    rows = [tuple(row) for row in await request.app.state.pool.fetch(READ_FORTUNES)]
+    async with database(request) as conn:
+        rows = [tuple(row) for row in await conn.fetch(READ_FORTUNES)]
     rows.append(EXTRA_FORTUNE)
     rows.sort(key=by_message)
     return HTMLResponse(FORTUNES_PAGE.render(fortunes=rows))
@@ -167,7 +251,7 @@ async def fortunes(request: Request) -> Response:
 async def updates(request: Request) -> Response:
     ids = sorted(sample(WORLD_IDS, clamp_queries(request.query_params.get("queries"))))
     numbers = []
-    async with request.app.state.pool.acquire() as conn:
+    async with database(request) as conn:
         for row_id in ids:
             old = await conn.fetchval(READ_ROW, row_id)
             # A uniform new value in 1..10000 that always differs from the stored one.
@@ -183,7 +267,7 @@ async def cached_queries(request: Request) -> Response:
     ids = sample(WORLD_IDS, clamp_queries(request.query_params.get("count")))
     missing = [row_id for row_id in ids if row_id not in cache]
     if missing:
-        async with request.app.state.pool.acquire() as conn:
+        async with database(request) as conn:
             for row_id in missing:
                 cache[row_id] = {"id": row_id, "randomNumber": await conn.fetchval(READ_ROW, row_id)}
     return JSONBytes(orjson.dumps([cache[row_id] for row_id in ids]))

@@ -1,20 +1,27 @@
 """Launch the FastAPI app under one server: ``python serve.py uvicorn|hypercorn``.
 
 This process is the master: it waits (bounded) for the database so workers never crash-loop,
-exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then hands over
-to the server's own Python API, whose supervisor stops every worker on SIGTERM/SIGINT.
+exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then supervises
+the workers: Uvicorn's own supervisor, which replaces a dead worker, or for Hypercorn this
+module's, because Hypercorn's stops the whole server when one worker dies. Either stops every
+worker on SIGTERM/SIGINT; workers die with the master (orphans.py) if it is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import settings
@@ -24,8 +31,18 @@ APP = "app:app"
 DEFAULT_PORTS = {"uvicorn": 8082, "hypercorn": 8083}
 # wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
 BACKLOG = 4096
-# Idle keep-alive: load generators keep connections busy; this only bounds idle ones.
-KEEP_ALIVE_S = 60
+# Idle keep-alive: load generators keep connections busy; this only bounds idle ones. Hypercorn
+# also counts a connection still sending its request head as idle, so this is its head-read
+# timeout too (slowloris); Uvicorn's is http_limits.HEAD_TIMEOUT_S, the same 10 s.
+KEEP_ALIVE_S = 10
+# Graceful stop (SIGTERM): in-flight requests get this long, then the worker exits anyway.
+GRACEFUL_S = 5
+# Hypercorn h11: bytes of a request head (line and headers) not yet complete; beyond it, 431.
+MAX_HEAD = 64 * 1024
+# A worker that keeps dying is a broken build, not bad luck: this many restarts within
+# RESTART_WINDOW_S stop the Hypercorn target with an error (so the harness or compose sees it).
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
 DB_WAIT_DEFAULT_S = 60
 
 
@@ -75,6 +92,7 @@ def check_port_free(host: str, port: int) -> None:
 
 def run_uvicorn(host: str, port: int, workers: int) -> None:
     import uvicorn
+    from http_limits import LimitedHttpToolsProtocol
 
     uvicorn.run(
         APP,
@@ -83,17 +101,17 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        http=LimitedHttpToolsProtocol,
         access_log=False,
         log_level="warning",
         backlog=BACKLOG,
         timeout_keep_alive=KEEP_ALIVE_S,
+        timeout_graceful_shutdown=GRACEFUL_S,
     )
 
 
 def run_hypercorn(host: str, port: int, workers: int) -> None:
     from hypercorn.config import Config
-    from hypercorn.run import run
 
     config = Config()
     config.application_path = str(HERE / APP)
@@ -104,10 +122,75 @@ def run_hypercorn(host: str, port: int, workers: int) -> None:
     config.loglevel = "WARNING"
     config.backlog = BACKLOG
     config.keep_alive_timeout = KEEP_ALIVE_S
+    config.graceful_timeout = GRACEFUL_S
+    config.h11_max_incomplete_size = MAX_HEAD
     # Hypercorn closes a connection after 1000 requests by default; wrk keeps connections for a
     # whole step (and pipelines plaintext 16 deep), so that cap would only add reconnects.
     config.keep_alive_max_requests = 2**31
-    sys.exit(run(config))
+    sys.exit(supervise_hypercorn(config))
+
+
+def supervise_hypercorn(config: Any) -> int:
+    """Hypercorn's workers under a supervisor that replaces a dead one, as gunicorn's and
+    uvicorn's do; hypercorn.run.run() instead stops every worker when any exits non-zero.
+
+    Workers are Hypercorn's own (spawned, sharing the listening sockets, stopping when the
+    shared event is set). Exit status: 0 after SIGTERM/SIGINT, 1 after a restart loop.
+    """
+    from hypercorn.asyncio.run import uvloop_worker
+
+    sockets = config.create_sockets()
+    ctx = multiprocessing.get_context("spawn")
+    shutdown = ctx.Event()
+
+    def start() -> BaseProcess:
+        process = ctx.Process(
+            target=uvloop_worker, kwargs={"config": config, "shutdown_event": shutdown, "sockets": sockets}
+        )
+        process.start()
+        return process
+
+    def stop(signum: int, frame: object) -> None:
+        shutdown.set()
+
+    # Workers inherit SIGINT ignored (a terminal's Ctrl-C reaches the whole group): the master
+    # alone decides, through the shared event. SIGTERM keeps its default, an immediate exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    processes = [start() for _ in range(config.workers)]
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+    code = 0
+    while not shutdown.is_set():
+        wait([p.sentinel for p in processes], timeout=0.5)
+        for i, process in enumerate(processes):
+            if process.exitcode is None or shutdown.is_set():
+                continue
+            now = time.monotonic()
+            if len(restarts) == MAX_RESTARTS and now - restarts[0] < RESTART_WINDOW_S:
+                print(
+                    f"serve.py: hypercorn worker {process.pid} exited ({process.exitcode}), the "
+                    f"{MAX_RESTARTS + 1}th death in {RESTART_WINDOW_S:.0f} s: stopping",
+                    file=sys.stderr, flush=True,
+                )  # fmt: skip
+                code = 1
+                shutdown.set()
+                break
+            restarts.append(now)
+            print(
+                f"serve.py: hypercorn worker {process.pid} exited ({process.exitcode}); starting another",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
+            processes[i] = start()
+    deadline = time.monotonic() + GRACEFUL_S + 2
+    for process in processes:
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+        sock.close()
+    return code
 
 
 SERVERS: dict[str, Callable[[str, int, int], None]] = {"uvicorn": run_uvicorn, "hypercorn": run_hypercorn}

@@ -9,16 +9,20 @@ runs. Settings come from gunicorn_conf.py, the service's one reader of the env c
 from __future__ import annotations
 
 import atexit
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import itemgetter
 from random import randint, sample
+from typing import Any
 
+import gevent
 import gunicorn_conf as settings
 import orjson
 import target_kit
 from flask import Flask, Response, render_template, request
-from psycopg import Connection, InterfaceError, OperationalError
+from greenlet import getcurrent, greenlet
+from psycopg import Connection, Cursor, InterfaceError, OperationalError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 MAX_QUERIES = 500
@@ -39,20 +43,86 @@ WRITE_WORLDS = (
 # just failed gets a short wait, so requests fail fast (503) until a query succeeds again.
 POOL_WAIT_S = 10.0
 DOWN_WAIT_S = 1.0
-DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout)
+# A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
+# packet: TCP keepalive or tcp_user_timeout never fire, and a query waits forever. A pool or
+# query bound short enough to answer within 2 s would cut legitimate waits under full load (a
+# request queues seconds for one of 8 connections at 512 clients). What a frozen database does
+# that a busy one never does is fall silent: no query of this worker completes at all. So a
+# request waiting on the database for STALL_S while the worker, waiting on it, has heard
+# nothing for STALL_S of checks STALL_CHECK_S apart gets its 503: within STALL_S +
+# STALL_CHECK_S. Only on-time checks count (StallWatch.run).
+STALL_S = 1.0
+STALL_CHECK_S = 0.25
 UNAVAILABLE = orjson.dumps({"error": "database unavailable"})
+
+
+class DatabaseSilent(Exception):
+    """Thrown into a request's greenlet that waits on a database that stopped answering."""
+
+
+DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout, DatabaseSilent)
+
+
+class StallWatch:
+    """This worker's ear on the database: when it last answered, and who is waiting on it."""
+
+    def __init__(self) -> None:
+        self.heard_at = time.monotonic()
+        self.waiting: dict[greenlet, float] = {}  # request greenlets in database(), and since when
+
+    def run(self) -> None:
+        """Interrupt the waits older than STALL_S once the database has been silent for STALL_S
+        of on-time checks while someone waited. A late check means a starved hub, whose answers
+        may sit unread in sockets: it restarts the count instead of adding to it."""
+        hub = gevent.get_hub()
+        quiet = 0.0
+        last_check, last_heard = time.monotonic(), self.heard_at
+        while True:
+            gevent.sleep(STALL_CHECK_S)
+            now = time.monotonic()
+            on_time = now - last_check < 2 * STALL_CHECK_S
+            if self.waiting and on_time and self.heard_at == last_heard:
+                quiet += now - last_check
+            else:
+                quiet = 0.0
+            last_check, last_heard = now, self.heard_at
+            if quiet >= STALL_S:
+                for waiter, started in list(self.waiting.items()):
+                    if now - started >= STALL_S:
+                        hub.loop.run_callback(self.interrupt, waiter)
+
+    def interrupt(self, waiter: greenlet) -> None:
+        """Run by the hub, as gevent.Timeout raises: the waiter is parked, so if it is still in
+        database() the exception lands there (where the connection is then discarded)."""
+        if waiter in self.waiting:
+            del self.waiting[waiter]
+            waiter.throw(DatabaseSilent("database stopped answering"))
+
+
+WATCH = StallWatch()
+
+
+class HeardCursor(Cursor[Any]):
+    """Every completed statement tells the StallWatch the database is alive."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> HeardCursor:
+        super().execute(*args, **kwargs)
+        WATCH.heard_at = time.monotonic()
+        return self
+
 
 POOL = ConnectionPool(
     settings.DATABASE_URL,
     min_size=settings.DB_POOL_SIZE,
     max_size=settings.DB_POOL_SIZE,
-    kwargs={"autocommit": True, "connect_timeout": 2},
+    kwargs={"autocommit": True, "connect_timeout": 2, "cursor_factory": HeardCursor},
     reconnect_timeout=2.0,  # give up a failed reconnect soon; the next request grows the pool again
     name="flask",
     open=False,
 )
 POOL.open(wait=False)  # the worker starts (and answers 503s) even while the database is down
 atexit.register(POOL.close)  # a clean goodbye to Postgres, not a pool torn down by the GC
+gevent.spawn(WATCH.run)
 
 app = Flask(__name__)
 _db_healthy = False  # until the first success, a database that may be down gets the short wait
@@ -76,26 +146,36 @@ def alive(conn: Connection) -> bool:
 
 @contextmanager
 def database() -> Iterator[Connection]:
-    """A live pooled connection; records whether the database answers, to bound later waits."""
+    """A live pooled connection; records whether the database answers, to bound later waits.
+
+    The StallWatch may throw DatabaseSilent into the wait; a connection interrupted mid-query
+    is returned ACTIVE, which the pool closes instead of reusing.
+    """
     global _db_healthy
+    me = getcurrent()
+    WATCH.waiting[me] = time.monotonic()
     try:
-        conn = POOL.getconn(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S)
-        while not alive(conn):
-            # Closed while idle: the pool discards it and opens a replacement. The database
-            # may be gone for good, so the wait for one is the short one.
-            POOL.putconn(conn)
+        try:
+            conn = POOL.getconn(timeout=POOL_WAIT_S if _db_healthy else DOWN_WAIT_S)
+            while not alive(conn):
+                # Closed while idle: the pool discards it and opens a replacement. The database
+                # may be gone for good, so the wait for one is the short one.
+                POOL.putconn(conn)
+                _db_healthy = False
+                conn = POOL.getconn(timeout=DOWN_WAIT_S)
+        except DB_ERRORS:
             _db_healthy = False
-            conn = POOL.getconn(timeout=DOWN_WAIT_S)
-    except DB_ERRORS:
-        _db_healthy = False
-        raise
-    try:
-        yield conn
-    except DB_ERRORS:
-        _db_healthy = False
-        raise
+            raise
+        try:
+            yield conn
+        except DB_ERRORS:
+            _db_healthy = False
+            raise
+        finally:
+            WATCH.waiting.pop(me, None)  # before putconn, which an interruption must not split
+            POOL.putconn(conn)
     finally:
-        POOL.putconn(conn)
+        WATCH.waiting.pop(me, None)
     _db_healthy = True
 
 

@@ -9,8 +9,10 @@ wait for the database that the master performs at start-up in a child process.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ POOL_RESERVE = 0.10  # share of the server's max_connections left for psql, the 
 # clients, 32 per worker cost Postgres ~1.5-2x the CPU per request that 4-8 did).
 POOL_CAP = 8
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _env_int(name: str, default: int, minimum: int) -> int:
@@ -72,7 +75,16 @@ workers = WORKERS
 worker_class = "gevent"
 worker_connections = WORKER_CONNECTIONS
 backlog = 4096
-keepalive = 120  # TFB's clients keep connections open for the whole run
+# The gevent worker reads each request head, the first too, under one gevent.Timeout of
+# `keepalive` seconds: it is both the idle keep-alive and the head-read timeout (slowloris).
+# Load generators keep their connections busy; 10 s matches the FastAPI targets.
+keepalive = 10
+graceful_timeout = 5  # SIGTERM: in-flight requests get this long (the FastAPI targets' too)
+# Request-head limits (gunicorn answers 414 / 431 / 400 beyond them): gunicorn's maximum line,
+# its default field size and count.
+limit_request_line = 8190
+limit_request_field_size = 8190
+limit_request_fields = 100
 accesslog = None
 errorlog = "-"
 loglevel = "info"
@@ -90,6 +102,24 @@ def on_starting(server: object) -> None:
     code = subprocess.run([sys.executable, os.path.abspath(__file__)], check=False).returncode
     if code:
         raise SystemExit(code)
+
+
+def post_fork(server: object, worker: object) -> None:
+    """Worker: die with the master. Gunicorn's gevent worker never checks that its master lives,
+    so a killed master (SIGKILL) left its workers serving the port unsupervised."""
+    die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
+
+
+def die_with_master(master_pid: int) -> None:
+    """Linux: SIGTERM (gunicorn's graceful stop) from the kernel when the forking master dies;
+    a master that died before the call never sends it, hence the check."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != master_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 # --- script: the bounded wait for the database ----------------------------------------------

@@ -1,0 +1,101 @@
+"""Request-head limits and a head-read timeout for Uvicorn's httptools protocol.
+
+Uvicorn 0.54 bounds neither with httptools (``h11_max_incomplete_event_size`` applies to h11
+only, and this target measures httptools): a 64 MB header got a 200, and a client sending a
+header byte every few seconds held its connection forever. The same limits as gunicorn's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+MAX_REQUEST_LINE = 8190  # bytes of the request target, as gunicorn's limit_request_line
+MAX_FIELDS = 100  # header fields, as gunicorn's limit_request_fields
+MAX_HEAD = 64 * 1024  # bytes of request target plus header names and values
+HEAD_TIMEOUT_S = 10.0  # from a head's first byte (or the connection's start) to its end
+
+
+class HeadTooLarge(Exception):
+    """Raised in a parser callback: httptools stops, uvicorn calls send_400_response."""
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol that answers 414/431 to oversized heads and drops slow ones.
+
+    Bytes of a head still being parsed are counted per read, so a head that never ends is cut
+    at MAX_HEAD plus one read; a complete head is measured exactly at its end.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unparsed = 0  # bytes read since the last head or body chunk was parsed
+        self.head_size = 0
+        self.refusal = 400
+        self.head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.head_timed_out)
+        self.unparsed += len(data)
+        if self.unparsed > MAX_HEAD:
+            self.refusal = 431
+            self.send_400_response("Request header fields too large.")
+            return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_size = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_size += len(name) + len(value)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.cancel_head_timer()
+        self.unparsed = 0
+        if len(self.url) > MAX_REQUEST_LINE:
+            self.refusal = 414
+            raise HeadTooLarge
+        if len(self.headers) > MAX_FIELDS or len(self.url) + self.head_size > MAX_HEAD:
+            self.refusal = 431
+            raise HeadTooLarge
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self.unparsed = 0
+        super().on_body(body)
+
+    def send_400_response(self, msg: str) -> None:
+        """Uvicorn's error response, with the status a limit calls for; the connection closes."""
+        if self.refusal == 400:
+            super().send_400_response(msg)
+            return
+        body = b"Request-URI too long." if self.refusal == 414 else b"Request header fields too large."
+        head = [STATUS_LINE[self.refusal]]
+        head += [b"%s: %s\r\n" % pair for pair in self.server_state.default_headers]
+        head.append(b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n" % len(body))
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
+
+    def cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def head_timed_out(self) -> None:
+        """A head not complete in time: close without an answer, as gunicorn and hypercorn do."""
+        self.head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,183 @@
+"""Hostile clients and a killed launcher, against the real servers.
+
+Oversized request heads get a 4xx, never a 200 or a 5xx; a slowloris hold of a few hundred
+connections neither starves other clients nor keeps its connections past the servers'
+head-read timeout; workers die with their master, and a killed worker is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+import psutil
+from test_db_down import own_targets
+
+from benchlab.harness import NativeLab, RunningTarget
+from benchlab.targets import Target
+
+BIG = 1024 * 1024  # far beyond every target's head limit (8 KiB to 64 KiB)
+SLOW_CONNECTIONS = 200
+HOLD_S = 14.0  # longer than every target's 10 s head-read timeout, with slack
+DRIP_S = 2.0  # one header byte per held connection this often
+P99_BOUND_S = 1.0
+PROBES = 200  # /json requests per latency sample
+ORPHAN_BOUND_S = 10.0  # master killed -> every worker gone and the port closed
+RESPAWN_BOUND_S = 30.0
+
+
+def _status_of(target: Target, head: bytes) -> int | None:
+    """Send ``head`` in pieces, reading as soon as the server answers (it may stop reading and
+    close early); the status code, or None if the connection ended without one."""
+    with socket.create_connection(("127.0.0.1", target.port), timeout=10) as sock:
+        for start in range(0, len(head), 16384):
+            try:
+                sock.sendall(head[start : start + 16384])
+            except OSError:
+                break
+            if select.select([sock], [], [], 0)[0]:
+                break
+        try:
+            line = sock.recv(128).split(b"\r\n", 1)[0]
+        except OSError:
+            return None
+    parts = line.split()
+    return int(parts[1]) if len(parts) > 1 and parts[0].startswith(b"HTTP/") else None
+
+
+def test_oversized_header_is_refused(target: Target) -> None:
+    head = b"GET /json HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * BIG + b"\r\n\r\n"
+    status = _status_of(target, head)
+    print(f"{target.name}: 1 MiB header -> {status}")
+    assert status is not None and 400 <= status < 500, f"{target.name}: {status}"
+
+
+def test_oversized_request_line_is_refused(target: Target) -> None:
+    head = b"GET /json?pad=" + b"a" * BIG + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    status = _status_of(target, head)
+    print(f"{target.name}: 1 MiB request line -> {status}")
+    assert status is not None and 400 <= status < 500, f"{target.name}: {status}"
+
+
+def _json_p99(target: Target) -> float:
+    """p99 of PROBES sequential /json requests on one keep-alive connection; all must be 200."""
+    times = []
+    with httpx.Client(timeout=10) as client:
+        for _ in range(PROBES):
+            started = time.monotonic()
+            assert client.get(target.url + "/json").status_code == 200, target.name
+            times.append(time.monotonic() - started)
+    return statistics.quantiles(times, n=100)[98]
+
+
+@contextmanager
+def _slowloris(target: Target) -> Iterator[list[socket.socket]]:
+    """SLOW_CONNECTIONS connections, each with an unfinished head; every socket closed at the end."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+            sock.sendall(b"GET /json HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            socks.append(sock)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """A drip byte either fails or is answered by EOF/reset once the server dropped us."""
+    try:
+        sock.send(b"a")
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1024) == b""
+    except OSError:
+        return True
+
+
+def test_slowloris_hold_neither_starves_nor_lasts(target: Target) -> None:
+    before = _json_p99(target)
+    with _slowloris(target) as socks:
+        started = time.monotonic()
+        during = _json_p99(target)
+        closed: set[int] = set()
+        while time.monotonic() - started < HOLD_S and len(closed) < len(socks):
+            time.sleep(DRIP_S)
+            closed |= {i for i, sock in enumerate(socks) if i not in closed and _closed_by_server(sock)}
+        held_for = time.monotonic() - started
+    print(
+        f"{target.name}: /json p99 {before * 1000:.1f} ms alone, {during * 1000:.1f} ms beside "
+        f"{SLOW_CONNECTIONS} slowloris connections; server closed {len(closed)} of them within {held_for:.1f} s"
+    )
+    assert during < P99_BOUND_S, f"{target.name}: /json p99 {during:.2f} s during the hold"
+    assert len(closed) == SLOW_CONNECTIONS, f"{target.name}: {SLOW_CONNECTIONS - len(closed)} held past {HOLD_S} s"
+
+
+def _alive(pids: list[int]) -> list[int]:
+    """Those still running (a zombie has exited; only its parent has not reaped it yet)."""
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _workers(rt: RunningTarget) -> list[int]:
+    """The master's live descendants that serve: not multiprocessing's resource tracker."""
+    out = []
+    for proc in rt.processes():
+        try:
+            if proc.pid != rt.process.pid and "resource_tracker" not in " ".join(proc.cmdline()):
+                out.append(proc.pid)
+        except psutil.Error:  # exited, or a zombie its master has not reaped yet
+            continue
+    return out
+
+
+def _until(condition: Callable[[], bool], bound_s: float) -> float:
+    """Seconds until ``condition()`` holds, polled; the bound when it never does."""
+    started = time.monotonic()
+    while time.monotonic() - started < bound_s:
+        if condition():
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def _kill_a_worker_then_the_master(rt: RunningTarget) -> None:
+    name = rt.target.name
+    workers = _workers(rt)
+    assert workers, f"{name}: no workers"
+    os.kill(workers[0], signal.SIGKILL)
+    replaced = _until(
+        lambda: rt.process.poll() is None and len(_alive(_workers(rt))) >= len(workers) and rt.target.answers(),
+        RESPAWN_BOUND_S,
+    )
+    print(f"{name}: worker {workers[0]} killed, target whole again after {replaced:.1f} s")
+    assert rt.process.poll() is None, f"{name}: the master exited after one worker died: {rt.log_tail()}"
+    assert replaced < RESPAWN_BOUND_S, f"{name}: no replacement worker: {rt.log_tail()}"
+
+    descendants = [p.pid for p in rt.processes() if p.pid != rt.process.pid]
+    rt.process.kill()  # SIGKILL to the master alone
+    rt.process.wait()
+    gone = _until(lambda: not _alive(descendants) and not rt.target.answers(timeout_s=0.5), ORPHAN_BOUND_S)
+    print(f"{name}: master killed, {len(descendants)} children gone and port closed after {gone:.1f} s")
+    assert not _alive(descendants), f"{name}: {_alive(descendants)} outlived their master"
+    assert not rt.target.answers(timeout_s=0.5), f"{name}: port still answers"
+
+
+def test_killed_worker_is_replaced_and_workers_die_with_master() -> None:
+    with NativeLab(own_targets()) as lab:
+        for rt in lab.running.values():
+            _kill_a_worker_then_the_master(rt)
