@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
-from benchlab.harness import NativeLab, repo_root
+from benchlab.harness import NativeLab, repo_root, target_kit_dir
 from benchlab.postgres import free_port
 from benchlab.targets import Target, load_targets
 from benchlab.venvs import service_python
@@ -159,7 +160,7 @@ def test_frozen_database_gives_quick_503_then_recovers() -> None:
         _assert_recovers(lab)
 
 
-def _start_without_database(target: Target) -> subprocess.Popen[str]:
+def _start_without_database(target: Target, kit_parent: Path) -> subprocess.Popen[str]:
     """The registry command, as the harness runs it, pointed at a port where nothing listens."""
     service_dir = repo_root() / "services" / target.service
     python = service_python(service_dir)
@@ -170,6 +171,7 @@ def _start_without_database(target: Target) -> subprocess.Popen[str]:
         BENCHLAB_PORT=str(free_port()),
         BENCHLAB_HOST="127.0.0.1",
         PYTHONUNBUFFERED="1",
+        PYTHONPATH=str(target_kit_dir(kit_parent)),
     )
     argv = [python if part == "python" else part for part in target.command]
     return subprocess.Popen(
@@ -178,10 +180,10 @@ def _start_without_database(target: Target) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def test_start_waits_for_database_then_gives_up() -> None:
+def test_start_waits_for_database_then_gives_up(tmp_path: Path) -> None:
     targets = load_targets()
     started = time.monotonic()
-    procs = {t.name: _start_without_database(t) for t in targets}
+    procs = {t.name: _start_without_database(t, tmp_path) for t in targets}
     try:
         for name, proc in procs.items():
             _, err = proc.communicate(timeout=max(1.0, started + EXIT_BOUND_S - time.monotonic()))

@@ -14,13 +14,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 import psutil
 import psycopg
 import pytest
 
-from benchlab.harness import NativeLab, repo_root
+from benchlab.harness import NativeLab, repo_root, target_kit_dir
 from benchlab.postgres import free_port
 from benchlab.targets import Target, load_targets
 from benchlab.venvs import service_python
@@ -30,7 +31,7 @@ WAIT_S = 30.0
 
 
 @pytest.fixture
-def one_worker_flask(lab: NativeLab) -> Iterator[tuple[Target, psutil.Process]]:
+def one_worker_flask(lab: NativeLab, tmp_path: Path) -> Iterator[tuple[Target, psutil.Process]]:
     """The flask target started with the registry command, BENCHLAB_WORKERS=1, on a free port."""
     [target] = load_targets(["flask-gunicorn-gevent"])
     port = free_port()
@@ -39,6 +40,7 @@ def one_worker_flask(lab: NativeLab) -> Iterator[tuple[Target, psutil.Process]]:
     env = dict(
         os.environ, DATABASE_URL=lab.dsn, BENCHLAB_WORKERS="1", BENCHLAB_PORT=str(port),
         BENCHLAB_HOST="127.0.0.1", BENCHLAB_DB_WAIT_S="10", BENCHLAB_DB_POOL=str(N + 4),
+        PYTHONPATH=str(target_kit_dir(tmp_path)),
     )  # fmt: skip
     argv = [python if part == "python" else part for part in target.command]
     proc = subprocess.Popen(

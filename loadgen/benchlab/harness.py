@@ -70,6 +70,16 @@ class RunningTarget:
         return " | ".join(text[-lines:]) or "(no output)"
 
 
+def target_kit_dir(parent: Path) -> Path:
+    """``parent/kit`` holding a copy of ``target_kit.py`` (the one file every image copies in too):
+    what a target's ``PYTHONPATH`` needs when it is started outside its image."""
+    kit = parent / "kit"
+    if not (kit / "target_kit.py").is_file():
+        kit.mkdir(exist_ok=True)
+        shutil.copy2(Path(__file__).with_name("target_kit.py"), kit / "target_kit.py")
+    return kit
+
+
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -164,12 +174,7 @@ class NativeLab:
         return RunningTarget(target, proc, log_path)
 
     def _target_kit(self) -> Path:
-        """A folder holding a copy of ``target_kit.py``, the one file every image copies in too."""
-        kit = self.log_dir / "kit"
-        if not kit.is_dir():
-            kit.mkdir()
-            shutil.copy2(Path(__file__).with_name("target_kit.py"), kit / "target_kit.py")
-        return kit
+        return target_kit_dir(self.log_dir)
 
     def _wait_ready(self, rt: RunningTarget) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

@@ -1,9 +1,17 @@
-"""What every target serves the same way: ``GET /benchlab/info``, its provenance and resource use.
+"""What every target does the same way: the service environment contract, the bounded wait for
+the database, pool sizing, dying with the master, and ``GET /benchlab/info``.
 
-One file for every server the lab measures, so the figures mean the same on each: the services
-import it as ``target_kit`` (each image copies this file in; native runs put a copy on the
-server's ``PYTHONPATH``), the baseline server as ``benchlab.target_kit``. It therefore imports
-nothing from ``benchlab`` and needs only the standard library and psutil.
+One file for every server the lab measures, so targets differ only where their framework or
+server does: the services import it as ``target_kit`` (each image copies this file in; native
+runs put a copy on the server's ``PYTHONPATH``), the baseline server as ``benchlab.target_kit``.
+It therefore imports nothing from ``benchlab``, and no database driver: needs only the standard
+library and psutil.
+
+The environment contract (compose and the native harness set it; see .env.example):
+``BENCHLAB_PORT`` (required: the registry, ``targets.toml``, is the one place ports are
+written), ``BENCHLAB_HOST``, ``DATABASE_URL``, ``BENCHLAB_WORKERS``, ``BENCHLAB_DB_POOL``,
+``BENCHLAB_MAX_DB_CONNECTIONS``, ``BENCHLAB_DB_WAIT_S``. A bad value is ``SettingsError``: the
+launcher prints it as one line and exits 2.
 
 The load generator may not see the server's processes (another container, another host), so
 the server samples its own process tree: the launcher (master) and every descendant.
@@ -18,12 +26,129 @@ the server samples its own process tree: the launcher (master) and every descend
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import signal
+import sys
+import time
+from collections.abc import Callable
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
+
+DEFAULT_DATABASE_URL = "postgresql://benchmarkdbuser:benchmarkdbpass@127.0.0.1:5432/hello_world"
+DEFAULT_MAX_DB_CONNECTIONS = 2000  # Postgres max_connections in db/postgresql.conf
+# Share of the connection budget the pools may use; the rest is left for the verifier's
+# pg_stat_statements reads, psql sessions and the other targets' start-up.
+DB_BUDGET_SHARE = 0.9
+DEFAULT_DB_WAIT_S = 60
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+def env_int(name: str, default: int | None, minimum: int = 1) -> int:
+    """An integer setting; ``default`` None makes it required."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        if default is None:
+            raise SettingsError(f"{name} is not set")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def host() -> str:
+    return os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
+
+
+def port() -> int:
+    """Where to listen: always given by whoever starts the target (from the registry)."""
+    value = env_int("BENCHLAB_PORT", None)
+    if value > 65535:
+        raise SettingsError(f"BENCHLAB_PORT must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def bind_address() -> str:
+    """``host:port`` as servers take it (brackets around an IPv6 host)."""
+    h = host()
+    return f"[{h}]:{port()}" if ":" in h else f"{h}:{port()}"
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+def database_address(url: str) -> str:
+    """``host:port/dbname`` of the database, for messages that say what we wait for."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or 5432}{parts.path}"
+
+
+def workers() -> int:
+    """BENCHLAB_WORKERS, else the CPUs this process may run on (not the host's count)."""
+    return env_int("BENCHLAB_WORKERS", len(os.sched_getaffinity(0)))
+
+
+def pool_size(n_workers: int, cap: int) -> int:
+    """Per-worker pool: BENCHLAB_DB_POOL, else a fair share of the connection budget up to
+    ``cap`` (each framework measured its own); workers x pool must fit in the budget."""
+    budget_total = env_int("BENCHLAB_MAX_DB_CONNECTIONS", DEFAULT_MAX_DB_CONNECTIONS)
+    budget = int(budget_total * DB_BUDGET_SHARE)
+    pool = env_int("BENCHLAB_DB_POOL", max(1, min(cap, budget // n_workers)))
+    if n_workers * pool > budget:
+        raise SettingsError(
+            f"{n_workers} workers x {pool} connections exceeds {budget} "
+            f"(BENCHLAB_MAX_DB_CONNECTIONS={budget_total} less a {1 - DB_BUDGET_SHARE:.0%} reserve)"
+        )
+    return pool
+
+
+def wait_for_database(probe: Callable[[str, float], None], name: str) -> None:
+    """The launcher's bounded wait, before any worker starts (so none crash-loops): ``probe(url,
+    timeout_s)`` connects once and raises on failure. Prints what it waits for; SystemExit(1)
+    after BENCHLAB_DB_WAIT_S."""
+    url, wait_s = database_url(), env_int("BENCHLAB_DB_WAIT_S", DEFAULT_DB_WAIT_S, minimum=0)
+    where = database_address(url)
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            probe(url, max(0.5, min(2.0, left)))
+            return
+        except Exception as exc:  # the driver's errors: whatever it raises, the answer is "not yet"
+            left = deadline - time.monotonic()
+            error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if left <= 0:
+                print(f"{name}: database {where} unavailable after {wait_s}s: {error}", file=sys.stderr, flush=True)
+                raise SystemExit(1) from None
+            print(f"waiting for database {where} ... ({left:.0f}s left)", file=sys.stderr, flush=True)
+            time.sleep(min(1.0, left))
+
+
+def die_with_master(master_pid: int) -> None:
+    """In a worker (Linux): ask the kernel for SIGTERM when the master dies, even by SIGKILL, so
+    a killed launcher leaves nothing serving on its port. Servers' workers do not notice on
+    their own. The signal follows the thread that forked us (the master's main thread for
+    every supervisor here); a master that died before the call never sends it, hence the check."""
+    if sys.platform != "linux" or os.getpid() == master_pid:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != master_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def master_pid() -> int:

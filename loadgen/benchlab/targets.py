@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from benchlab.errors import BenchlabError
+from benchlab.validate import Checker
 
 REGISTRY = Path(__file__).with_name("targets.toml")
 
@@ -27,6 +28,8 @@ class Target:
     framework: str
     server: str
     worker_class: str
+    style: str
+    group: str
     service: str
     port: int
     command: tuple[str, ...]
@@ -45,21 +48,25 @@ class Target:
         return self.name.upper().replace("-", "_")
 
 
+STYLES = ("tfb", "idiomatic", "bare")
+_TEXT_FIELDS = ("framework", "server", "worker_class", "style", "group", "service")
+
+
 def _registry(path: Path = REGISTRY) -> dict[str, Target]:
-    data = tomllib.loads(path.read_text())
-    targets = {}
-    for name, entry in data.items():
-        port = int(entry["port"])
-        targets[name] = Target(
-            name=name,
-            framework=entry["framework"],
-            server=entry["server"],
-            worker_class=entry["worker_class"],
-            service=entry["service"],
-            port=port,
-            command=tuple(entry["command"]),
-            url=f"http://127.0.0.1:{port}",
-        )
+    """The registry, checked: a malformed entry names its key, and two targets never share a port."""
+    c = Checker(path.name)
+    targets: dict[str, Target] = {}
+    for name, value in tomllib.loads(path.read_text()).items():
+        entry = c.mapping(value, name, (*_TEXT_FIELDS, "port", "command"), (*_TEXT_FIELDS, "port", "command"))
+        fields = {f: c.text(entry[f], f"{name}.{f}") for f in _TEXT_FIELDS}
+        c.choice(fields["style"], f"{name}.style", STYLES)
+        port = c.pos_int(entry["port"], f"{name}.port")
+        taken = next((t.name for t in targets.values() if t.port == port), None)
+        if taken or port > 65535:
+            raise c.error(f"{name}.port", f"{port} is taken by {taken}" if taken else "expected a TCP port")
+        words = c.items(entry["command"], f"{name}.command", "words")
+        command = tuple(c.text(part, f"{name}.command") for part in words)
+        targets[name] = Target(name=name, **fields, port=port, command=command, url=f"http://127.0.0.1:{port}")
     return targets
 
 
@@ -134,7 +141,7 @@ def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = 
     """The ``benchlab targets`` table: name, framework, server, worker class, workers, URL."""
     env = os.environ if env is None else env
     workers = env.get("BENCHLAB_WORKERS") or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
-    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "WORKERS", "URL")]
-    rows += [(t.name, t.framework, t.server, t.worker_class, workers, t.url) for t in targets]
+    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "STYLE", "GROUP", "WORKERS", "URL")]
+    rows += [(t.name, t.framework, t.server, t.worker_class, t.style, t.group, workers, t.url) for t in targets]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -4,7 +4,7 @@ This process is the master: it waits (bounded) for the database so workers never
 exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then supervises
 the workers: Uvicorn's own supervisor, which replaces a dead worker, or for Hypercorn this
 module's, because Hypercorn's stops the whole server when one worker dies. Either stops every
-worker on SIGTERM/SIGINT; workers die with the master (orphans.py) if it is killed.
+worker on SIGTERM/SIGINT; workers die with the master (target_kit) if it is killed.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import settings
+import target_kit
 
 HERE = Path(__file__).resolve().parent
 APP = "app:app"
-DEFAULT_PORTS = {"uvicorn": 8082, "hypercorn": 8083}
 # wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
 BACKLOG = 4096
 # Idle keep-alive: load generators keep connections busy; this only bounds idle ones. Hypercorn
@@ -43,7 +42,6 @@ MAX_HEAD = 64 * 1024
 # RESTART_WINDOW_S stop the Hypercorn target with an error (so the harness or compose sees it).
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
-DB_WAIT_DEFAULT_S = 60
 
 
 def exit_on_signal(signum: int, frame: object) -> None:
@@ -60,22 +58,13 @@ def fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-async def _wait_for_database(url: str, deadline_s: int) -> None:
-    address = settings.database_address(url)
-    deadline = time.monotonic() + deadline_s
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            conn = await asyncpg.connect(url, timeout=max(0.5, min(2.0, left)))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                fail(f"gave up waiting for database {address} after {deadline_s}s: {exc}", 1)
-            print(f"waiting for database {address} ... ({left:.0f}s left)", file=sys.stderr, flush=True)
-            await asyncio.sleep(min(1.0, left))
-        else:
-            await conn.close()
-            return
+def _probe(url: str, timeout_s: float) -> None:
+    """One connection attempt, for target_kit's bounded wait."""
+
+    async def connect() -> None:
+        await (await asyncpg.connect(url, timeout=timeout_s)).close()
+
+    asyncio.run(connect())
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -202,16 +191,17 @@ def main(argv: list[str]) -> None:
         fail(f"expected one SERVER argument, {' or '.join(SERVERS)}; got {got}", 2)
     server = argv[0]
     try:
-        workers = settings.workers()
-        port = settings.env_int("BENCHLAB_PORT", DEFAULT_PORTS[server])
-        wait_s = settings.env_int("BENCHLAB_DB_WAIT_S", DB_WAIT_DEFAULT_S, minimum=0)
-        settings.pool_max_size(workers)  # reject a bad budget here, not in every worker
-    except settings.SettingsError as exc:
+        workers = target_kit.workers()
+        host, port = target_kit.host(), target_kit.port()
+        target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
+        # Refuse a bad connection budget here, once, not in every worker; whether workers x
+        # pool fits does not depend on the app's pool cap, hence cap 1.
+        target_kit.pool_size(workers, cap=1)
+    except target_kit.SettingsError as exc:
         fail(str(exc), 2)
-    host = os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
     check_port_free(host, port)
     signal.signal(signal.SIGTERM, exit_on_signal)
-    asyncio.run(_wait_for_database(settings.database_url(), wait_s))
+    target_kit.wait_for_database(_probe, f"serve.py {server}")
     # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
     os.environ["BENCHLAB_WORKERS"] = str(workers)

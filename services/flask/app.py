@@ -3,7 +3,7 @@
 Gunicorn imports this module in each worker after gevent has monkey-patched it
 (``preload_app`` stays off, see gunicorn_conf.py): psycopg chooses its wait function at
 import, and only then does it choose the one that yields to other greenlets while a query
-runs. Settings come from gunicorn_conf.py, the service's one reader of the env contract.
+runs. Settings come from target_kit, every service's one reader of the env contract.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from random import randint, sample
 from typing import Any
 
 import gevent
-import gunicorn_conf as settings
 import orjson
 import target_kit
 from flask import Flask, Response, render_template, request
@@ -111,10 +110,16 @@ class HeardCursor(Cursor[Any]):
         return self
 
 
+# Per worker. A gevent worker is one CPU-bound thread: a few connections cover its DB round
+# trips, and more only add Postgres backends contending for the same cores (measured: at 512
+# clients, 32 per worker cost Postgres ~1.5-2x the CPU per request that 4-8 did).
+POOL_CAP = 8
+WORKERS = target_kit.workers()
+POOL_SIZE = target_kit.pool_size(WORKERS, POOL_CAP)
 POOL = ConnectionPool(
-    settings.DATABASE_URL,
-    min_size=settings.DB_POOL_SIZE,
-    max_size=settings.DB_POOL_SIZE,
+    target_kit.database_url(),
+    min_size=POOL_SIZE,
+    max_size=POOL_SIZE,
     kwargs={"autocommit": True, "connect_timeout": 2, "cursor_factory": HeardCursor},
     reconnect_timeout=2.0,  # give up a failed reconnect soon; the next request grows the pool again
     name="flask",
@@ -275,7 +280,7 @@ def cached_queries() -> Response:
     return json_response([cache[randint(1, WORLD_ROWS)] for _ in range(query_count("count"))])
 
 
-INFO = target_kit.Info(settings.WORKERS)
+INFO = target_kit.Info(WORKERS)
 
 
 @app.get("/benchlab/info")

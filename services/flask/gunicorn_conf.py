@@ -1,58 +1,22 @@
-"""Gunicorn settings for flask-gunicorn-gevent, read from the benchlab service env contract.
+"""Gunicorn settings for flask-gunicorn-gevent, from the service environment contract (target_kit).
 
-This module is also the service's one parser of that contract: ``app.py`` imports
-``DATABASE_URL`` and ``DB_POOL_SIZE`` from here. It must never import psycopg at module
-level: the master loads it before any fork, and psycopg picks its (blocking or
-gevent-cooperative) wait function once, at import. Run as a script, it is the bounded
-wait for the database that the master performs at start-up in a child process.
+The app does not import this module: both read the contract from target_kit. It must never
+import psycopg: the master loads it before any fork, and psycopg picks its (blocking or
+gevent-cooperative) wait function once, at import. Run as a script, it is the bounded wait for
+the database that the master performs at start-up in a child process.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
-import signal
 import subprocess
 import sys
-import time
 
-DEFAULT_DATABASE_URL = "postgresql://benchmarkdbuser:benchmarkdbpass@127.0.0.1:5432/hello_world"
-DEFAULT_PORT = 8081
-POOL_RESERVE = 0.10  # share of the server's max_connections left for psql, the verifier, ...
-# Per worker. A gevent worker is one CPU-bound thread: a few connections cover its DB round
-# trips, and more only add Postgres backends contending for the same cores (measured: at 512
-# clients, 32 per worker cost Postgres ~1.5-2x the CPU per request that 4-8 did).
-POOL_CAP = 8
+import target_kit
+
+NAME = "flask-gunicorn-gevent"
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def _env_int(name: str, default: int, minimum: int) -> int:
-    """An integer setting from the environment; a bad value stops the start with one clear line."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise SystemExit(f"flask-gunicorn-gevent: {name} must be an integer >= {minimum}, got {raw!r}")
-    return value
-
-
-def _pool_size(workers: int) -> int:
-    """Per-worker pool: BENCHLAB_DB_POOL, else a fair share of the server's connections, capped."""
-    max_db = _env_int("BENCHLAB_MAX_DB_CONNECTIONS", 2000, 1)
-    budget = int(max_db * (1 - POOL_RESERVE))
-    pool = _env_int("BENCHLAB_DB_POOL", min(POOL_CAP, budget // workers), 1)
-    if pool < 1 or workers * pool > budget:
-        raise SystemExit(
-            f"flask-gunicorn-gevent: {workers} workers x {max(pool, 1)} connections exceeds {budget} "
-            f"(BENCHLAB_MAX_DB_CONNECTIONS={max_db} less a {POOL_RESERVE:.0%} reserve)"
-        )
-    return pool
 
 
 def _raise_open_file_limit() -> None:
@@ -62,15 +26,19 @@ def _raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-DB_WAIT_S = _env_int("BENCHLAB_DB_WAIT_S", 60, 0)
-HOST = os.environ.get("BENCHLAB_HOST") or "127.0.0.1"
-PORT = _env_int("BENCHLAB_PORT", DEFAULT_PORT, 1)
-WORKERS = _env_int("BENCHLAB_WORKERS", len(os.sched_getaffinity(0)), 1)
-DB_POOL_SIZE = _pool_size(WORKERS)
+try:
+    BIND = target_kit.bind_address()
+    WORKERS = target_kit.workers()
+    # The app sizes its pool (its own cap); whether workers x pool fits the budget does not
+    # depend on the cap, so the master refuses a bad budget here, once, with cap 1.
+    target_kit.pool_size(WORKERS, cap=1)
+    target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
+except target_kit.SettingsError as exc:
+    sys.stderr.write(f"{NAME}: {exc}\n")
+    raise SystemExit(2) from None
 
 # --- gunicorn settings ---------------------------------------------------------------------
-bind = f"[{HOST}]:{PORT}" if ":" in HOST else f"{HOST}:{PORT}"
+bind = BIND
 workers = WORKERS
 worker_class = "gevent"
 worker_connections = WORKER_CONNECTIONS
@@ -107,47 +75,15 @@ def on_starting(server: object) -> None:
 def post_fork(server: object, worker: object) -> None:
     """Worker: die with the master. Gunicorn's gevent worker never checks that its master lives,
     so a killed master (SIGKILL) left its workers serving the port unsupervised."""
-    die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
-
-
-def die_with_master(master_pid: int) -> None:
-    """Linux: SIGTERM (gunicorn's graceful stop) from the kernel when the forking master dies;
-    a master that died before the call never sends it, hence the check."""
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != master_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+    target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
 
 
 # --- script: the bounded wait for the database ----------------------------------------------
-def wait_for_database() -> int:
-    """Connect until the database answers or DB_WAIT_S runs out; 0 on success, 1 on giving up."""
+def _probe(url: str, timeout_s: float) -> None:
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict
 
-    info = conninfo_to_dict(DATABASE_URL)
-    where = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname', '')}"
-    deadline = time.monotonic() + DB_WAIT_S
-    while True:
-        try:
-            psycopg.connect(DATABASE_URL, connect_timeout=2).close()
-            return 0
-        except psycopg.Error as exc:
-            left = deadline - time.monotonic()
-            error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if left <= 0:
-                print(
-                    f"flask-gunicorn-gevent: database {where} unavailable after {DB_WAIT_S}s: {error}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return 1
-            print(f"waiting for database {where} ... ({left:.0f}s left)", file=sys.stderr, flush=True)
-            time.sleep(min(1.0, left))
+    psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
 
 
 if __name__ == "__main__":
-    sys.exit(wait_for_database())
+    target_kit.wait_for_database(_probe, NAME)
