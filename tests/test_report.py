@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from derived_runs import copy_run, edit_run_json, rewrite_rows, successful
+from helpers import run_benchlab
 from matplotlib import image
 
 from benchlab.errors import BenchlabError
@@ -400,3 +401,17 @@ def test_browser_check_catches_problems(chromium: Chromium, tmp_path: Path) -> N
     assert any(r.startswith("http://127.0.0.1:9/") for r in seen.requests)
     (chart,) = seen.charts
     assert chart["marks"] == 0 and not non_blank(seen.chart_shots["chart-empty"])
+
+
+def test_a_row_cut_off_mid_write_is_left_out_with_one_warning(smoke_run: Path, tmp_path: Path) -> None:
+    run = copy_run(smoke_run, tmp_path / "torn")
+    path = run / "results.csv"
+    data = path.read_bytes()
+    path.write_bytes(data[:-40])  # a hard kill inside the last row's write
+    proc = run_benchlab("report", str(run))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert len([ln for ln in proc.stderr.splitlines() if "cut off mid-write" in ln]) == 1, proc.stderr
+    rows = list(csv.DictReader(io.StringIO((run / "summary.csv").read_text())))
+    assert rows  # the report was made from the whole rows
+    assert len(data.splitlines()) - 2 == len(read_rows(run))  # header and the torn row left out

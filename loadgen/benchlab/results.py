@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,11 +111,16 @@ def read_rows(run_dir: Path) -> list[dict[str, str]]:
     if not path.is_file():
         raise BenchlabError(f"{run_dir} is not a benchlab run: no {CSV_NAME}")
     with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if set(missing) - LATER_COLUMNS:
-            raise BenchlabError(f"{path}: missing columns {', '.join(missing)}")
-        return [{**dict.fromkeys(missing, ""), **row} for row in reader]
+        text = fh.read()
+    if text and not text.endswith("\n"):  # a hard kill mid-write; the writer drops it on --resume
+        print(f"benchlab: warning: {path}: the last row is cut off mid-write and is left out",
+              file=sys.stderr, flush=True)  # fmt: skip
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+    if set(missing) - LATER_COLUMNS:
+        raise BenchlabError(f"{path}: missing columns {', '.join(missing)}")
+    return [{**dict.fromkeys(missing, ""), **row} for row in reader]
 
 
 def iter_done_steps(run_dir: Path) -> Iterator[str]:
