@@ -137,6 +137,49 @@ def wait_for_database(probe: Callable[[str, float], None], name: str) -> None:
             time.sleep(min(1.0, left))
 
 
+# A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
+# packet: TCP keepalive or tcp_user_timeout never fire, and a query waits forever. A pool or
+# query bound short enough to answer within 2 s would cut legitimate waits under full load (a
+# request queues seconds for a pooled connection at 512 clients). What a frozen database does
+# that a busy one never does is fall silent: no query of this worker completes at all. So a
+# request waiting on the database for STALL_S while the worker, waiting on it, has heard
+# nothing for STALL_S of checks STALL_CHECK_S apart gets its 503: within STALL_S + STALL_CHECK_S.
+STALL_S = 1.0
+STALL_CHECK_S = 0.25
+
+
+class SilenceWatch:
+    """A worker's ear on the database: when it last answered, and who is waiting on it.
+
+    The app calls ``heard()`` when a query completes and keeps ``waiting`` (a waiter: its start)
+    while a request waits on the database; its own loop (gevent or asyncio) calls ``check()``
+    every STALL_CHECK_S and ends the waits it returns. Only on-time checks count: a late one
+    means a starved event loop, whose answers may sit unread in sockets, so it restarts the count.
+    """
+
+    def __init__(self) -> None:
+        self.heard_at = time.monotonic()
+        self.waiting: dict[Any, float] = {}
+        self._quiet = 0.0
+        self._last_check, self._last_heard = time.monotonic(), self.heard_at
+
+    def heard(self) -> None:
+        self.heard_at = time.monotonic()
+
+    def check(self) -> list[Any]:
+        """The waiters to give up on now: older than STALL_S, with the database silent as long."""
+        now = time.monotonic()
+        on_time = now - self._last_check < 2 * STALL_CHECK_S
+        if self.waiting and on_time and self.heard_at == self._last_heard:
+            self._quiet += now - self._last_check
+        else:
+            self._quiet = 0.0
+        self._last_check, self._last_heard = now, self.heard_at
+        if self._quiet < STALL_S:
+            return []
+        return [waiter for waiter, started in list(self.waiting.items()) if now - started >= STALL_S]
+
+
 def die_with_master(master_pid: int) -> None:
     """In a worker (Linux): ask the kernel for SIGTERM when the master dies, even by SIGKILL, so
     a killed launcher leaves nothing serving on its port. Servers' workers do not notice on

@@ -44,16 +44,6 @@ PLAINTEXT_HEADERS = {"content-type": "text/plain"}
 # cut off healthy /updates?queries=20 requests), and wrk's own request timeout is 8 s in TFB.
 CONNECT_TIMEOUT_S = 5.0
 QUERY_TIMEOUT_S = 10.0
-# A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
-# packet, so TCP keepalive or tcp_user_timeout never fire, and a per-statement or pool-acquire
-# bound short enough to answer within 2 s would cut legitimate waits under full load (at 512
-# connections a request queues seconds for one of 16 connections, /updates?queries=500 holds
-# one for seconds). What a frozen database does that a busy one never does is fall silent: no
-# query of this worker completes at all. So a request waiting on the database for STALL_S
-# while the worker, waiting on it, has heard nothing for STALL_S of checks STALL_CHECK_S apart
-# gets its 503: within STALL_S + STALL_CHECK_S. Only on-time checks count (StallWatch.run).
-STALL_S = 1.0
-STALL_CHECK_S = 0.25
 # What a lost, refused, restarting or timed-out database raises through asyncpg. The last one
 # is what the next query on a connection gets after the server sent FATAL mid-request
 # ("another operation is in progress"); the pool replaces that connection on release.
@@ -97,43 +87,25 @@ async def load_world_cache(pool: asyncpg.Pool) -> dict[int, dict[str, int]]:
     return {row_id: {"id": row_id, "randomNumber": number} for row_id, number in rows}
 
 
-class StallWatch:
-    """This worker's ear on the database: when it last answered, and who is waiting on it."""
+class StallWatch(target_kit.SilenceWatch):
+    """target_kit's silence rule on the event loop: each stuck request's deadline is moved to now."""
 
-    def __init__(self) -> None:
-        self.heard_at = time.monotonic()
-        self.waiting: dict[asyncio.Timeout, float] = {}  # each request's deadline, and its start
-
-    def heard(self, query: asyncpg.connection.LoggedQuery) -> None:
+    def query_done(self, query: asyncpg.connection.LoggedQuery) -> None:
         """Query logger: an answer, unless the query failed (a cancelled one is no answer)."""
         if query.exception is None:
-            self.heard_at = time.monotonic()
+            self.heard()
 
     async def on_connect(self, conn: asyncpg.Connection) -> None:
         """Pool ``init``: a new connection is an answer, and so is every query it completes."""
-        self.heard_at = time.monotonic()
-        conn.add_query_logger(self.heard)
+        self.heard()
+        conn.add_query_logger(self.query_done)
 
     async def run(self) -> None:
-        """Expire the waits older than STALL_S once the database has been silent for STALL_S of
-        on-time checks while someone waited. A late check means a starved event loop, whose
-        answers may sit unread in sockets: it restarts the count instead of adding to it."""
         loop = asyncio.get_running_loop()
-        quiet = 0.0
-        last_check, last_heard = time.monotonic(), self.heard_at
         while True:
-            await asyncio.sleep(STALL_CHECK_S)
-            now = time.monotonic()
-            on_time = now - last_check < 2 * STALL_CHECK_S
-            if self.waiting and on_time and self.heard_at == last_heard:
-                quiet += now - last_check
-            else:
-                quiet = 0.0
-            last_check, last_heard = now, self.heard_at
-            if quiet >= STALL_S:
-                for deadline, started in list(self.waiting.items()):
-                    if now - started >= STALL_S:
-                        deadline.reschedule(loop.time())
+            await asyncio.sleep(target_kit.STALL_CHECK_S)
+            for deadline in self.check():
+                deadline.reschedule(loop.time())
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

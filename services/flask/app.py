@@ -42,16 +42,6 @@ WRITE_WORLDS = (
 # just failed gets a short wait, so requests fail fast (503) until a query succeeds again.
 POOL_WAIT_S = 10.0
 DOWN_WAIT_S = 1.0
-# A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
-# packet: TCP keepalive or tcp_user_timeout never fire, and a query waits forever. A pool or
-# query bound short enough to answer within 2 s would cut legitimate waits under full load (a
-# request queues seconds for one of 8 connections at 512 clients). What a frozen database does
-# that a busy one never does is fall silent: no query of this worker completes at all. So a
-# request waiting on the database for STALL_S while the worker, waiting on it, has heard
-# nothing for STALL_S of checks STALL_CHECK_S apart gets its 503: within STALL_S +
-# STALL_CHECK_S. Only on-time checks count (StallWatch.run).
-STALL_S = 1.0
-STALL_CHECK_S = 0.25
 UNAVAILABLE = orjson.dumps({"error": "database unavailable"})
 
 
@@ -62,33 +52,15 @@ class DatabaseSilent(Exception):
 DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout, DatabaseSilent)
 
 
-class StallWatch:
-    """This worker's ear on the database: when it last answered, and who is waiting on it."""
-
-    def __init__(self) -> None:
-        self.heard_at = time.monotonic()
-        self.waiting: dict[greenlet, float] = {}  # request greenlets in database(), and since when
+class StallWatch(target_kit.SilenceWatch):
+    """target_kit's silence rule on the gevent hub: stuck request greenlets get DatabaseSilent."""
 
     def run(self) -> None:
-        """Interrupt the waits older than STALL_S once the database has been silent for STALL_S
-        of on-time checks while someone waited. A late check means a starved hub, whose answers
-        may sit unread in sockets: it restarts the count instead of adding to it."""
         hub = gevent.get_hub()
-        quiet = 0.0
-        last_check, last_heard = time.monotonic(), self.heard_at
         while True:
-            gevent.sleep(STALL_CHECK_S)
-            now = time.monotonic()
-            on_time = now - last_check < 2 * STALL_CHECK_S
-            if self.waiting and on_time and self.heard_at == last_heard:
-                quiet += now - last_check
-            else:
-                quiet = 0.0
-            last_check, last_heard = now, self.heard_at
-            if quiet >= STALL_S:
-                for waiter, started in list(self.waiting.items()):
-                    if now - started >= STALL_S:
-                        hub.loop.run_callback(self.interrupt, waiter)
+            gevent.sleep(target_kit.STALL_CHECK_S)
+            for waiter in self.check():
+                hub.loop.run_callback(self.interrupt, waiter)
 
     def interrupt(self, waiter: greenlet) -> None:
         """Run by the hub, as gevent.Timeout raises: the waiter is parked, so if it is still in
@@ -106,7 +78,7 @@ class HeardCursor(Cursor[Any]):
 
     def execute(self, *args: Any, **kwargs: Any) -> HeardCursor:
         super().execute(*args, **kwargs)
-        WATCH.heard_at = time.monotonic()
+        WATCH.heard()
         return self
 
 
