@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from helpers import serving
 
 from benchlab import contract
 from benchlab.harness import NativeLab
@@ -165,14 +165,8 @@ class BrokenHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def broken_target() -> Iterator[Target]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BrokenHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield replace(load_targets()[0], name="broken", url=f"http://127.0.0.1:{server.server_port}")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(BrokenHandler) as url:
+        yield replace(load_targets()[0], name="broken", url=url)
 
 
 def test_verifier_fails_a_broken_server(broken_target: Target) -> None:
@@ -242,14 +236,8 @@ class EchoHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(EchoHandler) as url:
+        yield url
 
 
 def test_a_post_spec_builds_its_request() -> None:

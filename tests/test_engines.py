@@ -6,10 +6,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
+from helpers import serving
 
 from benchlab.engines import ENGINES, Load, Request, for_mode
 
@@ -38,24 +39,11 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # engines reset their connections when a run ends
-
-
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, Counter[tuple[str, str, bytes]]]]:
     _Recorder.seen = Counter()
-    server = _Server(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/echo", _Recorder.seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Recorder) as url:
+        yield url + "/echo", _Recorder.seen
 
 
 def test_the_runner_finds_one_engine_per_mode() -> None:
