@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import only_run_dir, run_benchlab
+from helpers import TEST_TARGETS, only_run_dir, run_benchlab
 
 from benchlab.baseline import BaselineServer
 from benchlab.harness import NativeLab
@@ -16,19 +16,20 @@ from benchlab.targets import Target, load_targets
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[NativeLab]:
-    """Postgres and every target, started once for the session exactly as `benchlab up --native` does."""
-    with NativeLab(load_targets()) as running:
+    """Postgres and every target (all groups), started once for the session as `benchlab up
+    --native --targets all` does: every target meets the whole contract."""
+    with NativeLab(load_targets(TEST_TARGETS)) as running:
         yield running
 
 
-@pytest.fixture(params=[t.name for t in load_targets()])
+@pytest.fixture(params=[t.name for t in load_targets(TEST_TARGETS)])
 def target(request: pytest.FixtureRequest, lab: NativeLab) -> Target:
     """Each target in turn, running in the session's lab."""
     return lab.running[request.param].target
 
 
 # Ports for a native run started while the session lab holds its own: the session's + 10000.
-NATIVE_RUN_PORTS = {f"BENCHLAB_PORT_{t.env_key}": str(t.port + 10000) for t in load_targets()}
+NATIVE_RUN_PORTS = {f"BENCHLAB_PORT_{t.env_key}": str(t.port + 10000) for t in load_targets(["all"])}
 
 
 @pytest.fixture(scope="session")

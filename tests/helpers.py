@@ -17,8 +17,20 @@ from pathlib import Path
 import pytest
 
 from benchlab.measurement import LATENCY_KEYS
-from benchlab.postgres import DISTRIBUTIONS, distribution_bindirs
+from benchlab.postgres import DISTRIBUTIONS, distribution_bindirs, free_port
 from benchlab.results import COLUMNS
+from benchlab.targets import Target, load_targets
+
+# The targets tests hold to the contract: all of them. BENCHLAB_TEST_TARGETS (names or groups,
+# comma-separated) narrows it while working on some, e.g.
+#   BENCHLAB_TEST_TARGETS=flask-granian python -m pytest tests/test_contract.py
+TEST_TARGETS = os.environ.get("BENCHLAB_TEST_TARGETS", "all").split(",")
+
+
+def own_targets() -> list[Target]:
+    """The tested targets on free ports, for a lab of a test's own that may be frozen or killed."""
+    ports = {f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets(["all"])}
+    return load_targets(TEST_TARGETS, env=ports)
 
 PERCENTILES = tuple(k for k in LATENCY_KEYS if k not in ("mean", "stdev"))  # and max: what is ordered
 

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from helpers import own_targets
 
 from benchlab.harness import NativeLab, repo_root, target_kit_dir
 from benchlab.postgres import free_port
-from benchlab.targets import Target, load_targets
+from benchlab.targets import Target
 from benchlab.venvs import service_python
 
 DOWN_ANSWER_S = 3.0  # bounded 503 while the database is down
@@ -96,11 +97,6 @@ def test_database_restart_between_requests_costs_no_request(lab: NativeLab) -> N
     for rt in lab.running.values():
         burst = _burst_statuses(rt.target.url)
         assert burst == [200] * BURST, f"{rt.target.name} after a restart: {burst}"
-
-
-def own_targets() -> list[Target]:
-    """Every target on free ports, for a lab of the test's own that may be frozen or killed."""
-    return load_targets(env={f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets()})
 
 
 @contextmanager
@@ -181,7 +177,7 @@ def _start_without_database(target: Target, kit_parent: Path) -> subprocess.Pope
 
 
 def test_start_waits_for_database_then_gives_up(tmp_path: Path) -> None:
-    targets = load_targets()
+    targets = own_targets()
     started = time.monotonic()
     procs = {t.name: _start_without_database(t, tmp_path) for t in targets}
     try:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import httpx
 import psutil
-from test_db_down import own_targets
+from helpers import own_targets
 
 from benchlab.harness import NativeLab, RunningTarget
 from benchlab.targets import Target

@@ -20,7 +20,10 @@ EXIT_USAGE = 2
 
 
 def _targets_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--targets", help="comma-separated target names (default: all)")
+    p.add_argument(
+        "--targets",
+        help="comma-separated target names or groups: core, servers, style, baselines, all (default: core)",
+    )
     p.add_argument(
         "--target", action="append", default=[], metavar="NAME=URL",
         help="where a target listens, e.g. fastapi-uvicorn=http://10.0.0.2:8082 (repeatable)",

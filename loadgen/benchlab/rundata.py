@@ -21,7 +21,7 @@ from benchlab.errors import BenchlabError
 from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
 from benchlab.results import CSV_NAME, read_rows, read_run_json
 from benchlab.status import Status, StepStatus
-from benchlab.targets import load_targets
+from benchlab.targets import registry_names
 
 # Latency columns in percentile order, with the percentile each stands for.
 PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"latency_{key}_ms", pct) for key, pct in measurement.PERCENTILES)
@@ -193,7 +193,7 @@ class Run:
 
 @functools.cache
 def _registry_names() -> tuple[str, ...]:
-    return tuple(t.name for t in load_targets(env={}))
+    return tuple(registry_names())
 
 
 def target_order() -> list[str]:

@@ -22,7 +22,7 @@ import yaml
 
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
-from benchlab.targets import Target, load_targets
+from benchlab.targets import DEFAULT_SELECTION, GROUPS, Target, selection_error
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
@@ -92,7 +92,7 @@ class Scenario:
     primer: Primer
     warmup: bool | int
     repeats: int
-    targets: str | tuple[str, ...]
+    targets: tuple[str, ...]
     tests: dict[str, TestLevels]
     open_loop: OpenLoop | None = None
     timeout_s: float = 8.0
@@ -107,8 +107,8 @@ class Scenario:
         return float(self.warmup or 0)
 
     def target_names(self) -> list[str]:
-        """The targets this scenario selects; empty means all (as ``load_targets`` reads it)."""
-        return [] if self.targets == "all" else list(self.targets)
+        """The target names and groups this scenario selects (``load_targets`` resolves them)."""
+        return list(self.targets)
 
     def plan(self, targets: Iterable[Target], tests: Iterable[str] | None = None) -> list[PlannedStep]:
         """Every measured step, in run order, for ``targets`` (and only ``tests`` if given)."""
@@ -163,7 +163,7 @@ class Scenario:
             "primer": {"duration_s": self.primer.duration_s, "connections": self.primer.connections},
             "warmup": self.warmup,
             "repeats": self.repeats,
-            "targets": self.targets if self.targets == "all" else list(self.targets),
+            "targets": list(self.targets),
             "tests": {},
         }
         for test, lv in self.tests.items():
@@ -242,7 +242,7 @@ class _Validator(Checker):
             primer=self.primer(top.get("primer", {})),
             warmup=self.warmup(top.get("warmup", False)),
             repeats=self.pos_int(top.get("repeats", 1), "repeats"),
-            targets=self.targets(top.get("targets", "all")),
+            targets=self.targets(top.get("targets", DEFAULT_SELECTION)),
             tests=self.tests(top["tests"]),
             open_loop=self.open_loop(top.get("open_loop"), top["tests"], duration),
             source=self.path,
@@ -262,15 +262,16 @@ class _Validator(Checker):
             return value
         raise self.fail("warmup", "true, false or a whole number of seconds", value)
 
-    def targets(self, value: Any) -> str | tuple[str, ...]:
-        if value == "all":
-            return "all"
-        known = [t.name for t in load_targets(env={})]
+    def targets(self, value: Any) -> tuple[str, ...]:
+        """Target names and groups (``core``, ``servers``, ``style``, ``baselines``, ``all``)."""
+        if isinstance(value, str):
+            value = [value]
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise self.fail("targets", f"'all' or a list of target names ({', '.join(known)})", value)
+            raise self.fail("targets", "a group (all, " + ", ".join(GROUPS) + ") or a list of target names", value)
         for v in value:
-            if v not in known:
-                raise self.error("targets", f"unknown target {v!r}; known: {', '.join(known)}")
+            problem = selection_error(v)
+            if problem:
+                raise self.error("targets", problem)
         return tuple(value)
 
     def tests(self, value: Any) -> dict[str, TestLevels]:

@@ -28,6 +28,7 @@ class Target:
     framework: str
     server: str
     worker_class: str
+    interface: str
     style: str
     group: str
     service: str
@@ -49,7 +50,12 @@ class Target:
 
 
 STYLES = ("tfb", "idiomatic", "bare")
-_TEXT_FIELDS = ("framework", "server", "worker_class", "style", "group", "service")
+INTERFACES = ("wsgi", "asgi")
+# The sets --targets and scenario files may name, besides "all" and single targets. "core" is
+# the default: the three targets plain `docker compose up` runs; the others are the matrix.
+GROUPS = ("core", "servers", "style", "baselines")
+DEFAULT_SELECTION = "core"
+_TEXT_FIELDS = ("framework", "server", "worker_class", "interface", "style", "group", "service")
 
 
 def _registry(path: Path = REGISTRY) -> dict[str, Target]:
@@ -60,6 +66,8 @@ def _registry(path: Path = REGISTRY) -> dict[str, Target]:
         entry = c.mapping(value, name, (*_TEXT_FIELDS, "port", "command"), (*_TEXT_FIELDS, "port", "command"))
         fields = {f: c.text(entry[f], f"{name}.{f}") for f in _TEXT_FIELDS}
         c.choice(fields["style"], f"{name}.style", STYLES)
+        c.choice(fields["interface"], f"{name}.interface", INTERFACES)
+        c.choice(fields["group"], f"{name}.group", GROUPS)
         port = c.pos_int(entry["port"], f"{name}.port")
         taken = next((t.name for t in targets.values() if t.port == port), None)
         if taken or port > 65535:
@@ -99,25 +107,48 @@ def _port(raw: str, where: str) -> int:
     return port
 
 
+def registry_names() -> list[str]:
+    """Every registered target, in registry order."""
+    return list(_registry())
+
+
+def selection_error(item: str) -> str | None:
+    """Why ``item`` names no target or group (None when it does): the one wording everywhere."""
+    registry = _registry()
+    if item == "all" or item in GROUPS or item in registry:
+        return None
+    return f"unknown target or group {item!r}; groups: all, {', '.join(GROUPS)}; targets: {', '.join(registry)}"
+
+
+def select(items: Iterable[str] | None = None) -> list[str]:
+    """Target names for ``items``: names, groups (``core``, ``servers``, ...) or ``all``, in any
+    mix, in registry order; nothing selects the default group (``core``)."""
+    wanted = set(items or [DEFAULT_SELECTION])
+    registry = _registry()
+    problems = [p for p in map(selection_error, sorted(wanted)) if p]
+    if problems:
+        raise BenchlabError(problems[0])
+    return [n for n, t in registry.items() if {"all", t.group, n} & wanted]
+
+
 def load_targets(
     names: Iterable[str] | None = None,
     overrides: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> list[Target]:
-    """The selected targets (all when ``names`` is empty), in registry order, with URLs resolved."""
+    """The targets ``names`` selects (see ``select``: default the core group), in registry
+    order, with URLs resolved."""
     env = os.environ if env is None else env
     overrides = dict(overrides or {})
     registry = _registry()
-    selected = list(names or [])
-    unknown = [n for n in [*selected, *overrides] if n not in registry]
+    selected = select(names)
+    unknown = [n for n in overrides if n not in registry]
     if unknown:
-        raise BenchlabError(
-            f"unknown target {unknown[0]!r}; known targets: {', '.join(registry)}"
-        )
+        raise BenchlabError(f"--target {unknown[0]!r}: unknown target; targets: {', '.join(registry)}")
     host = env.get("BENCHLAB_TARGET_HOST", "127.0.0.1")
     out = []
     for name, target in registry.items():
-        if selected and name not in selected:
+        if name not in selected:
             continue
         key = f"BENCHLAB_PORT_{target.env_key}"
         port = _port(env[key], key) if key in env else target.port
@@ -127,7 +158,7 @@ def load_targets(
 
 
 def split_names(value: str | None, option: str = "--targets") -> list[str]:
-    """``"a,b"`` -> ``["a", "b"]``; None (the option not given) -> ``[]``, meaning all. A given
+    """``"a,b"`` -> ``["a", "b"]``; None (the option not given) -> ``[]``, meaning the default. A given
     value naming nothing (``--targets ''``) is a user error, not a silent "all"."""
     if value is None:
         return []
@@ -141,7 +172,10 @@ def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = 
     """The ``benchlab targets`` table: name, framework, server, worker class, workers, URL."""
     env = os.environ if env is None else env
     workers = env.get("BENCHLAB_WORKERS") or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
-    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "STYLE", "GROUP", "WORKERS", "URL")]
-    rows += [(t.name, t.framework, t.server, t.worker_class, t.style, t.group, workers, t.url) for t in targets]
+    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "INTERFACE", "STYLE", "GROUP", "WORKERS", "URL")]
+    rows += [
+        (t.name, t.framework, t.server, t.worker_class, t.interface, t.style, t.group, workers, t.url)
+        for t in targets
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

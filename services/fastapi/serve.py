@@ -1,4 +1,5 @@
-"""Launch the FastAPI app under one server: ``python serve.py uvicorn|hypercorn``.
+"""Launch an ASGI app of this folder under one server: ``python serve.py SERVER [MODULE:APP]``
+(SERVER: uvicorn or hypercorn; the app defaults to ``app:app``, the TechEmpower-style one).
 
 This process is the master: it waits (bounded) for the database so workers never crash-loop,
 exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then supervises
@@ -27,7 +28,7 @@ import asyncpg
 import target_kit
 
 HERE = Path(__file__).resolve().parent
-APP = "app:app"
+DEFAULT_APP = "app:app"
 # wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
 BACKLOG = 4096
 # Idle keep-alive: load generators keep connections busy; this only bounds idle ones. Hypercorn
@@ -79,12 +80,12 @@ def check_port_free(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port}: {exc.strerror}", 2)
 
 
-def run_uvicorn(host: str, port: int, workers: int) -> None:
+def run_uvicorn(app: str, host: str, port: int, workers: int) -> None:
     import uvicorn
     from http_limits import LimitedHttpToolsProtocol
 
     uvicorn.run(
-        APP,
+        app,
         app_dir=str(HERE),
         host=host,
         port=port,
@@ -99,11 +100,11 @@ def run_uvicorn(host: str, port: int, workers: int) -> None:
     )
 
 
-def run_hypercorn(host: str, port: int, workers: int) -> None:
+def run_hypercorn(app: str, host: str, port: int, workers: int) -> None:
     from hypercorn.config import Config
 
     config = Config()
-    config.application_path = str(HERE / APP)
+    config.application_path = str(HERE / app)
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers
     config.worker_class = "uvloop"
@@ -182,14 +183,17 @@ def supervise_hypercorn(config: Any) -> int:
     return code
 
 
-SERVERS: dict[str, Callable[[str, int, int], None]] = {"uvicorn": run_uvicorn, "hypercorn": run_hypercorn}
+SERVERS: dict[str, Callable[[str, str, int, int], None]] = {"uvicorn": run_uvicorn, "hypercorn": run_hypercorn}
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) != 1 or argv[0] not in SERVERS:
+    if not 1 <= len(argv) <= 2 or argv[0] not in SERVERS:
         got = repr(argv[0]) if argv else "nothing"
-        fail(f"expected one SERVER argument, {' or '.join(SERVERS)}; got {got}", 2)
-    server = argv[0]
+        fail(f"usage: serve.py SERVER [MODULE:APP], SERVER one of {', '.join(SERVERS)}; got {got}", 2)
+    server, app = argv[0], (argv[1] if len(argv) == 2 else DEFAULT_APP)
+    module, _, attr = app.partition(":")
+    if not attr or not (HERE / f"{module}.py").is_file():
+        fail(f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
     try:
         workers = target_kit.workers()
         host, port = target_kit.host(), target_kit.port()
@@ -205,7 +209,7 @@ def main(argv: list[str]) -> None:
     # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
     os.environ["BENCHLAB_WORKERS"] = str(workers)
-    SERVERS[server](host, port, workers)
+    SERVERS[server](app, host, port, workers)
 
 
 if __name__ == "__main__":
