@@ -18,9 +18,11 @@ import io
 import json
 import os
 import re
+import runpy
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +40,7 @@ from benchlab.progress import Progress, format_eta, host_paths
 from benchlab.targets import load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
+compose_script = runpy.run_path(str(ROOT / "scripts" / "compose.py"), run_name="compose_script")
 ROLES_CPUS = {"db": "BENCHLAB_CPUS_DB", "loadgen": "BENCHLAB_CPUS_LOADGEN"}
 PYTHON_DOCKERFILES = ("services/flask/Dockerfile", "services/fastapi/Dockerfile", "loadgen/Dockerfile")
 # A uid:gid that is not ours, to show the loadgen writes as the results folder's owner.
@@ -63,9 +66,25 @@ def arg_default(dockerfile: str, arg: str) -> str:
 # --- static: the files agree with each other and with the registry -------------------------
 
 
+def test_compose_files_are_current_with_the_registry():
+    """scripts/compose.py writes every target into the compose files and .env.example."""
+    proc = subprocess.run(
+        [sys.executable, "scripts/compose.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_changed_registry_makes_the_check_name_the_stale_files(tmp_path: Path):
+    for name in ("compose.yaml", "compose.bridge.yaml", "compose.split.yaml", ".env.example"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    text = (tmp_path / "compose.yaml").read_text()
+    (tmp_path / "compose.yaml").write_text(text.replace("${BENCHLAB_PORT_FASTAPI_GRANIAN:-8087}", "8087"))
+    assert compose_script["stale_files"](tmp_path) == ["compose.yaml"]
+
+
 def test_compose_targets_match_the_registry():
     services = load_compose()["services"]
-    targets = load_targets(env={})
+    targets = load_targets(["all"], env={})
     assert set(services) == {"db", "loadgen", *(t.name for t in targets)}
     loadgen_env = services["loadgen"]["environment"]
     for t in targets:
@@ -73,11 +92,27 @@ def test_compose_targets_match_the_registry():
         assert tuple(svc["command"]) == t.command, t.name
         assert default_of(svc["environment"]["BENCHLAB_PORT"]) == str(t.port), t.name
         assert svc["build"]["dockerfile"] == f"services/{t.service}/Dockerfile", t.name
-        assert default_of(loadgen_env[f"BENCHLAB_PORT_{t.env_key}"]) == str(t.port), t.name
         assert loadgen_env[f"BENCHLAB_PORT_{t.env_key}"] == svc["environment"]["BENCHLAB_PORT"]
-        assert "${BENCHLAB_CPUS_TARGETS:-}" in svc["cpuset"], t.name
-    assert set(services["loadgen"]["depends_on"]) == set(services) - {"loadgen"}
+        assert svc.get("profiles", []) == ([] if t.group == "core" else ["matrix", t.group]), t.name
+    core = {t.name for t in targets if t.group == "core"}
+    assert set(services["loadgen"]["depends_on"]) == {"db", *core}
     assert all(d["condition"] == "service_healthy" for d in services["loadgen"]["depends_on"].values())
+
+
+def test_every_target_has_its_service_folder():
+    """What a new target needs besides its registry entry, named when it is missing."""
+    missing = []
+    for t in load_targets(["all"], env={}):
+        folder = ROOT / "services" / t.service
+        for needed in ("Dockerfile", "requirements.txt"):
+            if not (folder / needed).is_file():
+                missing.append(f"{t.name}: services/{t.service}/{needed}")
+        modules = [w.split(":")[0] for w in t.command if re.fullmatch(r"\w+:\w+", w)]
+        scripts = [w for w in t.command if w.endswith(".py")]
+        for name in [f"{m}.py" for m in modules] + scripts:
+            if not (folder / name).is_file():
+                missing.append(f"{t.name}: services/{t.service}/{name} (from its command)")
+    assert not missing, missing
 
 
 def test_every_service_uses_host_networking_cpuset_and_nofile():
@@ -116,21 +151,22 @@ def test_env_example_documents_every_knob():
     assert knobs <= documented, sorted(knobs - documented)
 
 
-def test_split_overlay_gives_every_service_one_role_and_base_has_none():
+def test_split_overlay_gives_every_service_one_role_and_base_core_none():
     base = load_compose()["services"]
-    assert not any("profiles" in svc for svc in base.values()), "plain `up` must start everything"
+    core = {"db", "loadgen", *(t.name for t in load_targets(env={}))}
+    assert not any("profiles" in base[name] for name in core), "plain `up` must start the core lab"
     split = load_compose("compose.split.yaml")["services"]
     assert set(split) == set(base)
     roles = {name: svc["profiles"] for name, svc in split.items()}
     assert roles["db"] == ["db"] and roles["loadgen"] == ["loadgen"]
-    assert all(roles[t.name] == ["targets"] for t in load_targets(env={}))
+    assert all(roles[t.name] == ["targets"] for t in load_targets(["all"], env={}))
     # targets wait for the database themselves, so a targets-only host needs no db service
-    assert not any("depends_on" in base[t.name] for t in load_targets(env={}))
+    assert not any("depends_on" in base[t.name] for t in load_targets(["all"], env={}))
 
 
 def test_bridge_overlay_publishes_on_loopback_and_leaves_host_mode():
     bridge = load_compose("compose.bridge.yaml")["services"]
-    assert set(bridge) == set(load_compose()["services"])
+    assert set(bridge) == {"db", "loadgen", *(t.name for t in load_targets(env={}))}
     for name, svc in bridge.items():
         assert svc["network_mode"] == "bridge", name
         for port in svc.get("ports", []):

@@ -18,7 +18,7 @@ TFB_LEVELS = [16, 32, 64, 128, 256, 512]
 
 
 def test_builtins_are_listed() -> None:
-    assert {"smoke", "quick", "tfb"} <= set(available_scenarios())
+    assert {"smoke", "quick", "tfb", "matrix"} <= set(available_scenarios())
 
 
 def test_tfb_is_techempower_exactly() -> None:
@@ -57,6 +57,30 @@ def test_quick_has_two_or_three_levels_two_repeats_under_10_minutes() -> None:
     assert set(per_test) == set(TESTS) and all(2 <= n <= 3 for n in per_test.values())
     assert any(x.mode == "open" for x in steps)
     assert s.estimate_s(len(TARGETS)) <= 540  # 10 min less start-up and verification
+
+
+def test_matrix_runs_every_target_and_test_at_two_levels_twice_within_35_minutes() -> None:
+    s = load_scenario("matrix")
+    every = load_targets(["all"], env={})
+    targets = load_targets(s.target_names(), env={})
+    assert targets == every and len(every) == 11
+    steps = s.plan(targets)
+    assert Counter((x.target, x.test, x.repeat) for x in steps) == {
+        (t.name, test, r): 2 for t in every for test in TESTS for r in (1, 2)
+    }
+    # Start-up, verification of eleven targets and the report get the other 5 minutes.
+    assert s.estimate_s(len(targets)) <= 30 * 60
+
+
+def test_groups_select_their_targets() -> None:
+    groups = {g: [t.name for t in load_targets([g], env={})] for g in ("core", "servers", "style", "baselines")}
+    assert groups["core"] == [t.name for t in TARGETS] == [t.name for t in load_targets(env={})]
+    assert sum(map(len, groups.values())) == len(load_targets(["all"], env={})) == 11
+    assert [t.name for t in load_targets(["baselines", "fastapi-uvicorn"], env={})] == [
+        "fastapi-uvicorn", "asgi-uvicorn", "wsgi-gunicorn-gevent",
+    ]  # fmt: skip
+    with pytest.raises(BenchlabError, match=r"unknown target or group 'nope'; groups: all, core, servers"):
+        load_targets(["nope"], env={})
 
 
 def test_plan_order_repeats_outermost_open_loop_after_its_test() -> None:
@@ -151,8 +175,9 @@ MALFORMED = [
     (GOOD + "warmup: maybe\n", "bad.yaml: warmup: expected true, false or a whole number of seconds, got 'maybe'"),
     (GOOD + "primer: {connections: -8}\n", "bad.yaml: primer.connections: expected a positive integer, got -8"),
     (GOOD + "primer: {seconds: 5}\n", "bad.yaml: primer.seconds: unknown key"),
-    (GOOD + "targets: [flask]\n", "bad.yaml: targets: unknown target 'flask'; known: flask-gunicorn-gevent"),
-    (GOOD + "targets: some\n", "bad.yaml: targets: expected 'all' or a list of target names"),
+    (GOOD + "targets: [flask]\n", "bad.yaml: targets: unknown target or group 'flask'; groups: all, core,"),
+    (GOOD + "targets: some\n", "bad.yaml: targets: unknown target or group 'some'; groups: all, core,"),
+    (GOOD + "targets: [1]\n", "bad.yaml: targets: expected a group .all, core, servers, style, baselines. or a list"),
     (GOOD + "open_loop: {tests: [json]}\n", "bad.yaml: open_loop: give rates"),
     (GOOD + "open_loop: {tests: [db], fractions: [0.5]}\n", "bad.yaml: open_loop.tests: 'db' has fractions"),
     (GOOD + "open_loop: {tests: [xml], rates: [10]}\n", "bad.yaml: open_loop.tests: unknown test 'xml'"),
@@ -178,7 +203,7 @@ def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
 
 def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     s = load_scenario(_write(tmp_path, GOOD + "open_loop: {tests: [json], rates: [100]}\n"))
-    assert s.name == "bad" and s.repeats == 1 and s.targets == "all" and s.warmup_duration_s == 0
+    assert s.name == "bad" and s.repeats == 1 and s.targets is None and s.warmup_duration_s == 0
     assert (s.primer.duration_s, s.primer.connections) == (5, 8)
     again = tmp_path / "again.yaml"
     again.write_text(s.to_yaml())

@@ -13,7 +13,7 @@ from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
 from benchlab.engines import ENGINES
 from benchlab.errors import BenchlabError
-from benchlab.lab import open_lab
+from benchlab.lab import choose_targets, open_lab
 from benchlab.measurement import ensure_open_files
 from benchlab.metadata import run_metadata, target_info
 from benchlab.progress import Progress
@@ -30,7 +30,7 @@ from benchlab.runner import Runner, now, peaks_from, step_id
 from benchlab.sampling import owner_alive, process_identity
 from benchlab.scenarios import PlannedStep, load_scenario
 from benchlab.status import MEASURED, Status, StepStatus
-from benchlab.targets import load_targets, parse_overrides, split_names
+from benchlab.targets import parse_overrides, split_names
 from benchlab.verification import format_checks, verify_targets
 
 
@@ -70,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         names = split_names(args.targets) or scenario.target_names()
         tests = split_names(args.tests, "--tests")
         meta = {}
-    targets = load_targets(names, parse_overrides(args.target))
+    targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps, any(s.mode == "open" for s in steps))
     check_out_dir(run_dir if args.resume else Path(args.out))
@@ -152,7 +152,7 @@ def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
 
 
 def verify_command(args: argparse.Namespace) -> int:
-    targets = load_targets(split_names(args.targets), parse_overrides(args.target))
+    targets = choose_targets(split_names(args.targets), parse_overrides(args.target), args.native)
     tests = split_names(args.tests, "--tests") or None
     unknown = [t for t in tests or [] if t not in TESTS]
     if unknown:  # before any wait for the targets or start of the lab

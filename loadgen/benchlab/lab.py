@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from functools import partial
 from itertools import pairwise
 from typing import Any
 
+import httpx
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
@@ -24,7 +26,11 @@ from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.metadata import database_info
 from benchlab.sampling import process_tree
-from benchlab.targets import Target
+from benchlab.targets import DEFAULT_SELECTION, Target, load_targets
+
+# Compose starts every target of the active profiles at once and the loadgen only after the core
+# ones are healthy, so a started group is listening by then; this is the slack it gets.
+STARTED_GRACE_S = 10.0
 
 
 @dataclass
@@ -56,6 +62,48 @@ def open_lab(
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
     mode = os.environ.get("BENCHLAB_MODE", "external")
     yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn))
+
+
+def choose_targets(
+    names: list[str], overrides: dict[str, str], native: bool, log: Callable[[str], None] = print
+) -> list[Target]:
+    """The targets ``names`` selects (default: the core group). In compose with nothing named,
+    also every group started beside it (``docker compose --profile matrix|GROUP up``): the
+    loadgen cannot wait for those through depends_on, so it looks for them."""
+    if names or native or os.environ.get("BENCHLAB_MODE") != "compose":
+        return load_targets(names, overrides)
+    every = load_targets(["all"], overrides)
+    others = [t for t in every if t.group != DEFAULT_SELECTION]
+    started = started_groups(others, STARTED_GRACE_S)
+    idle = sorted({t.group for t in others} - started)
+    if started:
+        log(f"measuring the {', '.join(sorted(started))} group(s) too: their targets were started")
+    if idle:
+        log(f"not started: {', '.join(idle)} (docker compose --profile matrix up starts every group)")
+    return [t for t in every if t.group == DEFAULT_SELECTION or t.group in started]
+
+
+def started_groups(targets: list[Target], grace_s: float) -> set[str]:
+    """The groups with a target accepting connections within ``grace_s``; one is enough, since
+    a profile starts its whole group (wait_ready then waits for each target)."""
+    found: set[str] = set()
+    deadline = time.monotonic() + grace_s
+    while True:
+        for t in targets:
+            if t.group not in found and _listening(t):
+                found.add(t.group)
+        if found == {t.group for t in targets} or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def _listening(target: Target) -> bool:
+    url = httpx.URL(target.url)
+    try:
+        socket.create_connection((url.host, url.port or 80), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 def host_postgres(port: str) -> list[psutil.Process]:

@@ -22,7 +22,7 @@ import yaml
 
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
-from benchlab.targets import DEFAULT_SELECTION, GROUPS, Target, selection_error
+from benchlab.targets import GROUPS, Target, selection_error
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
@@ -92,7 +92,7 @@ class Scenario:
     primer: Primer
     warmup: bool | int
     repeats: int
-    targets: tuple[str, ...]
+    targets: tuple[str, ...] | None  # None: not stated, the default selection (lab.default_targets)
     tests: dict[str, TestLevels]
     open_loop: OpenLoop | None = None
     timeout_s: float = 8.0
@@ -107,8 +107,9 @@ class Scenario:
         return float(self.warmup or 0)
 
     def target_names(self) -> list[str]:
-        """The target names and groups this scenario selects (``load_targets`` resolves them)."""
-        return list(self.targets)
+        """The target names and groups this scenario selects (``load_targets`` resolves them);
+        empty when it does not say."""
+        return list(self.targets or [])
 
     def plan(self, targets: Iterable[Target], tests: Iterable[str] | None = None) -> list[PlannedStep]:
         """Every measured step, in run order, for ``targets`` (and only ``tests`` if given)."""
@@ -163,7 +164,7 @@ class Scenario:
             "primer": {"duration_s": self.primer.duration_s, "connections": self.primer.connections},
             "warmup": self.warmup,
             "repeats": self.repeats,
-            "targets": list(self.targets),
+            "targets": list(self.targets) if self.targets else None,
             "tests": {},
         }
         for test, lv in self.tests.items():
@@ -242,7 +243,7 @@ class _Validator(Checker):
             primer=self.primer(top.get("primer", {})),
             warmup=self.warmup(top.get("warmup", False)),
             repeats=self.pos_int(top.get("repeats", 1), "repeats"),
-            targets=self.targets(top.get("targets", DEFAULT_SELECTION)),
+            targets=None if top.get("targets") is None else self.targets(top["targets"]),
             tests=self.tests(top["tests"]),
             open_loop=self.open_loop(top.get("open_loop"), top["tests"], duration),
             source=self.path,

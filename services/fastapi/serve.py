@@ -1,11 +1,13 @@
 """Launch an ASGI app of this folder under one server: ``python serve.py SERVER [MODULE:APP]``
-(SERVER: uvicorn or hypercorn; the app defaults to ``app:app``, the TechEmpower-style one).
+(SERVER: uvicorn, hypercorn, gunicorn-uvicorn or granian; the app defaults to ``app:app``, the
+TechEmpower-style one).
 
 This process is the master: it waits (bounded) for the database so workers never crash-loop,
 exports BENCHLAB_MASTER_PID so any worker can report the whole process tree, then supervises
-the workers: Uvicorn's own supervisor, which replaces a dead worker, or for Hypercorn this
-module's, because Hypercorn's stops the whole server when one worker dies. Either stops every
-worker on SIGTERM/SIGINT; workers die with the master (target_kit) if it is killed.
+the workers: Uvicorn's, Gunicorn's or Granian's own supervisor, each of which replaces a dead
+worker, or for Hypercorn this module's, because Hypercorn's stops the whole server when one
+worker dies. Each stops every worker on SIGTERM/SIGINT; workers die with the master (target_kit,
+from the apps' lifespan) if it is killed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import asyncpg
 import target_kit
@@ -33,12 +35,21 @@ DEFAULT_APP = "app:app"
 BACKLOG = 4096
 # Idle keep-alive: load generators keep connections busy; this only bounds idle ones. Hypercorn
 # also counts a connection still sending its request head as idle, so this is its head-read
-# timeout too (slowloris); Uvicorn's is http_limits.HEAD_TIMEOUT_S, the same 10 s.
+# timeout too (slowloris); Uvicorn's (under Gunicorn too) is http_limits.HEAD_TIMEOUT_S, the same
+# 10 s, and Granian's is HEAD_TIMEOUT_MS.
 KEEP_ALIVE_S = 10
 # Graceful stop (SIGTERM): in-flight requests get this long, then the worker exits anyway.
 GRACEFUL_S = 5
-# Hypercorn h11: bytes of a request head (line and headers) not yet complete; beyond it, 431.
+# Hypercorn h11 and Granian (hyper): bytes of a request head (line and headers) not yet complete;
+# beyond it, 431.
 MAX_HEAD = 64 * 1024
+# Granian (hyper): from a connection's start, or the end of its last response, to the end of the
+# next request head. One timer for both, so it is the idle keep-alive as well as the slowloris
+# bound: KEEP_ALIVE_S.
+HEAD_TIMEOUT_MS = KEEP_ALIVE_S * 1000
+# Granian's backpressure is a cap on the connections each worker accepts (default backlog /
+# workers); TFB's plaintext steps hold up to 16,384. As gunicorn gevent's worker_connections.
+GRANIAN_CONNECTIONS = 10_000
 # A worker that keeps dying is a broken build, not bad luck: this many restarts within
 # RESTART_WINDOW_S stop the Hypercorn target with an error (so the harness or compose sees it).
 MAX_RESTARTS = 5
@@ -98,6 +109,80 @@ def run_uvicorn(app: str, host: str, port: int, workers: int) -> None:
         timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=GRACEFUL_S,
     )
+
+
+def run_gunicorn_uvicorn(app: str, host: str, port: int, workers: int) -> None:
+    """Gunicorn's arbiter over uvicorn-worker's UvicornWorker, TechEmpower's default FastAPI
+    variant (``gunicorn app:app -k uvicorn.workers.UvicornWorker``, a worker per CPU), with
+    the Uvicorn target's loop, protocol and limits; the master replaces a dead worker."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.util import import_app
+    from http_limits import LimitedHttpToolsProtocol
+    from uvicorn_worker import UvicornWorker
+
+    class LimitedUvicornWorker(UvicornWorker):
+        """uvicorn's Config as run_uvicorn sets it; keep-alive and backlog come from Gunicorn's."""
+
+        CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+            "loop": "uvloop",
+            "http": LimitedHttpToolsProtocol,
+            "access_log": False,
+            "timeout_graceful_shutdown": GRACEFUL_S,
+        }
+
+    settings = {
+        "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+        "workers": workers,
+        "worker_class": LimitedUvicornWorker,
+        "backlog": BACKLOG,
+        "keepalive": KEEP_ALIVE_S,
+        "graceful_timeout": GRACEFUL_S,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "control_socket_disable": True,  # one fixed socket path per user would collide between servers
+    }
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]
+        """Gunicorn configured here rather than from argv or a config file."""
+
+        def load_config(self) -> None:
+            for name, value in settings.items():
+                self.cfg.set(name, value)
+
+        def load(self) -> Any:
+            return import_app(app)  # in each worker, after the fork (no preload)
+
+    Gunicorn().run()
+
+
+def run_granian(app: str, host: str, port: int, workers: int) -> None:
+    """Granian (Rust, hyper) over ASGI with uvloop, HTTP/1 only, as TechEmpower's
+    fastapi-granian (``--interface asgi --loop uvloop --workers $(nproc)``), with the limits of
+    the other targets; Granian's master respawns a failed worker."""
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,
+        websockets=False,
+        backlog=BACKLOG,
+        backpressure=GRANIAN_CONNECTIONS,
+        http1_settings=HTTP1Settings(header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=MAX_HEAD),
+        log_level=LogLevels.warning,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=GRACEFUL_S,
+        working_dir=HERE,
+    ).serve()
 
 
 def run_hypercorn(app: str, host: str, port: int, workers: int) -> None:
@@ -183,7 +268,12 @@ def supervise_hypercorn(config: Any) -> int:
     return code
 
 
-SERVERS: dict[str, Callable[[str, str, int, int], None]] = {"uvicorn": run_uvicorn, "hypercorn": run_hypercorn}
+SERVERS: dict[str, Callable[[str, str, int, int], None]] = {
+    "uvicorn": run_uvicorn,
+    "hypercorn": run_hypercorn,
+    "gunicorn-uvicorn": run_gunicorn_uvicorn,
+    "granian": run_granian,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -1,0 +1,127 @@
+"""The seven TechEmpower tests as a plain ASGI callable, no framework: the server's own ceiling
+(asgi-uvicorn, started ``python serve.py uvicorn bare:app`` like fastapi-uvicorn).
+
+Its database layer is db.py, the one app.py uses, so against fastapi-uvicorn only routing
+(a dict lookup on the path), query parsing and response building differ: the framework's cost.
+The server adds Server and Date; every response here sets Content-Type and Content-Length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote_plus
+
+import orjson
+import target_kit
+
+from db import DB_ERRORS, UNAVAILABLE, Database, clamp_queries, render_fortunes, worker_lifespan
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+# A handler's answer: Content-Type and body (status 200).
+Answer = tuple[bytes, bytes]
+
+JSON = b"application/json"
+TEXT = b"text/plain"
+HTML = b"text/html; charset=utf-8"
+PLAINTEXT = b"Hello, World!"
+
+
+class Worker:
+    """What the lifespan opened in this worker process (one app per process, as every server here runs it)."""
+
+    db: Database
+    info: target_kit.Info
+
+
+worker = Worker()
+
+
+def query_value(query_string: bytes, name: bytes) -> str | None:
+    """The first ``name=`` parameter, percent-decoded as Starlette decodes it; None if absent."""
+    for pair in query_string.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == name:
+            return unquote_plus(value.decode("latin-1"))
+    return None
+
+
+async def json_serialization(query_string: bytes) -> Answer:
+    return JSON, orjson.dumps({"message": "Hello, World!"})
+
+
+async def plaintext(query_string: bytes) -> Answer:
+    return TEXT, PLAINTEXT
+
+
+async def single_query(query_string: bytes) -> Answer:
+    return JSON, orjson.dumps(await worker.db.random_row())
+
+
+async def multiple_queries(query_string: bytes) -> Answer:
+    count = clamp_queries(query_value(query_string, b"queries"))
+    return JSON, orjson.dumps(await worker.db.random_rows(count))
+
+
+async def fortunes(query_string: bytes) -> Answer:
+    return HTML, render_fortunes(await worker.db.fortunes()).encode()
+
+
+async def updates(query_string: bytes) -> Answer:
+    count = clamp_queries(query_value(query_string, b"queries"))
+    return JSON, orjson.dumps(await worker.db.update_rows(count))
+
+
+async def cached_queries(query_string: bytes) -> Answer:
+    count = clamp_queries(query_value(query_string, b"count"))
+    return JSON, orjson.dumps(await worker.db.cached_rows(count))
+
+
+async def benchlab_info(query_string: bytes) -> Answer:
+    return JSON, orjson.dumps(worker.info.payload())
+
+
+ROUTES: dict[str, Callable[[bytes], Awaitable[Answer]]] = {
+    "/json": json_serialization,
+    "/plaintext": plaintext,
+    "/db": single_query,
+    "/queries": multiple_queries,
+    "/fortunes": fortunes,
+    "/updates": updates,
+    "/cached-queries": cached_queries,
+    "/benchlab/info": benchlab_info,
+}
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """db.py's per-worker start and stop, on the server's lifespan messages."""
+    await receive()  # lifespan.startup
+    async with worker_lifespan() as (worker.db, worker.info):
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+        return
+    route = ROUTES.get(scope["path"])
+    headers = []
+    if route is None:
+        status, content_type, body = 404, TEXT, b"Not Found"
+    elif scope["method"] != "GET":
+        status, content_type, body = 405, TEXT, b"Method Not Allowed"
+        headers.append((b"allow", b"GET"))
+    else:
+        try:
+            status, (content_type, body) = 200, await route(scope["query_string"])
+        except DB_ERRORS:
+            # The pool reconnects by itself once the database is back; until then, say so quickly.
+            status, content_type, body = 503, JSON, UNAVAILABLE
+    headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

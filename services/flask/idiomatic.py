@@ -1,0 +1,214 @@
+"""The seven TechEmpower tests written as the Flask and Flask-SQLAlchemy documentation teach.
+
+The flask-gunicorn-gevent-idiomatic target: the same server as app.py (gunicorn's gevent worker,
+gunicorn_conf.py), but the code a Flask user writes for production: declarative models and
+``db.session``, Flask's JSON provider, ``render_template``, error handlers. It measures what
+that style costs next to app.py's hand-written SQL.
+
+Gunicorn imports this module in each worker after gevent has monkey-patched it (``preload_app``
+stays off), so psycopg, imported below through SQLAlchemy, picks its gevent-cooperative wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from operator import attrgetter
+from random import randint, sample
+from typing import Any
+
+import gevent
+import target_kit
+from flask import Flask, Response, render_template, request
+from flask_sqlalchemy import SQLAlchemy
+from greenlet import getcurrent, greenlet
+from sqlalchemy import Engine, event, make_url, select
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+MAX_QUERIES = 500
+WORLD_ROWS = 10_000  # ids 1..10000, and random numbers 1..10000
+WORLD_IDS = range(1, WORLD_ROWS + 1)
+EXTRA_FORTUNE = "Additional fortune added at request time."
+# A gevent worker is one CPU-bound thread; the ORM spends more of it per query than app.py
+# does, so its few connections are busy less of the time. app.py's measured cap serves here too.
+POOL_CAP = 8
+
+
+class DatabaseSilent(TimeoutError):
+    """Thrown into a request that waits on a database that stopped answering (frozen, not down).
+
+    A TimeoutError, which SQLAlchemy treats as an interrupted wait: it discards the connection
+    the request held instead of returning it, mid-query, to the pool.
+    """
+
+
+class StallWatch(target_kit.SilenceWatch):
+    """The lab's frozen-database rule (target_kit) on the gevent hub: requests left waiting on a
+    silent database get DatabaseSilent, hence a 503. A per-request gevent.Timeout would also cut
+    the legitimate multi-second waits for a pooled connection at 512 clients."""
+
+    def run(self) -> None:
+        hub = gevent.get_hub()
+        while True:
+            gevent.sleep(target_kit.STALL_CHECK_S)
+            for waiter in self.check():
+                hub.loop.run_callback(self.interrupt, waiter, self.waiting[waiter])
+
+    def interrupt(self, waiter: greenlet, started: float) -> None:
+        """Run by the hub, as gevent.Timeout raises, so the waiter is parked (in a database wait);
+        a connection's greenlet that has moved on to its next request is left alone."""
+        if self.waiting.get(waiter) == started:
+            del self.waiting[waiter]
+            waiter.throw(DatabaseSilent("database stopped answering"))
+
+
+WATCH = StallWatch()
+gevent.spawn(WATCH.run)
+
+
+@event.listens_for(Engine, "after_cursor_execute")
+def database_answered(*_args: Any) -> None:
+    """Every completed statement tells the StallWatch the database is alive."""
+    WATCH.heard()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+db = SQLAlchemy(model_class=Base)
+
+
+class World(db.Model):
+    __tablename__ = "world"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    randomnumber: Mapped[int]
+
+    def as_json(self) -> dict[str, int]:
+        return {"id": self.id, "randomNumber": self.randomnumber}
+
+
+class Fortune(db.Model):
+    __tablename__ = "fortune"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message: Mapped[str]
+
+
+WORKERS = target_kit.workers()
+app = Flask(__name__)
+app.config.from_mapping(
+    SQLALCHEMY_DATABASE_URI=make_url(target_kit.database_url()).set(drivername="postgresql+psycopg"),
+    SQLALCHEMY_ENGINE_OPTIONS={
+        "pool_size": target_kit.pool_size(WORKERS, POOL_CAP),
+        "max_overflow": 0,  # the pool size is the worker's share of the connection budget
+        # A restarted database leaves every pooled connection dead: test each on checkout.
+        "pool_pre_ping": True,
+        # Each endpoint is one statement or a batch whose rows are independent: no transaction
+        # to begin and roll back around them, and so nothing to reset when a connection returns.
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        "connect_args": {"connect_timeout": 2},
+    },
+)
+db.init_app(app)
+
+
+@app.before_request
+def watch_request() -> None:
+    """Between here and teardown_request a request parks only to wait on the database."""
+    WATCH.waiting[getcurrent()] = time.monotonic()
+
+
+@app.teardown_request
+def unwatch_request(_error: BaseException | None) -> None:
+    WATCH.waiting.pop(getcurrent(), None)
+
+
+@app.errorhandler(OperationalError)
+@app.errorhandler(InterfaceError)
+@app.errorhandler(PoolTimeout)
+@app.errorhandler(DatabaseSilent)
+def database_unavailable(_error: Exception) -> tuple[dict[str, str], int]:
+    return {"error": "database unavailable"}, 503
+
+
+def query_count(name: str) -> int:
+    """TFB's rule: missing, empty, non-integer or < 1 gives 1; > 500 gives 500."""
+    n = request.args.get(name, 1, type=int)
+    return 1 if n < 1 else min(n, MAX_QUERIES)
+
+
+@app.get("/json")
+def json_test() -> dict[str, str]:
+    return {"message": "Hello, World!"}
+
+
+@app.get("/plaintext")
+def plaintext() -> Response:
+    return Response("Hello, World!", mimetype="text/plain")
+
+
+@app.get("/db")
+def single_query() -> dict[str, int]:
+    return db.session.get_one(World, randint(1, WORLD_ROWS)).as_json()
+
+
+@app.get("/queries")
+def multiple_queries() -> list[dict[str, int]]:
+    # populate_existing: a repeated id is queried again, not served from the session's identity map.
+    worlds = [
+        db.session.get_one(World, randint(1, WORLD_ROWS), populate_existing=True) for _ in range(query_count("queries"))
+    ]
+    return [world.as_json() for world in worlds]
+
+
+@app.get("/updates")
+def updates() -> list[dict[str, int]]:
+    # Distinct ids: each row read once, given one new number (the flush orders the UPDATEs by id).
+    worlds = [db.session.get_one(World, world_id) for world_id in sample(WORLD_IDS, query_count("queries"))]
+    for world in worlds:
+        world.randomnumber = randint(1, WORLD_ROWS)
+    rows = [world.as_json() for world in worlds]  # before the commit, which expires the objects
+    db.session.commit()
+    return rows
+
+
+@app.get("/fortunes")
+def fortunes() -> str:
+    rows = list(db.session.scalars(select(Fortune)))
+    rows.append(Fortune(id=0, message=EXTRA_FORTUNE))
+    rows.sort(key=attrgetter("message"))
+    return render_template("idiomatic_fortunes.html", fortunes=rows)
+
+
+_world_cache: dict[int, dict[str, int]] = {}
+_world_cache_lock = threading.Lock()  # gevent's, once patched: a crowd of first requests loads it once
+
+
+def world_cache() -> dict[int, dict[str, int]]:
+    """This worker's copy of every world row, by id, loaded on first use (the database may be
+    down when the worker starts)."""
+    if not _world_cache:
+        with _world_cache_lock:
+            if not _world_cache:
+                _world_cache.update((world.id, world.as_json()) for world in db.session.scalars(select(World)))
+    return _world_cache
+
+
+@app.get("/cached-queries")
+def cached_queries() -> list[dict[str, int]]:
+    cache = world_cache()
+    return [cache[randint(1, WORLD_ROWS)] for _ in range(query_count("count"))]
+
+
+INFO = target_kit.Info(WORKERS)
+
+
+@app.get("/benchlab/info")
+def benchlab_info() -> dict[str, Any]:
+    """What ran and what it costs, so the loadgen need not see the server's processes."""
+    return INFO.payload()
