@@ -1,97 +1,54 @@
-"""The report's charts, each drawn once and written twice: inline SVG for the HTML, PNG beside it.
+"""The report's charts per test (peak, scaling, latency spectrum, open loop) and of resources.
 
-Every chart names its axis units and carries a footer with the hardware and cpusets, so a
-PNG lifted out of the report still says what it measured. Figures from client-bound steps
-or steps with errors are drawn with a red ring or hatch and a warning sign in the legend.
+Every chart names its axis units; figures from client-bound steps or steps with errors are
+drawn with a red ring or hatch and a warning sign in the legend (the look: plotting.py).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import re
-import textwrap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import matplotlib
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from benchlab.capacity import p99_bound_ms
+from benchlab.findings import Factor, decomposition
+from benchlab.plotting import (
+    FLAG_COLOUR,
+    MARKERS,
+    PALETTE,
+    RC,
+    WARN,
+    Chart,
+    Drawn,
+    colour,
+    context_line,
+    figure,
+    flag_legend,
+    marker,
+    ring,
+    save,
+)
 from benchlab.rundata import (
     PERCENTILES,
     Point,
     Run,
     cpu_list,
-    cpusets,
     level_value,
     lookup,
-    show,
-    target_order,
     x_dimension,
 )  # fmt: skip
 
-WARN = "⚠"
-FLAG_COLOUR = "#d62728"
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 AXIS_LABELS = {
     "concurrency": "concurrent connections",
     "queries": "queries per request",
     "offered_rps": "offered rate (requests/s)",
 }
-RC = {
-    "svg.fonttype": "none",  # text stays text: smaller, selectable, testable
-    "svg.hashsalt": "benchlab",  # deterministic ids; made unique per chart below
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-}
-WIDTH_IN, HEIGHT_IN, PNG_DPI = 8.0, 4.4, 120
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One drawn chart: where its PNG is, its inline SVG, and whether it shows flagged figures."""
-
-    name: str
-    title: str
-    svg: str
-    png: Path
-    flagged: bool
-
-
-def context_line(meta: Mapping[str, Any]) -> str:
-    """Hardware and cpusets in one line for chart footers: what a reader needs to judge a number."""
-    host = (
-        f"{show(lookup(meta, 'host', 'cpu_model'))}, {show(lookup(meta, 'host', 'cores'))} cores, "
-        f"{show(lookup(meta, 'host', 'memory_gb'))} GB, kernel {show(lookup(meta, 'host', 'kernel'))}, "
-        f"mode {show(meta.get('mode'))}"
-    )
-    sets = "; ".join(f"{role} {cpus}" for role, cpus in cpusets(meta))
-    return f"host: {host} | cpusets: {sets} | run {show(meta.get('run_id'))}"
-
-
-def colour(target: str) -> str:
-    order = target_order()
-    idx = order.index(target) if target in order else len(order) + sum(map(ord, target))
-    return PALETTE[idx % len(PALETTE)]
-
-
-def marker(target: str) -> str:
-    order = target_order()
-    idx = order.index(target) if target in order else sum(map(ord, target))
-    return MARKERS[idx % len(MARKERS)]
-
-
 def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
     """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
     footer = context_line(run.meta)
@@ -99,40 +56,14 @@ def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
     with matplotlib.rc_context(RC):
         for test in run.tests:
             drawn = (_peak(run, test), _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
-            sections[test] = [_save(c, footer, out_dir) for c in drawn if c is not None]
+            sections[test] = [save(c, footer, out_dir) for c in drawn if c is not None]
         resources = _resources(run)
         if resources is not None:
-            sections["resources"] = [_save(resources, footer, out_dir)]
+            sections["resources"] = [save(resources, footer, out_dir)]
+        factors = _decomposition(decomposition(run), run.tests)
+        if factors is not None:
+            sections["decomposition"] = [save(factors, footer, out_dir)]
     return sections
-
-
-@dataclass
-class _Drawn:
-    name: str
-    title: str
-    fig: Figure
-    flagged: bool
-
-
-def _figure(ncols: int = 1, height: float = HEIGHT_IN) -> tuple[Figure, list[Any]]:
-    fig = Figure(figsize=(WIDTH_IN * (1 if ncols == 1 else 1.15), height), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
-
-
-def _flag_legend(flagged: bool) -> list[Any]:
-    if not flagged:
-        return []
-    return [
-        Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
-               markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
-               label=f"{WARN} client-bound, errors or drops: do not quote"),
-    ]  # fmt: skip
-
-
-def _ring(ax: Any, x: float, y: float) -> None:
-    ax.plot([x], [y], linestyle="none", marker="o", markersize=13, markerfacecolor="none",
-            markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6, zorder=5)  # fmt: skip
 
 
 def _primary_mode(run: Run, test: str) -> str | None:
@@ -140,14 +71,14 @@ def _primary_mode(run: Run, test: str) -> str | None:
     return "closed" if "closed" in modes else (modes[0] if modes else None)
 
 
-def _peak(run: Run, test: str) -> _Drawn | None:
+def _peak(run: Run, test: str) -> Drawn | None:
     mode = _primary_mode(run, test)
     if mode is None:
         return None
     peaks = [(t, p) for t in run.targets if (p := run.peak(t, test, mode)) is not None]
     if not peaks:
         return None
-    fig, (ax,) = _figure(height=1.6 + 0.55 * len(peaks))
+    fig, (ax,) = figure(height=1.6 + 0.55 * len(peaks))
     flagged = False
     names = [t for t, _ in peaks][::-1]
     for i, (target, point) in enumerate(reversed(peaks)):
@@ -170,11 +101,11 @@ def _peak(run: Run, test: str) -> _Drawn | None:
     ax.grid(axis="y", visible=False)
     title = f"{test}: peak throughput by target ({mode} loop)"
     ax.set_title(title)
-    handles = _flag_legend(flagged)
+    handles = flag_legend(flagged)
     if handles:
         ax.legend(handles=[Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
                                  label=handles[0].get_label())], loc="lower right", fontsize=8)  # fmt: skip
-    return _Drawn(f"peak-{test}", title, fig, flagged)
+    return Drawn(f"peak-{test}", title, fig, flagged)
 
 
 def _series(points: Iterable[Point], dimension: str) -> dict[str, list[Point]]:
@@ -200,12 +131,12 @@ def _log2_axis(ax: Any, values: Iterable[float]) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
-def _scaling(run: Run, test: str) -> _Drawn | None:
+def _scaling(run: Run, test: str) -> Drawn | None:
     """Throughput against load; only drawn when some target ran more than one level (else: the peak chart)."""
     dimension = x_dimension(test, "closed")
     if max((len({p.level for p in run.points_for(t, test, "closed")}) for t in run.targets), default=0) < 2:
         return None
-    fig, (ax,) = _figure()
+    fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
         for label, line in _series(run.points_for(target, test, "closed"), dimension).items():
@@ -218,7 +149,7 @@ def _scaling(run: Run, test: str) -> _Drawn | None:
             for p, xv in zip(line, x, strict=True):
                 if p.flags:
                     flagged = True
-                    _ring(ax, xv, p.rps)
+                    ring(ax, xv, p.rps)
     if not xs:
         return None
     _log2_axis(ax, xs)
@@ -229,8 +160,8 @@ def _scaling(run: Run, test: str) -> _Drawn | None:
     title = f"{test}: throughput against {AXIS_LABELS[dimension]} (median, whiskers min..max)"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="best")
-    return _Drawn(f"scaling-{test}", title, fig, flagged)
+    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="best")
+    return Drawn(f"scaling-{test}", title, fig, flagged)
 
 
 def _spectrum_x(percentile: float) -> float:
@@ -238,11 +169,11 @@ def _spectrum_x(percentile: float) -> float:
     return -math.log10(1 - percentile / 100)
 
 
-def _spectrum(run: Run, test: str) -> _Drawn | None:
+def _spectrum(run: Run, test: str) -> Drawn | None:
     mode = _primary_mode(run, test)
     if mode is None:
         return None
-    fig, (ax,) = _figure()
+    fig, (ax,) = figure()
     flagged, drawn = False, False
     for target in run.targets:
         point = run.peak(target, test, mode)
@@ -258,7 +189,7 @@ def _spectrum(run: Run, test: str) -> _Drawn | None:
                 linestyle="--" if bad else "-", label=label)  # fmt: skip
         if bad:
             for x, y in xy:
-                _ring(ax, x, y)
+                ring(ax, x, y)
         drawn = True
     if not drawn:
         return None
@@ -271,8 +202,8 @@ def _spectrum(run: Run, test: str) -> _Drawn | None:
     title = f"{test}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
-    return _Drawn(f"latency-{test}", title, fig, flagged)
+    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")
+    return Drawn(f"latency-{test}", title, fig, flagged)
 
 
 def _log_ms_axis(ax: Any) -> None:
@@ -290,10 +221,10 @@ def _percentile_name(x: float) -> str:
     return ""
 
 
-def _open_loop(run: Run, test: str) -> _Drawn | None:
+def _open_loop(run: Run, test: str) -> Drawn | None:
     if "open" not in run.modes(test):
         return None
-    fig, (ax,) = _figure()
+    fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
         for label, line in _series(run.points_for(target, test, "open"), "offered_rps").items():
@@ -315,7 +246,7 @@ def _open_loop(run: Run, test: str) -> _Drawn | None:
                 for xv, yv, p in zip(x, y, pts, strict=True):
                     if p.flags:
                         flagged = True
-                        _ring(ax, xv, yv)
+                        ring(ax, xv, yv)
     if not xs:
         return None
     bound = p99_bound_ms(run)
@@ -327,8 +258,8 @@ def _open_loop(run: Run, test: str) -> _Drawn | None:
     title = f"{test}: open-loop latency against offered rate, up to the first overloaded rate"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + _flag_legend(flagged), fontsize=8, loc="upper left")
-    return _Drawn(f"openloop-{test}", title, fig, flagged)
+    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")
+    return Drawn(f"openloop-{test}", title, fig, flagged)
 
 
 def _up_to_knee(line: list[Point]) -> list[Point]:
@@ -339,7 +270,7 @@ def _up_to_knee(line: list[Point]) -> list[Point]:
     return line
 
 
-def _resources(run: Run) -> _Drawn | None:
+def _resources(run: Run) -> Drawn | None:
     """Server CPU and RSS at each target's closed-loop peak, per test: what the throughput cost."""
     rows = []
     for test in run.tests:
@@ -352,7 +283,7 @@ def _resources(run: Run) -> _Drawn | None:
     rss = [(t, g, p.resource("server_pss_mb") or p.resource("server_rss_mb"), p) for t, g, p in rows]
     if not any(v is not None for _, _, v, _ in cpu + rss):
         return None
-    fig, axes = _figure(ncols=2)
+    fig, axes = figure(ncols=2)
     tests = [t for t in run.tests if any(r[0] == t for r in rows)]
     width = 0.8 / max(1, len(run.targets))
     flagged = False
@@ -383,7 +314,41 @@ def _resources(run: Run) -> _Drawn | None:
     fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     title = "Server CPU and memory per target (closed loop, at each test's peak)"
     fig.suptitle(title, fontsize=10)
-    return _Drawn("resources", title, fig, flagged)
+    return Drawn("resources", title, fig, flagged)
+
+
+def _decomposition(factors: list[Factor], tests: list[str]) -> Drawn | None:
+    """One row per comparison, one dot per test: the ratio at the two targets' peaks, with its
+    95 % interval as a bar, on a log axis around 1 (no difference)."""
+    rows = list(dict.fromkeys(f.label for f in factors if f.estimate.ratio is not None))
+    if not rows:
+        return None
+    fig, (ax,) = figure(height=max(2.6, 0.42 * len(rows) + 1.4))
+    tests = [t for t in tests if any(f.test == t for f in factors)]
+    band = 0.7 / max(1, len(tests))
+    for j, test in enumerate(tests):
+        for f in factors:
+            e = f.estimate
+            if f.test != test or e.ratio is None:
+                continue
+            y = rows.index(f.label) + (j - (len(tests) - 1) / 2) * band
+            if e.low is not None and e.high is not None:
+                ax.plot([e.low, e.high], [y, y], color=PALETTE[j % len(PALETTE)], linewidth=1.4, alpha=0.7)
+            ax.plot([e.ratio], [y], linestyle="none", marker=MARKERS[j % len(MARKERS)], markersize=5,
+                    color=PALETTE[j % len(PALETTE)])  # fmt: skip
+    ax.axvline(1.0, color="#333333", linewidth=1)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlabel("throughput ratio, the second target over the first, at their peaks (log scale; 1× = no difference)")
+    handles = [Line2D([], [], linestyle="none", marker=MARKERS[j % len(MARKERS)], color=PALETTE[j % len(PALETTE)],
+                      label=test) for j, test in enumerate(tests)]  # fmt: skip
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    title = "Where the difference comes from: each step as a throughput ratio (dot) with its 95 % interval (bar)"
+    ax.set_title(title)
+    return Drawn("decomposition", title, fig, False)
 
 
 def _target_cpu_count(run: Run) -> int | None:
@@ -394,30 +359,3 @@ def _target_cpu_count(run: Run) -> int | None:
     return sizes.pop() if len(sizes) == 1 else None
 
 
-def _save(drawn: _Drawn, footer: str, out_dir: Path) -> Chart:
-    fig = drawn.fig
-    # As the figure's x label, constrained layout keeps axes and legends clear of the footer.
-    fig.supxlabel("\n".join(textwrap.wrap(footer, 170, break_on_hyphens=False)), x=0.005, ha="left",
-                  fontsize=6.5, color="#555555")  # fmt: skip
-    png = out_dir / f"{drawn.name}.png"
-    buf = io.StringIO()
-    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
-    # The layout is solved; keep it for the SVG instead of solving it again (half the cost).
-    fig.set_layout_engine("none")
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
-    return Chart(drawn.name, drawn.title, _inline_svg(buf.getvalue(), drawn.name), png, drawn.flagged)
-
-
-def _inline_svg(svg: str, prefix: str) -> str:
-    """Strips the XML prolog and makes every id unique to this chart, so many SVGs share one page."""
-    svg = svg[svg.index("<svg") :]
-    ids = set(re.findall(r'\bid="([^"]+)"', svg))
-    pre = re.sub(r"[^A-Za-z0-9_-]", "_", prefix) + "-"
-
-    def rename(match: re.Match[str]) -> str:
-        head, name, tail = match.group(1), match.group(2), match.group(3)
-        return f"{head}{pre}{name}{tail}" if name in ids else match.group(0)
-
-    svg = re.sub(r'(\bid=")([^"]+)(")', rename, svg)
-    svg = re.sub(r"(url\(#)([^)]+)(\))", rename, svg)
-    return re.sub(r'(href="#)([^"]+)(")', rename, svg)

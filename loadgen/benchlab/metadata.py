@@ -75,6 +75,9 @@ def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
         "framework": target.framework,
         "server": target.server,
         "worker_class": target.worker_class,
+        "interface": target.interface,
+        "style": target.style,
+        "group": target.group,
     }
     try:
         reported = httpx.get(target.url + "/benchlab/info", timeout=timeout_s).json()

@@ -19,8 +19,10 @@ from markupsafe import Markup
 
 from benchlab import __version__
 from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
-from benchlab.charts import WARN, Chart, context_line, render_charts
+from benchlab.charts import render_charts
 from benchlab.claims import PairingResult, evaluate_claims, load_claims
+from benchlab.findings import decomposition, leads
+from benchlab.plotting import WARN, Chart, context_line
 from benchlab.rundata import (
     PERCENTILES,
     UNKNOWN,
@@ -39,7 +41,7 @@ REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
 CHARTS_DIR = "charts"
 TEMPLATES = Path(__file__).with_name("templates")
-TARGET_FIELDS = ("framework", "server", "worker_class", "workers", "python", "url")
+TARGET_FIELDS = ("framework", "server", "worker_class", "style", "group", "workers", "python", "url")
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "target", "test", "mode", "peak_level", "concurrency", "pipeline", "queries", "offered_rps",
     "repeats", "peak_rps", "rps_min", "rps_max", "p99_ms", "server_cpu_cores", "rps_per_core",
@@ -173,6 +175,9 @@ def render_html(
         sections=[(test, charts.get(test, []), _point_rows(run, test), _sustainable(run, test)) for test in run.tests],
         p99_bound=p99_bound_ms(run),
         resources=charts.get("resources", []),
+        leads=leads(run),
+        factors=decomposition(run),
+        decomposition_charts=charts.get("decomposition", []),
         svg=lambda chart: Markup(chart.svg),  # matplotlib escapes its own text
         claims=[(c, [r for r in claim_results if r.claim is c]) for c in dict.fromkeys(r.claim for r in claim_results)],
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",

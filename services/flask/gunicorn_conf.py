@@ -1,6 +1,9 @@
-"""Gunicorn settings for flask-gunicorn-gevent, from the service environment contract (target_kit).
+"""Gunicorn settings for this folder's gunicorn targets, from the service environment contract
+(target_kit): any app of the folder (``app:app``, ``bare:app``, ``idiomatic:app``) under the gevent
+worker (the default here) or under GatedThreadWorker, gunicorn's gthread worker with its request
+heads gated (``--worker-class gunicorn_conf.GatedThreadWorker``).
 
-The app does not import this module: both read the contract from target_kit. It must never
+The apps do not import this module: all read the contract from target_kit. It must never
 import psycopg: the master loads it before any fork, and psycopg picks its (blocking or
 gevent-cooperative) wait function once, at import. Run as a script, it is the bounded wait for
 the database that the master performs at start-up in a child process.
@@ -10,13 +13,25 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import subprocess
 import sys
+import time
+from typing import Any
 
 import target_kit
+from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
-NAME = "flask-gunicorn-gevent"
+NAME = "gunicorn_conf"
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
+# Request threads per gthread worker (the app's pool gets one connection per thread). Measured
+# at 256-512 clients on 2 cores: 16 serve /db and /fortunes as fast as 32 or 64, with fewer
+# Postgres backends; 8 left the database idle while requests queued.
+GTHREAD_THREADS = 16
+HEAD_TIMEOUT_S = 10.0  # first byte of a request head to its end (slowloris), as the other targets'
+# Bytes of an unfinished head the gate holds; a longer head goes to gunicorn's parser, whose
+# limits below then answer it.
+HEAD_GATE_BYTES = 64 * 1024
 
 
 def _raise_open_file_limit() -> None:
@@ -42,10 +57,13 @@ bind = BIND
 workers = WORKERS
 worker_class = "gevent"
 worker_connections = WORKER_CONNECTIONS
+threads = GTHREAD_THREADS  # gthread only; the gevent worker ignores it
 backlog = 4096
 # The gevent worker reads each request head, the first too, under one gevent.Timeout of
 # `keepalive` seconds: it is both the idle keep-alive and the head-read timeout (slowloris).
-# Load generators keep their connections busy; 10 s matches the FastAPI targets.
+# gthread closes a connection idle for `keepalive` seconds, between requests or inside a head;
+# a head that keeps trickling is GatedThreadWorker's HEAD_TIMEOUT_S. Load generators keep their
+# connections busy; 10 s matches the FastAPI targets.
 keepalive = 10
 graceful_timeout = 5  # SIGTERM: in-flight requests get this long (the FastAPI targets' too)
 # Request-head limits (gunicorn answers 414 / 431 / 400 beyond them): gunicorn's maximum line,
@@ -60,22 +78,71 @@ preload_app = False  # the app (and psycopg) must be imported after gevent patch
 control_socket_disable = True  # one fixed socket path per user would collide between servers
 
 
-def on_starting(server: object) -> None:
-    """Master, before forking: record its pid for /benchlab/info, then wait (bounded) for the DB.
+def on_starting(server: Any) -> None:
+    """Master, before forking: record its pid for /benchlab/info, tell a threaded app its thread
+    count (its pool size, see db.py), then wait (bounded) for the DB.
 
     The wait runs in a child process so psycopg is never imported into the master.
     """
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
+    if issubclass(server.worker_class, ThreadWorker):
+        os.environ["BENCHLAB_THREADS"] = str(server.cfg.threads)
     _raise_open_file_limit()
     code = subprocess.run([sys.executable, os.path.abspath(__file__)], check=False).returncode
     if code:
         raise SystemExit(code)
 
 
-def post_fork(server: object, worker: object) -> None:
+def post_fork(server: Any, worker: Any) -> None:
     """Worker: die with the master. Gunicorn's gevent worker never checks that its master lives,
     so a killed master (SIGKILL) left its workers serving the port unsupervised."""
     target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
+
+
+class GatedThreadWorker(ThreadWorker):
+    """gthread, except that a thread takes a request only once its head has arrived.
+
+    Stock gthread (27.0.1) gives each connection's thread a blocking read of the head with no
+    time limit: 200 slowloris clients held every thread of the worker, /json starved, and none
+    was ever closed (measured). Here the thread reads only what is there (non-blocking, into
+    gunicorn's own parser buffer); an unfinished head goes back to the worker's poller (gthread's
+    deferral, no thread held) until more bytes come, and is dropped HEAD_TIMEOUT_S after it
+    began. A complete head then runs exactly as in gthread, parsed from that buffer.
+    """
+
+    def handle(self, conn: TConn) -> Any:
+        ready = self.head_ready(conn)
+        if ready:
+            return super().handle(conn)
+        if ready is None or not self.alive:
+            conn.sock.close()  # abruptly, here: gthread's graceful close would linger in its main loop
+            return False
+        return _DEFER
+
+    def head_ready(self, conn: TConn) -> bool | None:
+        """True: a whole head is buffered (or HEAD_GATE_BYTES of one); False: not yet; None: the
+        client hung up, or its head is past its deadline."""
+        conn.init()  # the parser, once per connection (a no-op after)
+        buf = conn.parser.unreader.buf
+        held = buf.getvalue()  # pipelined requests, or the part of this head read before
+        now = time.monotonic()
+        deadline = getattr(conn, "head_deadline", None)
+        if deadline is None:
+            deadline = conn.head_deadline = now + HEAD_TIMEOUT_S
+        while b"\r\n\r\n" not in held and len(held) < HEAD_GATE_BYTES:
+            try:
+                data = conn.sock.recv(HEAD_GATE_BYTES, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False if now < deadline else None
+            except OSError:
+                return None
+            if not data:
+                return None
+            buf.seek(0, os.SEEK_END)
+            buf.write(data)
+            held += data
+        conn.head_deadline = None
+        return True
 
 
 # --- script: the bounded wait for the database ----------------------------------------------

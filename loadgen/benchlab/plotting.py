@@ -1,0 +1,133 @@
+"""What every chart of the report shares: its look, its colours, its footer and how it is saved.
+
+Each chart is drawn once and written twice: inline SVG for the HTML, PNG beside it. Every
+chart carries a footer with the hardware and cpusets, so a PNG lifted out of the report still
+says what it measured; figures from client-bound steps or steps with errors are marked in red.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import textwrap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from benchlab.rundata import cpusets, lookup, show, target_order
+
+WARN = "⚠"
+FLAG_COLOUR = "#d62728"
+# One colour and one marker per registered target (eleven), in registry order.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
+    "#aec7e8", "#ffbb78", "#98df8a",
+)  # fmt: skip
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+RC = {
+    "svg.fonttype": "none",  # text stays text: smaller, selectable, testable
+    "svg.hashsalt": "benchlab",  # deterministic ids; made unique per chart below
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
+WIDTH_IN, HEIGHT_IN, PNG_DPI = 8.0, 4.4, 120
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One drawn chart: where its PNG is, its inline SVG, and whether it shows flagged figures."""
+
+    name: str
+    title: str
+    svg: str
+    png: Path
+    flagged: bool
+
+
+def context_line(meta: Mapping[str, Any]) -> str:
+    """Hardware and cpusets in one line for chart footers: what a reader needs to judge a number."""
+    host = (
+        f"{show(lookup(meta, 'host', 'cpu_model'))}, {show(lookup(meta, 'host', 'cores'))} cores, "
+        f"{show(lookup(meta, 'host', 'memory_gb'))} GB, kernel {show(lookup(meta, 'host', 'kernel'))}, "
+        f"mode {show(meta.get('mode'))}"
+    )
+    sets = "; ".join(f"{role} {cpus}" for role, cpus in cpusets(meta))
+    return f"host: {host} | cpusets: {sets} | run {show(meta.get('run_id'))}"
+
+
+def colour(target: str) -> str:
+    order = target_order()
+    idx = order.index(target) if target in order else len(order) + sum(map(ord, target))
+    return PALETTE[idx % len(PALETTE)]
+
+
+def marker(target: str) -> str:
+    order = target_order()
+    idx = order.index(target) if target in order else sum(map(ord, target))
+    return MARKERS[idx % len(MARKERS)]
+
+
+@dataclass
+class Drawn:
+    name: str
+    title: str
+    fig: Figure
+    flagged: bool
+
+
+def figure(ncols: int = 1, height: float = HEIGHT_IN) -> tuple[Figure, list[Any]]:
+    fig = Figure(figsize=(WIDTH_IN * (1 if ncols == 1 else 1.15), height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def flag_legend(flagged: bool) -> list[Any]:
+    if not flagged:
+        return []
+    return [
+        Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
+               markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
+               label=f"{WARN} client-bound, errors or drops: do not quote"),
+    ]  # fmt: skip
+
+
+def ring(ax: Any, x: float, y: float) -> None:
+    ax.plot([x], [y], linestyle="none", marker="o", markersize=13, markerfacecolor="none",
+            markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6, zorder=5)  # fmt: skip
+
+
+def save(drawn: Drawn, footer: str, out_dir: Path) -> Chart:
+    fig = drawn.fig
+    # As the figure's x label, constrained layout keeps axes and legends clear of the footer.
+    fig.supxlabel("\n".join(textwrap.wrap(footer, 170, break_on_hyphens=False)), x=0.005, ha="left",
+                  fontsize=6.5, color="#555555")  # fmt: skip
+    png = out_dir / f"{drawn.name}.png"
+    buf = io.StringIO()
+    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
+    # The layout is solved; keep it for the SVG instead of solving it again (half the cost).
+    fig.set_layout_engine("none")
+    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    return Chart(drawn.name, drawn.title, inline_svg(buf.getvalue(), drawn.name), png, drawn.flagged)
+
+
+def inline_svg(svg: str, prefix: str) -> str:
+    """Strips the XML prolog and makes every id unique to this chart, so many SVGs share one page."""
+    svg = svg[svg.index("<svg") :]
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+    pre = re.sub(r"[^A-Za-z0-9_-]", "_", prefix) + "-"
+
+    def rename(match: re.Match[str]) -> str:
+        head, name, tail = match.group(1), match.group(2), match.group(3)
+        return f"{head}{pre}{name}{tail}" if name in ids else match.group(0)
+
+    svg = re.sub(r'(\bid=")([^"]+)(")', rename, svg)
+    svg = re.sub(r"(url\(#)([^)]+)(\))", rename, svg)
+    return re.sub(r'(href="#)([^"]+)(")', rename, svg)
