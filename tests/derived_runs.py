@@ -100,3 +100,19 @@ def with_noise(run_dir: Path, seed: str, levels: int = 40, n: int = 4, sigma: fl
 
 def successful(row: Row) -> bool:
     return row["verification"] == "pass" and bool(row["rps"])
+
+
+def with_copies(run_dir: Path, copies: dict[str, tuple[str, float]]) -> None:
+    """Adds targets as copies of measured ones with throughput scaled: ``{new: (source, factor)}``,
+    e.g. the matrix's bare and idiomatic apps from the core apps, with a known ratio to each."""
+
+    def add(row: Row) -> list[Row]:
+        extra = []
+        for new, (source, factor) in copies.items():
+            if row["target"] == source:
+                copy = scaled(row, rps=factor, latency=1 / factor)
+                copy.update(target=new, step_id=f"{row.get('step_id', '')}@{new}")
+                extra.append(copy)
+        return [row, *extra]
+
+    rewrite_rows(run_dir, add)

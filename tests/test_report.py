@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from derived_runs import copy_run, edit_run_json, rewrite_rows, successful
+from derived_runs import copy_run, edit_run_json, rewrite_rows, successful, with_copies, with_repeats
 from helpers import run_benchlab
 from matplotlib import image
 
@@ -415,3 +415,48 @@ def test_a_row_cut_off_mid_write_is_left_out_with_one_warning(smoke_run: Path, t
     rows = list(csv.DictReader(io.StringIO((run / "summary.csv").read_text())))
     assert rows  # the report was made from the whole rows
     assert len(data.splitlines()) - 2 == len(read_rows(run))  # header and the torn row left out
+
+
+# ---------------------------------------------------------------- answers and decomposition
+
+MATRIX_COPIES = {
+    "wsgi-gunicorn-gevent": ("flask-gunicorn-gevent", 1.5),
+    "flask-gunicorn-gevent-idiomatic": ("flask-gunicorn-gevent", 0.6),
+    "asgi-uvicorn": ("fastapi-uvicorn", 1.25),
+}
+
+
+def _section_rows(html: str, section: str) -> list[list[str]]:
+    body = html[html.index(f'<section id="{section}">') :]
+    body = body[: body.index("</section>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows]
+
+
+def test_answers_and_decomposition_from_registry_facts(smoke_run: Path, tmp_path: Path) -> None:
+    """Targets added as scaled copies of the real ones: each step's ratio is the known factor."""
+    run = copy_run(smoke_run, tmp_path / "run")
+    with_repeats(run, 3)
+    with_copies(run, MATRIX_COPIES)
+    html = build_report(run).read_text()
+    measured = {r["test"] for r in read_rows(run) if successful(r) and r["target"] == "flask-gunicorn-gevent"}
+    rows = {(r[0], r[1], r[2], r[3]): r for r in _section_rows(html, "decomposition") if r}
+    for test in measured:
+        framework = rows[("framework", test, "wsgi-gunicorn-gevent", "flask-gunicorn-gevent")]
+        assert framework[4] == f"{1 / 1.5:.2f}" and framework[6].startswith("-33 %"), framework
+        style = rows[("style", test, "flask-gunicorn-gevent", "flask-gunicorn-gevent-idiomatic")]
+        assert style[4] == "0.60" and style[6].startswith("-40 %"), style
+        assert ("framework", test, "asgi-uvicorn", "fastapi-uvicorn") in rows or test not in {
+            r["test"] for r in read_rows(run) if successful(r) and r["target"] == "fastapi-uvicorn"
+        }
+    assert all(kind != "interface" or (base, other) == ("wsgi-gunicorn-gevent", "asgi-uvicorn")
+               for kind, _, base, other in rows)  # fmt: skip
+    assert ("server", "json", "fastapi-uvicorn", "fastapi-hypercorn") in rows
+    assert non_blank(run / CHARTS_DIR / "decomposition.png")
+    answers = html[html.index('<section id="answers">') :]
+    answers = re.sub(r"<[^>]+>", "", answers[: answers.index("</section>")])
+    # Every test's line names its leader, level and margin; the copies scaled 1.5x lead Flask's.
+    for test in measured:
+        (line,) = [ln.strip() for ln in answers.splitlines() if ln.strip().startswith(f"{test}:")]
+        assert re.search(r"led with [\d,]+ req/s at c=\d+.*, \d+\.\d\d× [\w-]+ \(95 % CI", line), line
+    assert html.index('id="answers"') < html.index('id="summary"') < html.index('id="environment"')

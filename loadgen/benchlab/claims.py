@@ -188,12 +188,24 @@ def _ratio(c: Checker, value: Any, key: str) -> tuple[float | None, float | None
 
 
 def evaluate_claims(run: Run, claims: Sequence[Claim]) -> list[PairingResult]:
-    """Every claim for every contender named in it, in file order."""
+    """Every claim for every contender named in it that the run measured with its baseline, in
+    file order (``unmeasured`` lists the claims this leaves out)."""
     return [
         PairingResult(claim, contender, tuple(_evaluate(run, claim.baseline, contender, c) for c in claim.checks))
         for claim in claims
         for contender in claim.contenders
+        if {claim.baseline, contender} <= set(run.targets)
     ]
+
+
+def unmeasured(run: Run, claims: Sequence[Claim]) -> list[tuple[Claim, list[str]]]:
+    """The claims with no pairing in the run, each with the targets it lacked."""
+    out = []
+    for claim in claims:
+        needed = [claim.baseline, *claim.contenders]
+        if not any({claim.baseline, c} <= set(run.targets) for c in claim.contenders):
+            out.append((claim, [t for t in needed if t not in run.targets]))
+    return out
 
 
 def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:

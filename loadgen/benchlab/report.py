@@ -20,7 +20,7 @@ from markupsafe import Markup
 from benchlab import __version__
 from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import render_charts
-from benchlab.claims import PairingResult, evaluate_claims, load_claims
+from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
 from benchlab.findings import decomposition, leads
 from benchlab.plotting import WARN, Chart, context_line
 from benchlab.rundata import (
@@ -62,7 +62,7 @@ def build_report(run_dir: Path, claims_path: Path | None = None) -> Path:
     charts = render_charts(run, charts_dir)
     summary = summary_rows(run)
     _write_atomic(run_dir / SUMMARY_CSV, _csv_text(summary))
-    page = render_html(run, summary, charts, evaluate_claims(run, claims), claims_path)
+    page = render_html(run, summary, charts, evaluate_claims(run, claims), unmeasured(run, claims), claims_path)
     out = run_dir / REPORT_HTML
     _write_atomic(out, page)
     return out
@@ -149,6 +149,7 @@ def render_html(
     summary: Sequence[Mapping[str, Any]],
     charts: Mapping[str, Sequence[Chart]],
     claim_results: Sequence[PairingResult],
+    claims_unmeasured: Sequence[tuple[Claim, list[str]]],
     claims_path: Path | None,
 ) -> str:
     env = Environment(
@@ -180,6 +181,7 @@ def render_html(
         decomposition_charts=charts.get("decomposition", []),
         svg=lambda chart: Markup(chart.svg),  # matplotlib escapes its own text
         claims=[(c, [r for r in claim_results if r.claim is c]) for c in dict.fromkeys(r.claim for r in claim_results)],
+        claims_unmeasured=claims_unmeasured,
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],

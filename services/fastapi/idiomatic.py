@@ -61,7 +61,6 @@ engine = create_async_engine(
     pool_size=target_kit.pool_size(target_kit.workers(), POOL_CAP),
     max_overflow=0,
     pool_pre_ping=True,
-    pool_timeout=1,
     connect_args={"timeout": 1, "command_timeout": 1},
 )
 SessionLocal = async_sessionmaker(engine, expire_on_commit=False)

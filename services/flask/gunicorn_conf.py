@@ -22,7 +22,7 @@ from typing import Any
 import target_kit
 from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 
-NAME = "gunicorn_conf"
+NAME = "gunicorn_conf.py"
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
 # Request threads per gthread worker (the app's pool gets one connection per thread). Measured
 # at 256-512 clients on 2 cores: 16 serve /db and /fortunes as fast as 32 or 64, with fewer
