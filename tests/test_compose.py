@@ -368,7 +368,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     results = tmp_path_factory.mktemp("compose-results")
     if os.geteuid() == 0:
         os.chown(results, *RESULTS_OWNER)
-    ports = {f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets(env={})}
+    ports = {f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets(["all"], env={})}
     inherited = clean_env()
     inherited.pop("SCENARIO", None)
     env = {
@@ -435,6 +435,40 @@ def test_smoke_scenario_through_compose(stack: Stack):
     db_log = stack("logs", "--no-color", "db", timeout=120)
     assert "terminating connection due to administrator command" not in db_log.stdout, db_log.stdout[-3000:]
     print(f"loadgen ran {loadgen_seconds(stack):.0f} s (smoke, README: Quick start)")
+
+
+JSON_ONLY = """name: json-only
+duration_s: 1
+pause_s: 0
+primer: {duration_s: 1, connections: 4}
+warmup: false
+tests:
+  json: {concurrency: [8]}
+"""
+
+
+@pytest.mark.docker
+def test_a_started_profile_group_is_measured_too(stack: Stack, tmp_path: Path):
+    """`--profile baselines up`: compose starts the group beside the core targets, and the loadgen
+    (which can only depend on the core ones) finds and measures it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "json-only.yaml").write_text(JSON_ONLY)
+    if os.geteuid() == 0:
+        for path in (results, results / "json-only.yaml"):
+            os.chown(path, *RESULTS_OWNER)
+    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/json-only.yaml"}
+    try:
+        proc = stack("--profile", "baselines", "up", "--exit-code-from", "loadgen", env=env, timeout=900)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, "\n".join(line for line in output.splitlines() if "loadgen" in line)[-4000:]
+        assert "measuring the baselines group(s) too" in output
+        (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+        expected = [t.name for t in load_targets(["core", "baselines"], env={})]
+        assert_healthy_rows(read_csv(run_dir), expected, ("json",))
+        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, core + baselines)")
+    finally:
+        stack("--profile", "baselines", "down", "-t", "10", env=env, timeout=300)
 
 
 def loadgen_seconds(stack: Stack) -> float:

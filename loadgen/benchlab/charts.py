@@ -342,7 +342,8 @@ def _decomposition(factors: list[Factor], tests: list[str]) -> Drawn | None:
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel("throughput ratio, the second target over the first, at their peaks (log scale; 1× = no difference)")
+    ax.set_xlabel("throughput ratio: requests/s of the second target over the first's, at their peaks "
+                  "(log scale; 1× = no difference)")  # fmt: skip
     handles = [Line2D([], [], linestyle="none", marker=MARKERS[j % len(MARKERS)], color=PALETTE[j % len(PALETTE)],
                       label=test) for j, test in enumerate(tests)]  # fmt: skip
     ax.legend(handles=handles, fontsize=8, loc="best")
