@@ -44,6 +44,7 @@ from benchlab.rundata import (
     x_dimension,
 )  # fmt: skip
 
+RATIO_TICKS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 AXIS_LABELS = {
     "concurrency": "concurrent connections",
     "queries": "queries per request",
@@ -324,6 +325,7 @@ def _decomposition(factors: list[Factor], tests: list[str]) -> Drawn | None:
     if not rows:
         return None
     fig, (ax,) = figure(height=max(2.6, 0.42 * len(rows) + 1.4))
+    fig.set_figwidth(fig.get_figwidth() * 1.2)  # room for the steps' names on the left
     tests = [t for t in tests if any(f.test == t for f in factors)]
     band = 0.7 / max(1, len(tests))
     for j, test in enumerate(tests):
@@ -338,17 +340,17 @@ def _decomposition(factors: list[Factor], tests: list[str]) -> Drawn | None:
                     color=PALETTE[j % len(PALETTE)])  # fmt: skip
     ax.axvline(1.0, color="#333333", linewidth=1)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(RATIO_TICKS))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_xlabel("throughput ratio: requests/s of the second target over the first's, at their peaks "
-                  "(log scale; 1× = no difference)")  # fmt: skip
+    ax.set_xlabel("requests/s of the second target / the first's, at their peaks (log scale; 1× = no difference)")
     handles = [Line2D([], [], linestyle="none", marker=MARKERS[j % len(MARKERS)], color=PALETTE[j % len(PALETTE)],
                       label=test) for j, test in enumerate(tests)]  # fmt: skip
-    ax.legend(handles=handles, fontsize=8, loc="best")
-    title = "Where the difference comes from: each step as a throughput ratio (dot) with its 95 % interval (bar)"
-    ax.set_title(title)
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
+    title = "Where the difference comes from: throughput ratio per step (dot), 95 % interval (bar)"
+    fig.suptitle(title, fontsize=10)
     return Drawn("decomposition", title, fig, False)
 
 
