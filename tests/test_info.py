@@ -15,15 +15,19 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from helpers import TEST_TARGETS
 
 from benchlab.engines.wrk import run_wrk, threads_for
 from benchlab.harness import NativeLab
 from benchlab.sampling import StepSampler
-from benchlab.targets import Target
+from benchlab.targets import Target, load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
-# Servers that replace a worker that died; hypercorn does not (README, "The targets").
-RESPAWNING = ("flask-gunicorn-gevent", "fastapi-uvicorn")
+# One target per server and worker class: each supervisor replaces a worker that died its own way.
+SUPERVISORS: dict[tuple[str, str], str] = {}
+for _t in load_targets(TEST_TARGETS):
+    SUPERVISORS.setdefault((_t.server, _t.worker_class), _t.name)
+RESPAWNING = list(SUPERVISORS.values())
 
 
 def info(target: Target) -> dict:
@@ -58,7 +62,14 @@ def test_info_reports_installed_distributions_and_memory(target: Target) -> None
 def _workers(master_pid: int) -> list[psutil.Process]:
     """The serving children (uvicorn's multiprocessing helpers are not workers)."""
     kids = psutil.Process(master_pid).children()
-    return [p for p in kids if "resource_tracker" not in " ".join(p.cmdline())]
+    out = []
+    for p in kids:
+        try:  # a worker just killed is a zombie until its master reaps it: not serving
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
 
 
 @pytest.mark.parametrize("name", RESPAWNING)

@@ -143,7 +143,7 @@ def run_gunicorn_uvicorn(app: str, host: str, port: int, workers: int) -> None:
         "control_socket_disable": True,  # one fixed socket path per user would collide between servers
     }
 
-    class Gunicorn(BaseApplication):  # type: ignore[misc]
+    class Gunicorn(BaseApplication):
         """Gunicorn configured here rather than from argv or a config file."""
 
         def load_config(self) -> None:
@@ -180,6 +180,8 @@ def run_granian(app: str, host: str, port: int, workers: int) -> None:
         log_level=LogLevels.warning,
         log_access=False,
         respawn_failed_workers=True,
+        # Also the bound for a worker told to stop while it still imports the app: until Granian
+        # installs its handlers there, it runs the master's inherited ones and never stops itself.
         workers_kill_timeout=GRACEFUL_S,
         working_dir=HERE,
     ).serve()
