@@ -216,11 +216,11 @@ def tree_usage(root_pid: int) -> dict[str, float]:
         return {"cpu_seconds": 0.0, "rss_mb": 0.0, "pss_mb": 0.0}
     cpu = rss = pss = 0.0
     for proc in procs:
-        try:
-            with proc.oneshot():
-                t = proc.cpu_times()
-                mem = proc.memory_full_info()
+        try:  # CPU first: a worker that just died (a zombie until reaped) still has its CPU
+            # times, but no memory map; skipping it would make the counter dip until the reap.
+            t = proc.cpu_times()
             cpu += t.user + t.system + t.children_user + t.children_system
+            mem = proc.memory_full_info()
             rss += mem.rss
             pss += getattr(mem, "pss", mem.rss)
         except psutil.Error:

@@ -7,10 +7,11 @@ Under gevent this module must be imported after the worker is monkey-patched (se
 
 from __future__ import annotations
 
-import db
 import orjson
 import target_kit
 from flask import Flask, Response, render_template, request
+
+import db
 
 app = Flask(__name__)
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-import db
 import orjson
 import target_kit
 from jinja2 import Environment, FileSystemLoader
+
+import db
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]

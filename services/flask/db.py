@@ -50,10 +50,7 @@ READ_WORLD = "SELECT id, randomnumber FROM world WHERE id = %s"
 READ_ALL_WORLDS = "SELECT id, randomnumber FROM world"
 READ_FORTUNES = "SELECT id, message FROM fortune"
 # Driven by the (sorted) id array in a nested loop, so rows lock in id order: no deadlocks.
-WRITE_WORLDS = (
-    "UPDATE world SET randomnumber = v.r FROM unnest(%s::int[], %s::int[]) AS v(id, r) "
-    "WHERE world.id = v.id"
-)
+WRITE_WORLDS = "UPDATE world SET randomnumber = v.r FROM unnest(%s::int[], %s::int[]) AS v(id, r) WHERE world.id = v.id"
 
 # A healthy database gets time to drain a queue of requests under full load; one that has
 # just failed gets a short wait, so requests fail fast (503) until a query succeeds again.
@@ -200,8 +197,8 @@ def _shut_down(conn: Connection) -> None:
     try:
         with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed: nothing waits on it
+    except (OSError, OperationalError):
+        pass  # already closed or lost (psycopg has no socket then): nothing waits on it
 
 
 WATCH = GeventStallWatch() if GEVENT else ThreadStallWatch()
@@ -226,11 +223,25 @@ THREADS = target_kit.env_int("BENCHLAB_THREADS", 1)
 POOL_CAP = GEVENT_POOL_CAP if GEVENT else THREADS
 WORKERS = target_kit.workers()
 POOL_SIZE = target_kit.pool_size(WORKERS, POOL_CAP)
+# Whether the database answered last time: a healthy one gets POOL_WAIT_S, one that just failed
+# DOWN_WAIT_S. Set by every connection the pool opens and every request that got its rows.
+_db_healthy = False
+
+
+def _connected(conn: Connection) -> None:
+    """The pool opened a connection: the database answers. So a worker's first burst (its pool
+    just filled) gets the long wait; with the short one, a cold worker's queue of 256 requests
+    for 8 connections failed in 1 s on a loaded machine, and each failure kept the wait short."""
+    global _db_healthy
+    _db_healthy = True
+
+
 POOL = ConnectionPool(
     target_kit.database_url(),
     min_size=POOL_SIZE,
     max_size=POOL_SIZE,
     kwargs={"autocommit": True, "connect_timeout": 2, "cursor_factory": HeardCursor},
+    configure=_connected,
     reconnect_timeout=2.0,  # give up a failed reconnect soon; the next request grows the pool again
     name="flask",
     open=False,
@@ -239,7 +250,6 @@ POOL.open(wait=False)  # the worker starts (and answers 503s) even while the dat
 atexit.register(POOL.close)  # a clean goodbye to Postgres, not a pool torn down by the GC
 WATCH.start()
 
-_db_healthy = False  # until the first success, a database that may be down gets the short wait
 _world_cache: dict[int, dict[str, int]] = {}
 
 

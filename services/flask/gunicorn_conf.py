@@ -1,7 +1,7 @@
 """Gunicorn settings for this folder's gunicorn targets, from the service environment contract
 (target_kit): any app of the folder (``app:app``, ``bare:app``, ``idiomatic:app``) under the gevent
-worker (the default here) or under GatedThreadWorker, gunicorn's gthread worker with its request
-heads gated (``--worker-class gunicorn_conf.GatedThreadWorker``).
+worker (the default here) or, given ``--worker-class gthread``, under gunicorn's gthread worker
+with its request heads gated (GatedThreadWorker, swapped in by on_starting; see its docstring).
 
 The apps do not import this module: all read the contract from target_kit. It must never
 import psycopg: the master loads it before any fork, and psycopg picks its (blocking or
@@ -11,6 +11,7 @@ the database that the master performs at start-up in a child process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -25,8 +26,8 @@ from gunicorn.workers.gthread import _DEFER, TConn, ThreadWorker
 NAME = "gunicorn_conf.py"
 WORKER_CONNECTIONS = 10_000  # per worker: TFB's plaintext steps go up to 16,384 connections
 # Request threads per gthread worker (the app's pool gets one connection per thread). Measured
-# at 256-512 clients on 2 cores: 16 serve /db and /fortunes as fast as 32 or 64, with fewer
-# Postgres backends; 8 left the database idle while requests queued.
+# (2 workers, 256 clients, /db and /fortunes, a shared 2-core machine): 8 gave the lowest rate
+# in 2 of 3 rounds; 16 and 32 were level, at the same CPU per request, so 16: half the backends.
 GTHREAD_THREADS = 16
 HEAD_TIMEOUT_S = 10.0  # first byte of a request head to its end (slowloris), as the other targets'
 # Bytes of an unfinished head the gate holds; a longer head goes to gunicorn's parser, whose
@@ -85,12 +86,25 @@ def on_starting(server: Any) -> None:
     The wait runs in a child process so psycopg is never imported into the master.
     """
     os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
+    _gate_heads(server)
     if issubclass(server.worker_class, ThreadWorker):
         os.environ["BENCHLAB_THREADS"] = str(server.cfg.threads)
     _raise_open_file_limit()
     code = subprocess.run([sys.executable, os.path.abspath(__file__)], check=False).returncode
     if code:
         raise SystemExit(code)
+
+
+def on_reload(server: Any) -> None:
+    """Master, SIGHUP: the configuration was read again, the gthread worker with it."""
+    _gate_heads(server)
+
+
+def _gate_heads(server: Any) -> None:
+    """gthread, as the command line asks, but with GatedThreadWorker's slowloris defence."""
+    if server.worker_class is ThreadWorker:
+        server.cfg.set("worker_class", GatedThreadWorker)
+        server.worker_class = GatedThreadWorker
 
 
 def post_fork(server: Any, worker: Any) -> None:
@@ -109,6 +123,23 @@ class GatedThreadWorker(ThreadWorker):
     deferral, no thread held) until more bytes come, and is dropped HEAD_TIMEOUT_S after it
     began. A complete head then runs exactly as in gthread, parsed from that buffer.
     """
+
+    _next_sweep = 0.0
+
+    def murder_pending(self) -> None:
+        """gthread's sweep of deferred connections silent for `keepalive`, run every turn of the
+        main loop; plus, twice a second, the heads past their deadline that still trickle in."""
+        super().murder_pending()
+        now = time.monotonic()
+        if not self.pending_conns or now < self._next_sweep:
+            return
+        self._next_sweep = now + 0.5
+        for conn in [c for c in self.pending_conns if c.head_deadline <= now]:
+            self.pending_conns.remove(conn)
+            with contextlib.suppress(OSError, KeyError, ValueError):  # as gthread's: unregistered already
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
 
     def handle(self, conn: TConn) -> Any:
         ready = self.head_ready(conn)

@@ -1,0 +1,138 @@
+"""Serve a WSGI app of this folder under Granian: ``python serve_granian.py MODULE:APP``.
+
+This process is Granian's master: it checks the env contract (target_kit) and the port, waits
+(bounded) for the database so workers never crash-loop, exports BENCHLAB_MASTER_PID,
+BENCHLAB_WORKERS and BENCHLAB_THREADS (the app's pool size, see db.py), then runs Granian's own
+supervisor, which replaces a worker that dies and stops every worker on SIGTERM/SIGINT. Each
+worker loads the app in load_app, which first ties the worker's life to the master's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import target_kit
+
+HERE = Path(__file__).resolve().parent
+NAME = "serve_granian.py"
+# wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
+BACKLOG = 4096
+# Granian's backpressure caps the connections a worker accepts (not requests in flight), so it
+# is gunicorn's worker_connections here: TFB's plaintext steps go up to 16,384 connections.
+WORKER_CONNECTIONS = 10_000
+# Python threads per worker running the app (the GIL runs one at a time; the others wait on
+# the database); the app's pool gets one connection per thread. Measured (2 workers, 256
+# clients, a shared 2-core machine): 4 halved /queries?queries=20 (each request waits on 20
+# round trips), 8 and 16 were level, 32 cost more CPU per /db request; Granian's default here
+# (backpressure / 2) would be 5,000.
+BLOCKING_THREADS = 16
+HEAD_TIMEOUT_MS = 10_000  # hyper's header read timeout (slowloris), as the other targets'
+# hyper's read buffer, which a request head must fit (else 431); 64 KiB as the other targets.
+MAX_HEAD = 64 * 1024
+GRACEFUL_S = 5  # SIGTERM: in-flight requests get this long, then the worker is killed
+
+
+def fail(message: str, code: int) -> None:
+    print(f"{NAME}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def exit_on_signal(signum: int, frame: object) -> None:
+    """Until Granian installs its own handlers: exit. As PID 1 in a container, a default-handled
+    SIGTERM would be ignored and `docker stop` would hang while we wait for the database."""
+    sys.exit(128 + signum)
+
+
+def _probe(url: str, timeout_s: float) -> None:
+    """One connection attempt, for target_kit's bounded wait (psycopg loaded only here)."""
+    import psycopg
+
+    psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
+
+
+def check_port_free(host: str, port: int) -> None:
+    """One clear line for a taken port, before Granian reports it from inside its workers."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}", 2)
+
+
+def load_app(target: str) -> Callable[..., Any]:
+    """Run in each worker to load the app. Granian has no worker start hook, and its workers
+    outlive a SIGKILLed master, so this is where a worker asks to die with it.
+
+    Until Granian sets the worker's own handlers (after this), the worker has the master's,
+    which only wake the master's loop: a SIGTERM during the app's import would be lost, and a
+    master killed meanwhile would leave this worker serving. So SIGTERM first gets its default.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
+    module, _, attr = target.partition(":")
+    app: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return app
+
+
+def run(app: str, host: str, port: int, workers: int) -> None:
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    server = Server(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.WSGI,
+        workers=workers,
+        blocking_threads=BLOCKING_THREADS,
+        backlog=BACKLOG,
+        backpressure=WORKER_CONNECTIONS,
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=MAX_HEAD),
+        log_level=LogLevels.info,
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=GRACEFUL_S,
+    )
+    server.serve(target_loader=load_app)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        fail(f"usage: {NAME} MODULE:APP; got {' '.join(argv) or 'nothing'}", 2)
+    [app] = argv
+    module, _, attr = app.partition(":")
+    if not attr or not (HERE / f"{module}.py").is_file():
+        fail(f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
+    try:
+        workers = target_kit.workers()
+        host, port = target_kit.host(), target_kit.port()
+        target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
+        # The app sizes its pool (its own cap); whether workers x pool fits the budget does not
+        # depend on the cap, so the master refuses a bad budget here, once, with cap 1.
+        target_kit.pool_size(workers, cap=1)
+    except target_kit.SettingsError as exc:
+        fail(str(exc), 2)
+    check_port_free(host, port)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    target_kit.wait_for_database(_probe, NAME)
+    # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
+    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
+    os.environ["BENCHLAB_WORKERS"] = str(workers)
+    os.environ["BENCHLAB_THREADS"] = str(BLOCKING_THREADS)
+    run(app, host, port, workers)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
