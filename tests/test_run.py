@@ -50,7 +50,7 @@ def test_external_run_against_running_lab(smoke_runs: tuple[Path, Path]):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["run", "--targets", "nope"], "unknown target 'nope'"),
+        (["run", "--targets", "nope"], "unknown target or group 'nope'"),
         (["run", "--tests", "nope"], "unknown test 'nope'"),
         (["run", "--scenario", "no-such-scenario"], "no-such-scenario"),
         (["verify", "--target", "fastapi-uvicorn=not-a-url"], "NAME=http"),
