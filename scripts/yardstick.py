@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
 """One of our targets side by side with TechEmpower's app for it: same machine, database and load.
 
-    python scripts/yardstick.py --ours fastapi-uvicorn --theirs /tmp/tfb/fastapi \\
+    python scripts/yardstick.py --pair asgi-uvicorn --tfb ~/FrameworkBenchmarks
+
+runs one of the pairs in ``scripts/yardstick/pairs.toml`` (ours, their folder in a checkout of
+TechEmpower's FrameworkBenchmarks, their server's command with our server's settings, their
+venv and patches). Any other pairing is given in full:
+
+    python scripts/yardstick.py --ours fastapi-uvicorn --theirs ~/FrameworkBenchmarks/frameworks/Python/fastapi \\
         --theirs-env USE_ORJSON=1 \\
         --theirs-cmd "python -m uvicorn app:app --host 127.0.0.1 --port {port} --workers {workers} \\
                       --loop uvloop --http httptools --no-access-log --log-level warning \\
@@ -44,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,10 +66,14 @@ from benchlab.engines.wrk import find_wrk
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab, repo_root
 from benchlab.measurement import Measurement
-from benchlab.postgres import check_port_free, death_signal, owned_env
+from benchlab.ports import check_port_free
+from benchlab.postgres import death_signal, owned_env
+from benchlab.target_kit import tree_usage
 from benchlab.targets import load_targets, split_names
 from benchlab.venvs import service_python
 
+PAIRS_FILE = Path(__file__).with_name("yardstick") / "pairs.toml"
+PAIRS = tomllib.loads(PAIRS_FILE.read_text())
 PIPELINE = {"plaintext": 16}  # TechEmpower pipelines plaintext 16 deep
 DB_HOST = "tfb-database"  # where every TFB app looks for Postgres
 DB_PORT = re.compile(r"(?<![\w.])5432(?!\d)")
@@ -83,6 +94,7 @@ class Side:
     label: str
     url: str
     log_tail: Callable[[], str]  # its server's last log lines, for a test it fails
+    pid: int  # its server's master: the whole tree's CPU is what a request costs
     paths: dict[str, str] = field(default_factory=dict)  # test -> path, overriding the test's own
 
     def url_for(self, spec: TestType, queries: int) -> str:
@@ -93,17 +105,37 @@ class Side:
 
 
 @dataclass
+class Run:
+    """One wrk run on one side, and the CPU seconds its server tree spent during it."""
+
+    measurement: Measurement
+    cpu_s: float
+
+    @property
+    def rps(self) -> float:
+        return self.measurement.rps
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s * 1e6 / self.measurement.requests if self.measurement.requests else float("nan")
+
+
+@dataclass
 class Row:
     test: str
-    runs: dict[str, list[Measurement]] = field(default_factory=lambda: {"ours": [], "theirs": []})
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {"ours": [], "theirs": []})
     skipped: str = ""
 
     def median(self, side: str) -> float:
-        return statistics.median(m.rps for m in self.runs[side])
+        return statistics.median(r.rps for r in self.runs[side])
+
+    def cpu_us(self, side: str) -> float:
+        """Median server CPU per request: what noise from other processes on the machine moves least."""
+        return statistics.median(r.cpu_us_per_request for r in self.runs[side])
 
     def errors(self, side: str) -> tuple[int, int]:
         """Non-2xx/3xx responses and socket errors, summed over the measured rounds."""
-        runs = self.runs[side]
+        runs = [r.measurement for r in self.runs[side]]
         return sum(m.errors_status for m in runs), sum(m.socket_errors for m in runs)
 
 
@@ -122,9 +154,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Placeholders in --theirs-cmd: {port}, {workers}. Figures on a shared machine are not benchmarks.",
     )  # fmt: skip
-    p.add_argument("--ours", required=True, metavar="TARGET", help="our target's registry name")
-    p.add_argument("--theirs", required=True, metavar="DIR", help="TechEmpower's app folder (copied to a temp dir)")
-    p.add_argument("--theirs-cmd", required=True, metavar="CMD", help="their server's command line")
+    p.add_argument("--pair", choices=sorted(PAIRS["pairs"]), help="a pair in yardstick/pairs.toml (needs --tfb)")
+    p.add_argument("--tfb", metavar="DIR", help="a checkout of TechEmpower's FrameworkBenchmarks, for --pair")
+    p.add_argument("--ours", metavar="TARGET", help="our target's registry name")
+    p.add_argument("--theirs", metavar="DIR", help="TechEmpower's app folder (copied to a temp dir)")
+    p.add_argument("--theirs-cmd", metavar="CMD", help="their server's command line")
     p.add_argument("--theirs-python", metavar="PATH", help="their interpreter (default: our target's venv)")
     p.add_argument(
         "--theirs-requirements",
@@ -163,7 +197,37 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load per side and test (0: none)")
     p.add_argument("--connections", type=int, default=256, help="wrk connections (default 256)")
     p.add_argument("--ready-timeout", type=float, default=90, help="seconds their app may take to answer")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    try:
+        apply_pair(args)
+    except BenchlabError as exc:
+        p.error(str(exc))
+    return args
+
+
+def apply_pair(args: argparse.Namespace) -> None:
+    """``--pair``: the pair's ours, theirs, command, venv and patches; options given beside it
+    add environment, paths and patches. Without it, --ours, --theirs and --theirs-cmd are needed."""
+    if args.pair is None:
+        missing = [opt for opt in ("ours", "theirs", "theirs_cmd") if not getattr(args, opt)]
+        if missing:
+            raise BenchlabError("give --pair NAME --tfb DIR, or all of --ours, --theirs and --theirs-cmd")
+        return
+    own = ("ours", "theirs", "theirs_cmd", "theirs_requirements")
+    given = [f"--{opt.replace('_', '-')}" for opt in own if getattr(args, opt)]
+    if given:
+        raise BenchlabError(f"--pair sets {', '.join(given)} itself")
+    if not args.tfb:
+        raise BenchlabError("--pair needs --tfb DIR, a checkout of TechEmpower's FrameworkBenchmarks")
+    pair = PAIRS["pairs"][args.pair]
+    args.ours, args.theirs = pair["ours"], str(Path(args.tfb).expanduser() / pair["theirs"])
+    args.theirs_cmd = PAIRS["servers"][pair["server"]]["cmd"].replace("{app}", pair["app"])
+    if "requirements" in pair:
+        args.theirs_requirements = str(PAIRS_FILE.with_name(pair["requirements"]))
+    args.theirs_env = [f"{k}={v}" for k, v in pair.get("env", {}).items()] + args.theirs_env
+    args.theirs_path = [f"{k}={v}" for k, v in pair.get("paths", {}).items()] + args.theirs_path
+    args.theirs_replace = [list(r) for r in pair.get("replace", [])] + args.theirs_replace
+    log(f"pair {args.pair}: {pair['what']}")
 
 
 def check_args(args: argparse.Namespace) -> tuple[Path, list[str], list[str], dict[str, str], dict[str, str]]:
@@ -414,16 +478,22 @@ def not_stored(dsn: str, rows: list[dict[str, int]]) -> int:
     return sum(stored.get(row["id"]) != row["randomNumber"] for row in rows)
 
 
-def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Measurement:
+def tree_cpu_s(pid: int) -> float:
+    return tree_usage(pid)["cpu_seconds"]
+
+
+def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Run:
     """One wrk run, then a pause until the side has drained what wrk left queued (a server keeps
-    working on requests whose connections wrk closed): the other side's next run gets the CPUs."""
+    working on requests whose connections wrk closed): the other side's next run gets the CPUs.
+    The CPU counted includes that drain, work the run caused."""
     url = side.url_for(spec, args.queries)
     load = Load(duration_s=duration_s, connections=args.connections, pipeline=PIPELINE.get(spec.name, 1))
+    cpu_before = tree_cpu_s(side.pid)
     m = engine.run(Request(url=url, headers=spec.headers()), load)
     time.sleep(PAUSE_S)
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, headers=spec.headers(), timeout=SETTLE_TIMEOUT_S)  # answered once the queue ahead is done
-    return m
+    return Run(m, tree_cpu_s(side.pid) - cpu_before)
 
 
 def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, dsn: str) -> list[Row]:
@@ -453,9 +523,11 @@ def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, 
 
 
 def table(rows: list[Row]) -> str:
-    """test | ours req/s | theirs req/s | ours/theirs | errors (non-2xx/socket); ⚠ marks a side with errors."""
+    """test | req/s per side and ours/theirs | server CPU µs per request per side and ours/theirs |
+    errors (non-2xx/socket); ⚠ marks a side with errors."""
     out = [f"{'test':<15} {'ours req/s':>13} {'theirs req/s':>13} {'ours/theirs':>11}  "
-           f"{'ours err':>9} {'theirs err':>10}  (err = non-2xx/socket, over the rounds)"]  # fmt: skip
+           f"{'ours µs/req':>11} {'theirs µs/req':>13} {'ours/theirs':>11}  "
+           f"{'ours err':>9} {'theirs err':>10}  (µs/req = server CPU per request; err = non-2xx/socket)"]  # fmt: skip
     for row in rows:
         if row.skipped:
             out.append(f"{row.test:<15} {row.skipped}")
@@ -466,8 +538,11 @@ def table(rows: list[Row]) -> str:
             cells.append((f"{row.median(side):,.0f}" + (" ⚠" if non2xx or sock else ""), f"{non2xx}/{sock}"))
         theirs = row.median("theirs")
         ratio = f"{row.median('ours') / theirs:.2f}" if theirs else "-"
+        cpu_ours, cpu_theirs = row.cpu_us("ours"), row.cpu_us("theirs")
+        cpu_ratio = f"{cpu_ours / cpu_theirs:.2f}" if cpu_theirs > 0 else "-"
         out.append(
-            f"{row.test:<15} {cells[0][0]:>13} {cells[1][0]:>13} {ratio:>11}  {cells[0][1]:>9} {cells[1][1]:>10}"
+            f"{row.test:<15} {cells[0][0]:>13} {cells[1][0]:>13} {ratio:>11}  "
+            f"{cpu_ours:>11,.0f} {cpu_theirs:>13,.0f} {cpu_ratio:>11}  {cells[0][1]:>9} {cells[1][1]:>10}"
         )
     measured = [row for row in rows if not row.skipped]
     ahead = [row for row in measured if row.median("ours") >= row.median("theirs")]
@@ -523,15 +598,22 @@ def run(args: argparse.Namespace) -> int:
                 "compare the two sides, they are not a benchmark")  # fmt: skip
             with run_theirs(argv, copy, theirs_env, cpus.targets) as theirs:
                 sides = {
-                    "ours": Side("ours", target.url, lambda: lab.running[target.name].log_tail(3)),
-                    "theirs": Side("theirs", f"http://127.0.0.1:{args.theirs_port}", theirs.log_tail, paths),
+                    "ours": Side(
+                        "ours",
+                        target.url,
+                        lambda: lab.running[target.name].log_tail(3),
+                        lab.running[target.name].process.pid,
+                    ),
+                    "theirs": Side(
+                        "theirs", f"http://127.0.0.1:{args.theirs_port}", theirs.log_tail, theirs.proc.pid, paths
+                    ),
                 }
                 wait_answering(theirs, sides["theirs"].url, args.ready_timeout)
                 rows = compare(sides, tests, args, lab.dsn)
                 theirs.check_alive()
     finally:
         shutil.rmtree(copy.parent, ignore_errors=True)
-    print(f"\n{target.name} vs {folder} (median req/s over {args.rounds} round(s) per side)")
+    print(f"\n{target.name} vs {folder} (medians over {args.rounds} round(s) per side)")
     print(table(rows))
     return 0
 

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from benchlab.harness import repo_root, target_kit_dir
 from benchlab.measurement import LATENCY_KEYS
-from benchlab.postgres import DISTRIBUTIONS, distribution_bindirs, free_port
+from benchlab.ports import free_port
+from benchlab.postgres import DISTRIBUTIONS, distribution_bindirs
 from benchlab.results import COLUMNS
 from benchlab.targets import Target, load_targets
+from benchlab.venvs import service_python
 
 # The targets tests hold to the contract: all of them. BENCHLAB_TEST_TARGETS (names or groups,
 # comma-separated) narrows it while working on some, e.g.
@@ -33,6 +36,20 @@ def own_targets() -> list[Target]:
     return load_targets(TEST_TARGETS, env=ports)
 
 PERCENTILES = tuple(k for k in LATENCY_KEYS if k not in ("mean", "stdev"))  # and max: what is ordered
+
+
+def start_launcher(target: Target, kit_parent: Path, **env: str) -> subprocess.Popen[str]:
+    """The target's registry command in its service venv, as the harness runs it, with ``env``
+    over the harness's environment (DATABASE_URL, BENCHLAB_PORT ... as the test needs them)."""
+    service_dir = repo_root() / "services" / target.service
+    argv = [service_python(service_dir) if part == "python" else part for part in target.command]
+    full_env = dict(
+        os.environ, BENCHLAB_HOST="127.0.0.1", PYTHONUNBUFFERED="1", PYTHONPATH=str(target_kit_dir(kit_parent)), **env
+    )
+    return subprocess.Popen(
+        argv, cwd=service_dir, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
 
 
 def run_benchlab(

@@ -36,6 +36,7 @@ from rich.console import Console
 
 from benchlab import metadata
 from benchlab.contract import TESTS
+from benchlab.ports import free_port
 from benchlab.progress import Progress, format_eta, host_paths
 from benchlab.targets import load_targets
 
@@ -324,12 +325,6 @@ def docker_unusable() -> str | None:
     if compose_command() is None:
         return "neither `docker compose` nor `docker-compose` is installed (run .ci/docker.sh)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

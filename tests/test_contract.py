@@ -23,7 +23,7 @@ from helpers import serving
 
 from benchlab import contract
 from benchlab.harness import NativeLab
-from benchlab.postgres import free_port
+from benchlab.ports import free_port
 from benchlab.targets import Target, load_targets
 from benchlab.verification import ContractCheck, format_checks, verify_targets
 from benchlab.verification.burst import request_bytes

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from helpers import own_targets
+from helpers import own_targets, start_launcher
 
-from benchlab.harness import NativeLab, repo_root, target_kit_dir
-from benchlab.postgres import free_port
+from benchlab.harness import NativeLab
+from benchlab.ports import free_port
 from benchlab.targets import Target
-from benchlab.venvs import service_python
 
 DOWN_ANSWER_S = 3.0  # bounded 503 while the database is down
 RECOVER_S = 30.0
@@ -55,10 +53,16 @@ def _assert_quick_503s(lab: NativeLab) -> None:
 
 
 def _burst_statuses(url: str) -> list[int]:
-    """Each DB path BURST/len(DB_PATHS) times, 16 new connections at once (spread over the workers)."""
+    """Each DB path BURST/len(DB_PATHS) times, 16 at once, each on a new connection (spread over
+    the workers). One client: a client per request costs the test process milliseconds of CPU
+    each (its TLS set-up), which on a loaded machine is not the server's time."""
     paths = [DB_PATHS[i % len(DB_PATHS)] for i in range(BURST)]
-    with ThreadPoolExecutor(16) as pool:
-        return list(pool.map(lambda p: httpx.get(url + p, timeout=10).status_code, paths))
+    limits = httpx.Limits(max_connections=16)
+    with (
+        httpx.Client(timeout=10, limits=limits, headers={"Connection": "close"}) as client,
+        ThreadPoolExecutor(16) as pool,
+    ):
+        return list(pool.map(lambda p: client.get(url + p).status_code, paths))
 
 
 def _assert_recovers(lab: NativeLab) -> None:
@@ -135,51 +139,36 @@ def _frozen_round(lab: NativeLab) -> list[tuple[str, str, float, int]]:
         return list(pool.map(lambda item: call(client, item), calls))
 
 
-def test_frozen_database_gives_quick_503_then_recovers() -> None:
-    with NativeLab(own_targets()) as lab:
-        for rt in lab.running.values():  # every pool holds connections the freeze will catch
-            assert _burst_statuses(rt.target.url) == [200] * BURST, rt.target.name
-        frozen_at = time.monotonic()
-        with _frozen(lab):
-            rounds = [_frozen_round(lab)]
-            time.sleep(1.0)
-            rounds.append(_frozen_round(lab))  # a second wave: still quick, not only the first
-            for rt in lab.running.values():
-                assert httpx.get(rt.target.url + "/json", timeout=5).status_code == 200, rt.target.name
-            time.sleep(max(0.0, frozen_at + FROZEN_S - time.monotonic()))
-        answers = [r for wave in rounds for r in wave]
-        for name, path, elapsed, status in answers:
-            print(f"frozen database: {name} {path}: {status} after {elapsed:.2f} s")
-        for name, path, elapsed, status in answers:
-            assert status == 503, f"{name} {path}: {status}"
-            assert elapsed < FROZEN_ANSWER_S, f"{name} {path}: 503 after {elapsed:.2f} s"
-        _assert_recovers(lab)
-
-
-def _start_without_database(target: Target, kit_parent: Path) -> subprocess.Popen[str]:
-    """The registry command, as the harness runs it, pointed at a port where nothing listens."""
-    service_dir = repo_root() / "services" / target.service
-    python = service_python(service_dir)
-    env = dict(
-        os.environ,
-        DATABASE_URL=f"postgresql://benchmarkdbuser:benchmarkdbpass@127.0.0.1:{free_port()}/hello_world",
-        BENCHLAB_DB_WAIT_S=str(START_WAIT_S),
-        BENCHLAB_PORT=str(free_port()),
-        BENCHLAB_HOST="127.0.0.1",
-        PYTHONUNBUFFERED="1",
-        PYTHONPATH=str(target_kit_dir(kit_parent)),
-    )
-    argv = [python if part == "python" else part for part in target.command]
-    return subprocess.Popen(
-        argv, cwd=service_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )  # fmt: skip
+def test_frozen_database_gives_quick_503_then_recovers(lab: NativeLab) -> None:
+    for rt in lab.running.values():  # every pool holds connections the freeze will catch
+        assert _burst_statuses(rt.target.url) == [200] * BURST, rt.target.name
+    frozen_at = time.monotonic()
+    with _frozen(lab):
+        rounds = [_frozen_round(lab)]
+        time.sleep(1.0)
+        rounds.append(_frozen_round(lab))  # a second wave: still quick, not only the first
+        for rt in lab.running.values():
+            assert httpx.get(rt.target.url + "/json", timeout=5).status_code == 200, rt.target.name
+        time.sleep(max(0.0, frozen_at + FROZEN_S - time.monotonic()))
+    answers = [r for wave in rounds for r in wave]
+    for name, path, elapsed, status in answers:
+        print(f"frozen database: {name} {path}: {status} after {elapsed:.2f} s")
+    for name, path, elapsed, status in answers:
+        assert status == 503, f"{name} {path}: {status}"
+        assert elapsed < FROZEN_ANSWER_S, f"{name} {path}: 503 after {elapsed:.2f} s"
+    _assert_recovers(lab)
 
 
 def test_start_waits_for_database_then_gives_up(tmp_path: Path) -> None:
     targets = own_targets()
     started = time.monotonic()
-    procs = {t.name: _start_without_database(t, tmp_path) for t in targets}
+    procs = {
+        t.name: start_launcher(
+            t, tmp_path, BENCHLAB_DB_WAIT_S=str(START_WAIT_S), BENCHLAB_PORT=str(free_port()),
+            DATABASE_URL=f"postgresql://benchmarkdbuser:benchmarkdbpass@127.0.0.1:{free_port()}/hello_world",
+        )
+        for t in targets
+    }  # fmt: skip
     try:
         for name, proc in procs.items():
             _, err = proc.communicate(timeout=max(1.0, started + EXIT_BOUND_S - time.monotonic()))

@@ -334,7 +334,7 @@ def test_target_master_killed_mid_run_records_no_zero_figures(tmp_path: Path) ->
     (for a master that is gone) or die with it; either way no later row records 0 cores or 0 MB
     as a measurement: it is not measured, or it warns that the sampler lost the target and
     leaves the server cells empty."""
-    from benchlab.postgres import free_port
+    from benchlab.ports import free_port
 
     env = {f"BENCHLAB_PORT_{TARGET.upper().replace('-', '_')}": str(free_port())}
     scenario = tmp_path / "json.yaml"

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from benchlab.harness import NativeLab, repo_root, target_kit_dir
-from benchlab.postgres import free_port
+from benchlab.ports import free_port
 from benchlab.targets import Target, load_targets
 from benchlab.venvs import service_python
 

@@ -30,7 +30,8 @@ import psycopg
 import pytest
 from helpers import BARE_PATH, debian_server, pgserver_bindir
 
-from benchlab.postgres import ENV_BINDIR, free_port
+from benchlab.ports import free_port
+from benchlab.postgres import ENV_BINDIR
 
 TARGET = "fastapi-uvicorn"
 START_S = 180.0  # generous: the first run may build the service's virtual environment

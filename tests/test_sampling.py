@@ -16,7 +16,7 @@ from helpers import Unavailable, serving
 
 from benchlab.baseline import BaselineServer
 from benchlab.engines.wrk import run_wrk, threads_for
-from benchlab.postgres import free_port
+from benchlab.ports import free_port
 from benchlab.sampling import StepSampler, loadgen_cpu_seconds
 
 

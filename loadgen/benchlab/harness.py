@@ -29,11 +29,11 @@ import psutil
 
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
+from benchlab.ports import check_port_free
 from benchlab.postgres import (
     OWNER_ENV,
     OWNER_FILE,
     Postgres,
-    check_port_free,
     death_signal,
     find_bindir,
     mark_owned,

@@ -22,7 +22,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import psutil
 import psycopg
 
 from benchlab.errors import BenchlabError
+from benchlab.ports import check_port_free, free_port
 from benchlab.sampling import process_identity, process_tree
 
 USER = os.environ.get("BENCHLAB_DB_USER", "benchmarkdbuser")
@@ -157,22 +157,6 @@ def _pg_config(pg_config: Path, option: str) -> Path | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return Path(out.stdout.strip()) if out.stdout.strip() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def check_port_free(port: int, what: str) -> None:
-    """A clear error instead of a server failing later with EADDRINUSE."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise BenchlabError(f"port {port} for {what} is already in use on 127.0.0.1") from exc
 
 
 def _demote() -> tuple[Callable[[], None] | None, int | None, int | None]:

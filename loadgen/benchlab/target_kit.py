@@ -1,5 +1,6 @@
-"""What every target does the same way: the service environment contract, the bounded wait for
-the database, pool sizing, dying with the master, and ``GET /benchlab/info``.
+"""What every target does the same way: the service environment contract, a launcher's prologue
+(settings, a free port, the bounded wait for the database), pool sizing, dying with the master,
+and ``GET /benchlab/info``.
 
 One file for every server the lab measures, so targets differ only where their framework or
 server does: the services import it as ``target_kit`` (each image copies this file in; native
@@ -30,11 +31,12 @@ import ctypes
 import os
 import platform
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import psutil
@@ -137,6 +139,66 @@ def wait_for_database(probe: Callable[[str, float], None], name: str) -> None:
             time.sleep(min(1.0, left))
 
 
+MAX_QUERIES = 500
+
+
+def clamp_queries(raw: str | None) -> int:
+    """A query-count parameter, as TFB's lenient rule reads it: missing, empty, non-integer or
+    < 1 gives 1; > 500 gives 500 (never an error). The TechEmpower-style apps share this copy;
+    the verifier keeps its own (benchlab.contract) as an independent oracle."""
+    try:
+        n = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 1
+    return 1 if n < 1 else min(n, MAX_QUERIES)
+
+
+def fail(name: str, message: str, code: int) -> NoReturn:
+    """A launcher's one-line refusal."""
+    print(f"{name}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    """Until the server installs its own handlers: exit. As PID 1 in a container, a
+    default-handled SIGTERM would be ignored and `docker stop` would hang for its whole timeout
+    while the launcher waits for the database."""
+    sys.exit(128 + signum)
+
+
+def _check_port_free(name: str, host: str, port: int) -> None:
+    """One clear line for a taken port, before a server reports it from inside its workers (or,
+    binding with SO_REUSEPORT as Hypercorn does with several workers, shares it silently)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            fail(name, f"cannot listen on {host}:{port}: {exc.strerror}", 2)
+
+
+def start_master(name: str, probe: Callable[[str, float], None], **exports: str) -> tuple[str, int, int]:
+    """A launcher's prologue, before its server starts any worker: the settings checked (exit 2
+    and one line if bad), the port free, the bounded database wait (exit 1), then the master's
+    pid, the worker count and ``exports`` put in the environment every worker inherits (for
+    /benchlab/info and pool sizes). Returns host, port and workers."""
+    try:
+        n_workers = workers()
+        where, at = host(), port()
+        env_int("BENCHLAB_DB_WAIT_S", DEFAULT_DB_WAIT_S, minimum=0)
+        # Each app sizes its pool under its own cap; whether workers x pool fits the budget does
+        # not depend on the cap, so a bad budget is refused here, once, with cap 1.
+        pool_size(n_workers, cap=1)
+    except SettingsError as exc:
+        fail(name, str(exc), 2)
+    _check_port_free(name, where, at)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    wait_for_database(probe, name)
+    os.environ.update(BENCHLAB_MASTER_PID=str(os.getpid()), BENCHLAB_WORKERS=str(n_workers), **exports)
+    return where, at, n_workers
+
+
 # A frozen database (SIGSTOP, `docker pause`) refuses nothing and its kernel still ACKs every
 # packet: TCP keepalive or tcp_user_timeout never fire, and a query waits forever. A pool or
 # query bound short enough to answer within 2 s would cut legitimate waits under full load (a
@@ -206,25 +268,40 @@ def installed_packages() -> dict[str, str]:
     return dict(sorted((name, version) for name, version in found.items() if name))
 
 
+_SAMPLE_TRIES = 4  # walks per sample before one that skips what vanished
+
+
 def tree_usage(root_pid: int) -> dict[str, float]:
-    """``cpu_seconds``, ``rss_mb`` and ``pss_mb`` summed over ``root_pid`` and its descendants;
-    a process that exits mid-sample is skipped."""
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return {"cpu_seconds": 0.0, "rss_mb": 0.0, "pss_mb": 0.0}
-    cpu = rss = pss = 0.0
-    for proc in procs:
-        try:  # CPU first: a worker that just died (a zombie until reaped) still has its CPU
-            # times, but no memory map; skipping it would make the counter dip until the reap.
-            t = proc.cpu_times()
-            cpu += t.user + t.system + t.children_user + t.children_system
-            mem = proc.memory_full_info()
-            rss += mem.rss
-            pss += getattr(mem, "pss", mem.rss)
+    """``cpu_seconds``, ``rss_mb`` and ``pss_mb`` summed over ``root_pid`` and its descendants.
+
+    CPU is read for the whole tree before any memory (reading PSS is slow). A worker reaped
+    between its parent's read and its own is in no one's times, which would dip the counter by a
+    whole worker, so such a walk is taken again.
+    """
+    for attempt in range(_SAMPLE_TRIES):
+        try:
+            root = psutil.Process(root_pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            continue
+            return {"cpu_seconds": 0.0, "rss_mb": 0.0, "pss_mb": 0.0}
+        cpu, vanished = 0.0, False
+        for proc in procs:
+            try:
+                t = proc.cpu_times()  # a zombie, dead but not yet reaped, still has its times
+            except psutil.Error:
+                vanished = True
+                continue
+            cpu += t.user + t.system + t.children_user + t.children_system
+        if not vanished or attempt == _SAMPLE_TRIES - 1:
+            break
+    rss = pss = 0.0
+    for proc in procs:
+        try:
+            mem = proc.memory_full_info()
+        except psutil.Error:
+            continue  # a zombie has no memory map
+        rss += mem.rss
+        pss += getattr(mem, "pss", mem.rss)
     return {"cpu_seconds": round(cpu, 3), "rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)}
 
 

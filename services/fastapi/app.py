@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+import target_kit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-from db import DB_ERRORS, UNAVAILABLE, Database, clamp_queries, render_fortunes, worker_lifespan
+from db import DB_ERRORS, UNAVAILABLE, Database, render_fortunes, worker_lifespan
 
 PLAINTEXT = b"Hello, World!"
 # Starlette appends "; charset=utf-8" to text/* media types; the contract says exactly text/plain.
@@ -70,7 +71,7 @@ async def single_query(request: Request) -> Response:
 
 @app.get("/queries")
 async def multiple_queries(request: Request) -> Response:
-    count = clamp_queries(request.query_params.get("queries"))
+    count = target_kit.clamp_queries(request.query_params.get("queries"))
     return JSONBytes(orjson.dumps(await database(request).random_rows(count)))
 
 
@@ -81,13 +82,13 @@ async def fortunes(request: Request) -> Response:
 
 @app.get("/updates")
 async def updates(request: Request) -> Response:
-    count = clamp_queries(request.query_params.get("queries"))
+    count = target_kit.clamp_queries(request.query_params.get("queries"))
     return JSONBytes(orjson.dumps(await database(request).update_rows(count)))
 
 
 @app.get("/cached-queries")
 async def cached_queries(request: Request) -> Response:
-    count = clamp_queries(request.query_params.get("count"))
+    count = target_kit.clamp_queries(request.query_params.get("count"))
     return JSONBytes(orjson.dumps(await database(request).cached_rows(count)))
 
 

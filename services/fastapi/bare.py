@@ -15,7 +15,7 @@ from urllib.parse import unquote_plus
 import orjson
 import target_kit
 
-from db import DB_ERRORS, UNAVAILABLE, Database, clamp_queries, render_fortunes, worker_lifespan
+from db import DB_ERRORS, UNAVAILABLE, Database, render_fortunes, worker_lifespan
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -27,6 +27,8 @@ JSON = b"application/json"
 TEXT = b"text/plain"
 HTML = b"text/html; charset=utf-8"
 PLAINTEXT = b"Hello, World!"
+ALLOW_NOTHING: tuple[tuple[bytes, bytes], ...] = ()
+ALLOW_GET = ((b"allow", b"GET"),)
 
 
 class Worker:
@@ -61,7 +63,7 @@ async def single_query(query_string: bytes) -> Answer:
 
 
 async def multiple_queries(query_string: bytes) -> Answer:
-    count = clamp_queries(query_value(query_string, b"queries"))
+    count = target_kit.clamp_queries(query_value(query_string, b"queries"))
     return JSON, orjson.dumps(await worker.db.random_rows(count))
 
 
@@ -70,12 +72,12 @@ async def fortunes(query_string: bytes) -> Answer:
 
 
 async def updates(query_string: bytes) -> Answer:
-    count = clamp_queries(query_value(query_string, b"queries"))
+    count = target_kit.clamp_queries(query_value(query_string, b"queries"))
     return JSON, orjson.dumps(await worker.db.update_rows(count))
 
 
 async def cached_queries(query_string: bytes) -> Answer:
-    count = clamp_queries(query_value(query_string, b"count"))
+    count = target_kit.clamp_queries(query_value(query_string, b"count"))
     return JSON, orjson.dumps(await worker.db.cached_rows(count))
 
 
@@ -110,18 +112,17 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await lifespan(receive, send)
         return
     route = ROUTES.get(scope["path"])
-    headers = []
     if route is None:
-        status, content_type, body = 404, TEXT, b"Not Found"
+        status, content_type, body, extra = 404, TEXT, b"Not Found", ALLOW_NOTHING
     elif scope["method"] != "GET":
-        status, content_type, body = 405, TEXT, b"Method Not Allowed"
-        headers.append((b"allow", b"GET"))
+        status, content_type, body, extra = 405, TEXT, b"Method Not Allowed", ALLOW_GET
     else:
+        extra = ALLOW_NOTHING
         try:
             status, (content_type, body) = 200, await route(scope["query_string"])
         except DB_ERRORS:
             # The pool reconnects by itself once the database is back; until then, say so quickly.
             status, content_type, body = 503, JSON, UNAVAILABLE
-    headers += [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

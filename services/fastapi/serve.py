@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import signal
-import socket
 import sys
 import time
 from collections import deque
@@ -30,6 +28,7 @@ import asyncpg
 import target_kit
 
 HERE = Path(__file__).resolve().parent
+NAME = "serve.py"
 DEFAULT_APP = "app:app"
 # wrk opens up to 16384 connections at once for plaintext; the kernel caps this at somaxconn.
 BACKLOG = 4096
@@ -56,20 +55,6 @@ MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 
 
-def exit_on_signal(signum: int, frame: object) -> None:
-    """Until the server installs its own handlers: exit (taking any daemonic workers along).
-
-    As PID 1 in a container, a default-handled SIGTERM would be ignored and `docker stop`
-    would hang for its full timeout while we wait for the database.
-    """
-    sys.exit(128 + signum)
-
-
-def fail(message: str, code: int) -> None:
-    print(f"serve.py: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def _probe(url: str, timeout_s: float) -> None:
     """One connection attempt, for target_kit's bounded wait."""
 
@@ -77,18 +62,6 @@ def _probe(url: str, timeout_s: float) -> None:
         await (await asyncpg.connect(url, timeout=timeout_s)).close()
 
     asyncio.run(connect())
-
-
-def check_port_free(host: str, port: int) -> None:
-    """One clear line for a taken port. Hypercorn binds with SO_REUSEPORT when it has several
-    workers, so a second copy would otherwise start silently and share the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}", 2)
 
 
 def run_uvicorn(app: str, host: str, port: int, workers: int) -> None:
@@ -281,26 +254,12 @@ SERVERS: dict[str, Callable[[str, str, int, int], None]] = {
 def main(argv: list[str]) -> None:
     if not 1 <= len(argv) <= 2 or argv[0] not in SERVERS:
         got = repr(argv[0]) if argv else "nothing"
-        fail(f"usage: serve.py SERVER [MODULE:APP], SERVER one of {', '.join(SERVERS)}; got {got}", 2)
+        target_kit.fail(NAME, f"usage: serve.py SERVER [MODULE:APP], SERVER one of {', '.join(SERVERS)}; got {got}", 2)
     server, app = argv[0], (argv[1] if len(argv) == 2 else DEFAULT_APP)
     module, _, attr = app.partition(":")
     if not attr or not (HERE / f"{module}.py").is_file():
-        fail(f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
-    try:
-        workers = target_kit.workers()
-        host, port = target_kit.host(), target_kit.port()
-        target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
-        # Refuse a bad connection budget here, once, not in every worker; whether workers x
-        # pool fits does not depend on the app's pool cap, hence cap 1.
-        target_kit.pool_size(workers, cap=1)
-    except target_kit.SettingsError as exc:
-        fail(str(exc), 2)
-    check_port_free(host, port)
-    signal.signal(signal.SIGTERM, exit_on_signal)
-    target_kit.wait_for_database(_probe, f"serve.py {server}")
-    # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
-    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
-    os.environ["BENCHLAB_WORKERS"] = str(workers)
+        target_kit.fail(NAME, f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
+    host, port, workers = target_kit.start_master(f"{NAME} {server}", _probe)
     SERVERS[server](app, host, port, workers)
 
 

@@ -45,12 +45,12 @@ def single_query() -> Response:
 
 @app.get("/queries")
 def multiple_queries() -> Response:
-    return json_response(db.worlds(db.query_count(request.args.get("queries"))))
+    return json_response(db.worlds(target_kit.clamp_queries(request.args.get("queries"))))
 
 
 @app.get("/updates")
 def updates() -> Response:
-    return json_response(db.update_worlds(db.query_count(request.args.get("queries"))))
+    return json_response(db.update_worlds(target_kit.clamp_queries(request.args.get("queries"))))
 
 
 @app.get("/fortunes")
@@ -60,7 +60,7 @@ def fortunes() -> str:
 
 @app.get("/cached-queries")
 def cached_queries() -> Response:
-    return json_response(db.cached_worlds(db.query_count(request.args.get("count"))))
+    return json_response(db.cached_worlds(target_kit.clamp_queries(request.args.get("count"))))
 
 
 INFO = target_kit.Info(db.WORKERS)

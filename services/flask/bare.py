@@ -51,11 +51,11 @@ def single_query(environ: Environ) -> Reply:
 
 
 def multiple_queries(environ: Environ) -> Reply:
-    return "200 OK", JSON, orjson.dumps(db.worlds(db.query_count(param(environ, "queries"))))
+    return "200 OK", JSON, orjson.dumps(db.worlds(target_kit.clamp_queries(param(environ, "queries"))))
 
 
 def updates(environ: Environ) -> Reply:
-    return "200 OK", JSON, orjson.dumps(db.update_worlds(db.query_count(param(environ, "queries"))))
+    return "200 OK", JSON, orjson.dumps(db.update_worlds(target_kit.clamp_queries(param(environ, "queries"))))
 
 
 def fortunes(environ: Environ) -> Reply:
@@ -63,7 +63,7 @@ def fortunes(environ: Environ) -> Reply:
 
 
 def cached_queries(environ: Environ) -> Reply:
-    return "200 OK", JSON, orjson.dumps(db.cached_worlds(db.query_count(param(environ, "count"))))
+    return "200 OK", JSON, orjson.dumps(db.cached_worlds(target_kit.clamp_queries(param(environ, "count"))))
 
 
 def benchlab_info(environ: Environ) -> Reply:

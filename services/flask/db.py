@@ -41,7 +41,6 @@ if GEVENT:
     import gevent
     from greenlet import getcurrent
 
-MAX_QUERIES = 500
 WORLD_ROWS = 10_000  # ids 1..10000, and random numbers 1..10000
 WORLD_IDS = range(1, WORLD_ROWS + 1)
 EXTRA_FORTUNE = (0, "Additional fortune added at request time.")
@@ -64,15 +63,6 @@ class DatabaseSilent(Exception):
 
 
 DB_ERRORS = (OperationalError, InterfaceError, PoolTimeout, DatabaseSilent)
-
-
-def query_count(raw: str | None) -> int:
-    """TFB's rule: missing, empty, non-integer or < 1 gives 1; > 500 gives 500."""
-    try:
-        n = int(raw or "")
-    except ValueError:
-        return 1
-    return 1 if n < 1 else min(n, MAX_QUERIES)
 
 
 class GeventStallWatch(target_kit.SilenceWatch):

@@ -5,8 +5,8 @@ with its request heads gated (GatedThreadWorker, swapped in by on_starting; see 
 
 The apps do not import this module: all read the contract from target_kit. It must never
 import psycopg: the master loads it before any fork, and psycopg picks its (blocking or
-gevent-cooperative) wait function once, at import. Run as a script, it is the bounded wait for
-the database that the master performs at start-up in a child process.
+gevent-cooperative) wait function once, at import. Run as a script, it is one connection
+attempt of the master's bounded wait for the database, in a child process.
 """
 
 from __future__ import annotations
@@ -80,19 +80,14 @@ control_socket_disable = True  # one fixed socket path per user would collide be
 
 
 def on_starting(server: Any) -> None:
-    """Master, before forking: record its pid for /benchlab/info, tell a threaded app its thread
-    count (its pool size, see db.py), then wait (bounded) for the DB.
-
-    The wait runs in a child process so psycopg is never imported into the master.
-    """
-    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
+    """Master, before it binds or forks: the slowloris gate for gthread, then target_kit's
+    launcher prologue (the settings, a free port, the bounded wait for the database; the
+    master's pid exported for /benchlab/info and, for a threaded app, its thread count, its pool
+    size: see db.py)."""
     _gate_heads(server)
-    if issubclass(server.worker_class, ThreadWorker):
-        os.environ["BENCHLAB_THREADS"] = str(server.cfg.threads)
+    threaded = issubclass(server.worker_class, ThreadWorker)
     _raise_open_file_limit()
-    code = subprocess.run([sys.executable, os.path.abspath(__file__)], check=False).returncode
-    if code:
-        raise SystemExit(code)
+    target_kit.start_master(NAME, _probe, **({"BENCHLAB_THREADS": str(server.cfg.threads)} if threaded else {}))
 
 
 def on_reload(server: Any) -> None:
@@ -176,12 +171,22 @@ class GatedThreadWorker(ThreadWorker):
         return True
 
 
-# --- script: the bounded wait for the database ----------------------------------------------
+# --- script: one connection attempt, for the master's bounded wait -------------------------
 def _probe(url: str, timeout_s: float) -> None:
-    import psycopg
-
-    psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
+    """One connection attempt in a child process: psycopg never enters the master."""
+    argv = [sys.executable, os.path.abspath(__file__), url, str(timeout_s)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 30, check=False)
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"no answer within {timeout_s:.0f} s") from None
+    if done.returncode != 0:
+        raise ConnectionError((done.stderr.strip().splitlines() or ["the connection attempt failed"])[-1])
 
 
 if __name__ == "__main__":
-    target_kit.wait_for_database(_probe, NAME)
+    import psycopg
+
+    try:
+        psycopg.connect(sys.argv[1], connect_timeout=max(1, round(float(sys.argv[2])))).close()
+    except psycopg.Error as exc:
+        sys.exit((str(exc).strip().splitlines() or [type(exc).__name__])[0])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,33 +38,11 @@ MAX_HEAD = 64 * 1024
 GRACEFUL_S = 5  # SIGTERM: in-flight requests get this long, then the worker is killed
 
 
-def fail(message: str, code: int) -> None:
-    print(f"{NAME}: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def exit_on_signal(signum: int, frame: object) -> None:
-    """Until Granian installs its own handlers: exit. As PID 1 in a container, a default-handled
-    SIGTERM would be ignored and `docker stop` would hang while we wait for the database."""
-    sys.exit(128 + signum)
-
-
 def _probe(url: str, timeout_s: float) -> None:
     """One connection attempt, for target_kit's bounded wait (psycopg loaded only here)."""
     import psycopg
 
     psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
-
-
-def check_port_free(host: str, port: int) -> None:
-    """One clear line for a taken port, before Granian reports it from inside its workers."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}", 2)
 
 
 def load_app(target: str) -> Callable[..., Any]:
@@ -110,27 +87,12 @@ def run(app: str, host: str, port: int, workers: int) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
-        fail(f"usage: {NAME} MODULE:APP; got {' '.join(argv) or 'nothing'}", 2)
+        target_kit.fail(NAME, f"usage: {NAME} MODULE:APP; got {' '.join(argv) or 'nothing'}", 2)
     [app] = argv
     module, _, attr = app.partition(":")
     if not attr or not (HERE / f"{module}.py").is_file():
-        fail(f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
-    try:
-        workers = target_kit.workers()
-        host, port = target_kit.host(), target_kit.port()
-        target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
-        # The app sizes its pool (its own cap); whether workers x pool fits the budget does not
-        # depend on the cap, so the master refuses a bad budget here, once, with cap 1.
-        target_kit.pool_size(workers, cap=1)
-    except target_kit.SettingsError as exc:
-        fail(str(exc), 2)
-    check_port_free(host, port)
-    signal.signal(signal.SIGTERM, exit_on_signal)
-    target_kit.wait_for_database(_probe, NAME)
-    # Inherited by every worker: the app reads them for /benchlab/info and its pool size.
-    os.environ["BENCHLAB_MASTER_PID"] = str(os.getpid())
-    os.environ["BENCHLAB_WORKERS"] = str(workers)
-    os.environ["BENCHLAB_THREADS"] = str(BLOCKING_THREADS)
+        target_kit.fail(NAME, f"expected MODULE:APP with MODULE.py in {HERE}; got {app!r}", 2)
+    host, port, workers = target_kit.start_master(NAME, _probe, BENCHLAB_THREADS=str(BLOCKING_THREADS))
     run(app, host, port, workers)
 
 
