@@ -15,11 +15,43 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 MAX_REQUEST_LINE = 8190  # bytes of the request target, as gunicorn's limit_request_line
 MAX_FIELDS = 100  # header fields, as gunicorn's limit_request_fields
 MAX_HEAD = 64 * 1024  # bytes of request target plus header names and values
-HEAD_TIMEOUT_S = 10.0  # from a head's first byte (or the connection's start) to its end
+HEAD_TIMEOUT_S = 10  # from a head's first byte (or the connection's start) to its end
+SWEEP_S = 1  # how often the worker's sweep looks for heads older than that
 
 
 class HeadTooLarge(Exception):
     """Raised in a parser callback: httptools stops, uvicorn calls send_400_response."""
+
+
+class HeadSweep:
+    """One timer per worker for every connection's head timeout, not one per request.
+
+    A timer armed when a head starts and cancelled when it ends cost about 11 us of server CPU
+    per /json request: 123 us against 112 us (2 workers, 256 connections; TFB's plain Uvicorn
+    app took 114 us). Instead a head notes the sweep's tick when it starts, and the sweep, once
+    a second, closes every connection whose head began more than HEAD_TIMEOUT_S ticks ago: a
+    slow head is dropped after 10 to 11 s.
+    """
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.connections: set[LimitedHttpToolsProtocol] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, conn: LimitedHttpToolsProtocol) -> None:
+        self.connections.add(conn)
+        if self.timer is None:
+            self.timer = conn.loop.call_later(SWEEP_S, self.sweep, conn.loop)
+
+    def sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.tick += 1
+        oldest = self.tick - HEAD_TIMEOUT_S // SWEEP_S
+        for conn in [c for c in self.connections if c.head_since is not None and c.head_since < oldest]:
+            conn.head_timed_out()
+        self.timer = loop.call_later(SWEEP_S, self.sweep, loop) if self.connections else None
+
+
+SWEEP = HeadSweep()
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -34,19 +66,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.unparsed = 0  # bytes read since the last head or body chunk was parsed
         self.head_size = 0
         self.refusal = 400
-        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_since: int | None = None  # SWEEP's tick when the head now being read began
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.head_timed_out)
+        self.head_since = SWEEP.tick
+        SWEEP.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.cancel_head_timer()
+        SWEEP.connections.discard(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.head_timer is None:
-            self.head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.head_timed_out)
+        if self.head_since is None:
+            self.head_since = SWEEP.tick
         self.unparsed += len(data)
         if self.unparsed > MAX_HEAD:
             self.refusal = 431
@@ -54,23 +87,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().data_received(data)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.head_size = 0
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value)
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self.cancel_head_timer()
-        self.unparsed = 0
         if len(self.url) > MAX_REQUEST_LINE:
             self.refusal = 414
             raise HeadTooLarge
         if len(self.headers) > MAX_FIELDS or len(self.url) + self.head_size > MAX_HEAD:
             self.refusal = 431
             raise HeadTooLarge
+        self.head_since, self.unparsed, self.head_size = None, 0, 0  # the next head starts afresh
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
@@ -89,13 +117,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
         self.transport.close()
 
-    def cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
-
     def head_timed_out(self) -> None:
         """A head not complete in time: close without an answer, as gunicorn and hypercorn do."""
-        self.head_timer = None
+        self.head_since = None
         if not self.transport.is_closing():
             self.transport.close()
