@@ -192,7 +192,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, help="workers for both sides (default: the CPUs the servers may use)")
     p.add_argument("--tests", default=",".join(TESTS), help=f"comma-separated, from {','.join(TESTS)}")
     p.add_argument("--queries", type=int, default=20, help="rows per request for queries/updates/cached-queries")
-    p.add_argument("--rounds", type=int, default=2, help="measured rounds per side and test (default 2)")
+    p.add_argument("--rounds", type=int, default=3, help="measured rounds per side and test (default 3)")
     p.add_argument("--duration", type=float, default=8, help="seconds per wrk run (default 8)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load per side and test (0: none)")
     p.add_argument("--connections", type=int, default=256, help="wrk connections (default 256)")
