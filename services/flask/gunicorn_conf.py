@@ -42,13 +42,9 @@ def _raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-try:
+try:  # what gunicorn's settings below need; on_starting's prologue checks the rest
     BIND = target_kit.bind_address()
     WORKERS = target_kit.workers()
-    # The app sizes its pool (its own cap); whether workers x pool fits the budget does not
-    # depend on the cap, so the master refuses a bad budget here, once, with cap 1.
-    target_kit.pool_size(WORKERS, cap=1)
-    target_kit.env_int("BENCHLAB_DB_WAIT_S", target_kit.DEFAULT_DB_WAIT_S, minimum=0)
 except target_kit.SettingsError as exc:
     sys.stderr.write(f"{NAME}: {exc}\n")
     raise SystemExit(2) from None
