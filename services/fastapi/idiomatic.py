@@ -14,7 +14,11 @@ rule of shared/tfb-contract.md or of the lab:
 - ``isolation_level="AUTOCOMMIT"``: a read is one round trip, not BEGIN/SELECT/ROLLBACK, and
   the rows /updates writes are locked only while Postgres runs the one atomic batch, not until
   the app, busy with 512 clients, gets round to a COMMIT.
-- ``pool_pre_ping``: a database restart costs no request (one ``;`` round trip per checkout).
+- Disconnects handled optimistically (SQLAlchemy's docs): a request whose pooled connection
+  turns out dead (the database restarted) is run once more, by the route class FastAPI's docs
+  teach for wrapping handlers; SQLAlchemy has by then invalidated the whole pool. A database
+  restart costs no request, and no request pays ``pool_pre_ping``'s extra round trip: /db
+  took about 150 us less server CPU per request without it (1,810 against 1,960, 2 workers).
 - The frozen-database rule (target_kit.SilenceWatch, as app.py): a wait on a database that has
   fallen silent ends in a 503 within ~1.25 s, without a fixed timeout that busy moments would hit.
 """
@@ -24,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from operator import attrgetter
 from pathlib import Path
@@ -35,10 +39,11 @@ import asyncpg
 import target_kit
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import event, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -99,6 +104,11 @@ class DatabaseWatch(target_kit.SilenceWatch):
     def __init__(self) -> None:
         super().__init__()
         self.connections: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+        self.ended_at = -target_kit.STALL_S  # when this watch last ended stuck waits
+
+    def may_retry(self) -> bool:
+        """A disconnect the watch caused (a silent database) is answered, not retried."""
+        return time.monotonic() - self.ended_at > target_kit.STALL_S
 
     def connected(self, dbapi_connection: Any, connection_record: Any) -> None:
         self.heard()
@@ -117,6 +127,7 @@ class DatabaseWatch(target_kit.SilenceWatch):
             await asyncio.sleep(target_kit.STALL_CHECK_S)
             stuck = [deadline for deadline in self.check() if not deadline.expired()]
             if stuck:
+                self.ended_at = time.monotonic()
                 for conn in list(self.connections):
                     conn.terminate()
                 for deadline in stuck:
@@ -128,7 +139,6 @@ engine = create_async_engine(
     pool_size=target_kit.pool_size(target_kit.workers(), POOL_CAP),
     max_overflow=0,
     pool_timeout=POOL_TIMEOUT_S,
-    pool_pre_ping=True,
     isolation_level="AUTOCOMMIT",
     connect_args={"timeout": CONNECT_TIMEOUT_S},
 )
@@ -189,7 +199,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await engine.dispose()
 
 
+class RetryOnDisconnect(APIRoute):
+    """Runs a handler once more when its connection was found dead (a restarted database).
+
+    Every route here only reads, or writes values it chooses afresh, so running it again is safe.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def retrying(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except DBAPIError as exc:
+                if not (exc.connection_invalidated and watch.may_retry()):
+                    raise
+            return await handler(request)
+
+        return retrying
+
+
 app = FastAPI(title="benchlab: TechEmpower tests, idiomatic FastAPI", lifespan=lifespan)
+app.router.route_class = RetryOnDisconnect
 
 
 @app.exception_handler(SQLAlchemyError)
