@@ -162,3 +162,26 @@ def test_target_dying_mid_run_is_recorded_and_others_go_on(tmp_path: Path):
     ), dead
     assert_healthy_rows([r for r in rows if r["target"] == "fastapi-hypercorn"], ["fastapi-hypercorn"],
                         ("json", "db", "queries", "fortunes"))  # fmt: skip
+
+
+def test_busy_target_is_waited_for_and_a_gone_one_is_not(tmp_path: Path):
+    """Between tests the runner waits for a target that accepts connections but is not answering
+    yet (here: frozen by SIGSTOP for 2 s, as a server still draining queued pipelined requests
+    looks), and gives up at once on one that refuses them."""
+    env = {"BENCHLAB_PORT_FASTAPI_HYPERCORN": "18183"}
+    with NativeLab(load_targets(["fastapi-hypercorn"], env=env)) as lab:
+        rt = lab.running["fastapi-hypercorn"]
+        os.killpg(rt.process.pid, signal.SIGSTOP)
+        try:
+            assert not rt.target.answers(timeout_s=0.5)
+            waker = subprocess.Popen(["sh", "-c", f"sleep 2; kill -CONT -{rt.process.pid}"])
+            took = rt.target.answers_within(30, probe_s=1)
+            waker.wait(timeout=10)
+        finally:
+            os.killpg(rt.process.pid, signal.SIGCONT)
+        assert took is not None and 1.5 <= took < 15, took
+        os.killpg(rt.process.pid, signal.SIGKILL)
+        rt.process.wait(timeout=10)
+        start = time.monotonic()
+        assert rt.target.answers_within(30) is None
+        assert time.monotonic() - start < 5

@@ -33,6 +33,10 @@ from benchlab.status import Status, StepStatus, judge
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
+# How long a target may take to answer again before a test's steps: a server can still be working
+# through the last step's queued requests (plaintext queues 16 per connection) after wrk stops.
+RECOVERY_S = 30.0
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -88,10 +92,14 @@ class Runner:
             for s in steps:
                 self._write(writer, target, s, None, None, verdict, now())
             return
-        if not target.answers(timeout_s=3):
+        took = target.answers_within(RECOVERY_S)
+        if took is None:
+            why = StepStatus(Status.ERROR, f"target not responding (waited up to {RECOVERY_S:g} s)")
             for s in steps:
-                self._write(writer, target, s, None, None, StepStatus(Status.ERROR, "target not responding"), now())
+                self._write(writer, target, s, None, None, why, now())
             return
+        if took > 1:
+            self.progress.message(f"{target.name} {test}: answered only after {took:.1f} s (busy after the last step)")
         closed = [s for s in steps if s.mode == "closed"]
         if closed:
             self._prime(target, closed)
@@ -211,5 +219,3 @@ def peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
             key = (row["target"], row["test"])
             peaks[key] = max(peaks.get(key, 0.0), float(row["rps"]))
     return peaks
-
-

@@ -9,6 +9,7 @@ environment (``BENCHLAB_URL_<NAME>``, then ``BENCHLAB_TARGET_HOST`` + the port i
 from __future__ import annotations
 
 import os
+import time
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -42,6 +43,23 @@ class Target:
             return httpx.get(self.url + "/json", timeout=timeout_s).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def answers_within(self, bound_s: float, probe_s: float = 3) -> float | None:
+        """Seconds until ``/json`` answers 200, or None: at once when nothing accepts the
+        connection (the server is gone), else after ``bound_s`` of a server that accepts but
+        does not answer (still busy, e.g. with a previous load's queued pipelined requests)."""
+        start = time.monotonic()
+        while True:
+            try:
+                if httpx.get(self.url + "/json", timeout=probe_s).status_code == 200:
+                    return time.monotonic() - start
+            except httpx.ConnectError:
+                return None
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() - start >= bound_s:
+                return None
+            time.sleep(0.2)
 
     @property
     def env_key(self) -> str:
