@@ -19,7 +19,7 @@ from scipy import stats as sps
 from benchlab.comparison import COMPARE_CSV, CSV_COLUMNS, compare_runs
 from benchlab.errors import BenchlabError
 from benchlab.results import read_rows
-from benchlab.stats import bh_adjust, paired_log_ratio, welch_log_ratio
+from benchlab.stats import bh_adjust, paired_log_ratio, pooled_log_ratio, pooled_spread, welch_log_ratio
 
 # Two pure-noise runs (40 levels, 80 tests) where chance puts raw p < 0.05 on seven tests, three of
 # them regressions beyond 2 %: the second of the first few seed pairs tried (most give a few such).
@@ -285,6 +285,35 @@ def test_welch_ratio_scales_and_brackets(a: list[float], b: list[float], k: floa
     assert est.low is not None and est.high is not None
     assert est.low <= est.ratio * (1 + 1e-9) and est.ratio <= est.high * (1 + 1e-9)
     assert est.p_value is not None and 0 <= est.p_value <= 1
+
+
+@given(samples, samples)
+def test_pooled_ratio_on_its_own_samples_is_welch(a: list[float], b: list[float]) -> None:
+    """Each side's spread pooled from its own repeats alone: exactly scipy's Welch interval."""
+    pooled = pooled_log_ratio(a, b, pooled_spread([a]), pooled_spread([b]))
+    welch = welch_log_ratio(a, b)
+    assert welch.ratio is not None and pooled.ratio == pytest.approx(welch.ratio)
+    if welch.low != welch.high:  # not the exact, zero-variance case
+        assert pooled.low == pytest.approx(welch.low, rel=1e-6) and pooled.high == pytest.approx(welch.high, rel=1e-6)
+        assert pooled.p_value == pytest.approx(welch.p_value, rel=1e-6, abs=1e-12)
+
+
+def test_pooled_spread_narrows_two_repeat_intervals() -> None:
+    """Two repeats a side, 10 % apart: Welch's t has ~2 degrees of freedom; the same noise
+    seen at 12 more points of each target gives an interval about half as wide."""
+    a, b = [1000.0, 1100.0], [1500.0, 1650.0]
+    welch = welch_log_ratio(a, b)
+    others = [[v, v * 1.1] for v in (200.0, 400.0, 800.0, 1600.0, 3200.0, 6400.0)] * 2
+    spread = pooled_spread([a, *others])
+    assert spread is not None and spread.df == 13
+    assert spread.variance == pytest.approx(math.log(1.1) ** 2 / 2)
+    pooled = pooled_log_ratio(a, b, spread, spread)
+    assert pooled.ratio == pytest.approx(1.5) and pooled.low is not None and pooled.high is not None
+    assert welch.low is not None and welch.high is not None
+    assert pooled.low < 1.5 < pooled.high and pooled.significant
+    assert math.log(pooled.high / pooled.low) < math.log(welch.high / welch.low) / 2
+    assert pooled_spread([[5.0], [7.0]]) is None  # no group has two repeats
+    assert pooled_log_ratio([1.0, 1.1], [2.0, 2.2], None, spread) == welch_log_ratio([1.0, 1.1], [2.0, 2.2])
 
 
 def test_too_few_samples_give_no_interval() -> None:

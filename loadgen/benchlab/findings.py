@@ -2,9 +2,10 @@
 
 Both compare targets at their own peaks (closed loop): the level with the highest median
 throughput, one throughput sample per repeat there, as a ratio with its 95 % interval
-(``stats.welch_log_ratio``). The decomposition follows the registry's facts about each target
-(framework, server, worker class, interface, style) rather than names, so a new target joins
-the right comparisons by its registry entry alone:
+(``stats.pooled_log_ratio``: each target's noise pooled over all its points in the run, since
+two repeats alone give an interval too wide to read). The decomposition follows the registry's
+facts about each target (framework, server, worker class, interface, style) rather than names,
+so a new target joins the right comparisons by its registry entry alone:
 - interface: the bare WSGI app against the bare ASGI app (what "ASGI beats WSGI" can mean);
 - framework: a bare app against a framework's TechEmpower-style app on the same server;
 - style: that app against the same framework written as its documentation teaches;
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchlab.rundata import Point, Run
-from benchlab.stats import RatioEstimate, welch_log_ratio
+from benchlab.stats import RatioEstimate, Spread, pooled_log_ratio, pooled_spread
 from benchlab.targets import DEFAULT_SELECTION, load_targets
 
 MODE = "closed"
@@ -77,6 +78,7 @@ def _interval(e: RatioEstimate) -> str:
 def leads(run: Run) -> list[Lead]:
     """Per test, in run order: the target with the highest peak throughput and its margin."""
     out = []
+    spread = spreads(run)
     for test in run.tests:
         peaks = sorted(
             ((t, p) for t in run.targets if (p := run.peak(t, test, MODE)) is not None), key=lambda tp: -tp[1].rps
@@ -88,7 +90,8 @@ def leads(run: Run) -> list[Lead]:
             out.append(Lead(test, leader, top, None, None))
             continue
         second, other = rest[0]
-        out.append(Lead(test, leader, top, second, welch_log_ratio(other.rps_samples, top.rps_samples)))
+        estimate = pooled_log_ratio(other.rps_samples, top.rps_samples, spread[second], spread[leader])
+        out.append(Lead(test, leader, top, second, estimate))
     return out
 
 
@@ -129,9 +132,19 @@ def pairs(facts: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str]]:
 def decomposition(run: Run) -> list[Factor]:
     """Every comparison of ``pairs`` on every test both targets were measured on."""
     out = []
+    spread = spreads(run)
     for kind, base, other in pairs(target_facts(run)):
         for test in run.tests:
             a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
             if a is not None and b is not None:
-                out.append(Factor(kind, test, base, other, welch_log_ratio(a.rps_samples, b.rps_samples)))
+                estimate = pooled_log_ratio(a.rps_samples, b.rps_samples, spread[base], spread[other])
+                out.append(Factor(kind, test, base, other, estimate))
     return out
+
+
+def spreads(run: Run) -> dict[str, Spread | None]:
+    """Each target's repeat-to-repeat throughput noise, pooled over its closed-loop points."""
+    return {
+        t: pooled_spread([p.rps_samples for test in run.tests for p in run.points_for(t, test, MODE)])
+        for t in run.targets
+    }

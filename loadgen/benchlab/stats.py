@@ -5,6 +5,13 @@ work on logarithms: a ratio becomes a difference of means, and scipy's t-test an
 t-interval on it give a ratio interval that is honest at n=2..5 (a bootstrap would claim
 too much there). Too few samples yield no interval at all, never a made-up one.
 
+Two repeats per side leave Welch's t about one degree of freedom, and an interval as wide
+as the t-quantile at 1 (12.7) makes it. Where one run measured a target at many points (tests
+and levels), those points' repeats share the target's noise: ``pooled_spread`` estimates it
+from all of them, and ``pooled_log_ratio`` uses each side's pooled spread with the degrees of
+freedom it has (Welch–Satterthwaite), which assumes a target's relative noise is the same
+on every test and level of the run.
+
 Identical repeats on both sides (zero variance, e.g. a latency quantised to whole
 milliseconds) leave no noise to estimate: the ratio is then exact, its interval is the
 ratio itself and p is 1 when nothing changed, else 0. scipy would answer NaN there.
@@ -74,6 +81,50 @@ def welch_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 
         return _exact(diff, n, "welch-log")
     result = _quietly(sps.ttest_ind, lb, la, equal_var=False)
     return _estimate(diff, result, n, "welch-log", confidence)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The between-repeat variance of log values, pooled over groups, with its degrees of freedom."""
+
+    variance: float
+    df: int
+
+
+def pooled_spread(groups: Sequence[Sequence[float]]) -> Spread | None:
+    """One variance from every group with >= 2 positive values (each group: repeats of one point);
+    None when no group has two."""
+    logged = [lg for g in groups if len(g) >= 2 and (lg := _logs(g)) is not None]
+    df = sum(len(lg) - 1 for lg in logged)
+    if df == 0:
+        return None
+    squares = sum((x - statistics.fmean(lg)) ** 2 for lg in logged for x in lg)
+    return Spread(squares / df, df)
+
+
+def pooled_log_ratio(
+    a: Sequence[float], b: Sequence[float], spread_a: Spread | None, spread_b: Spread | None,
+    confidence: float = CONFIDENCE,
+) -> RatioEstimate:  # fmt: skip
+    """``b / a`` from each side's own repeats, its interval from each side's pooled spread
+    (see the module docstring); Welch's t on the repeats alone when a side has no pool."""
+    if spread_a is None or spread_b is None:
+        return welch_log_ratio(a, b, confidence)
+    n = f"{len(a)} vs {len(b)}"
+    la, lb = _logs(a), _logs(b)
+    if not a or not b:
+        return RatioEstimate(None, None, None, None, n, "pooled-log", "no samples")
+    if la is None or lb is None:
+        return RatioEstimate(None, None, None, None, n, "pooled-log", "non-positive values")
+    diff = statistics.fmean(lb) - statistics.fmean(la)
+    va, vb = spread_a.variance / len(la), spread_b.variance / len(lb)
+    if va + vb == 0:
+        return _exact(diff, n, "pooled-log")
+    df = (va + vb) ** 2 / (va**2 / spread_a.df + vb**2 / spread_b.df)
+    se = math.sqrt(va + vb)
+    half = float(sps.t.ppf(1 - (1 - confidence) / 2, df)) * se
+    p = float(2 * sps.t.sf(abs(diff) / se, df))
+    return RatioEstimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, "pooled-log")
 
 
 def paired_log_ratio(
