@@ -68,7 +68,7 @@ from benchlab.harness import NativeLab, repo_root
 from benchlab.measurement import Measurement
 from benchlab.ports import check_port_free
 from benchlab.postgres import death_signal, owned_env
-from benchlab.target_kit import tree_usage
+from benchlab.target_kit import tree_cpu_seconds
 from benchlab.targets import load_targets, split_names
 from benchlab.venvs import service_python
 
@@ -478,22 +478,18 @@ def not_stored(dsn: str, rows: list[dict[str, int]]) -> int:
     return sum(stored.get(row["id"]) != row["randomNumber"] for row in rows)
 
 
-def tree_cpu_s(pid: int) -> float:
-    return tree_usage(pid)["cpu_seconds"]
-
-
 def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Run:
     """One wrk run, then a pause until the side has drained what wrk left queued (a server keeps
     working on requests whose connections wrk closed): the other side's next run gets the CPUs.
     The CPU counted includes that drain, work the run caused."""
     url = side.url_for(spec, args.queries)
     load = Load(duration_s=duration_s, connections=args.connections, pipeline=PIPELINE.get(spec.name, 1))
-    cpu_before = tree_cpu_s(side.pid)
+    cpu_before = tree_cpu_seconds(side.pid)
     m = engine.run(Request(url=url, headers=spec.headers()), load)
     time.sleep(PAUSE_S)
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, headers=spec.headers(), timeout=SETTLE_TIMEOUT_S)  # answered once the queue ahead is done
-    return Run(m, tree_cpu_s(side.pid) - cpu_before)
+    return Run(m, tree_cpu_seconds(side.pid) - cpu_before)
 
 
 def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, dsn: str) -> list[Row]:

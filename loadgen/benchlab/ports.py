@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
+from benchlab.target_kit import port_refusal
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 20_000  # above the registry's ports (808x) and native runs' (+10000)
@@ -21,15 +22,6 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def free_port() -> int:
     """A port nothing listens on, below the range the kernel hands outgoing connections.
 
@@ -40,7 +32,7 @@ def free_port() -> int:
     if low - LOWEST >= 1000:
         for _ in range(TRIES):
             port = random.randrange(LOWEST, low)
-            if _bindable(port):
+            if port_refusal("127.0.0.1", port) is None:
                 return port
     with socket.socket() as s:  # a machine whose ephemeral range starts low: any free port
         s.bind(("127.0.0.1", 0))
@@ -49,9 +41,5 @@ def free_port() -> int:
 
 def check_port_free(port: int, what: str) -> None:
     """A clear error instead of a server failing later with EADDRINUSE."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise BenchlabError(f"port {port} for {what} is already in use on 127.0.0.1") from exc
+    if port_refusal("127.0.0.1", port):
+        raise BenchlabError(f"port {port} for {what} is already in use on 127.0.0.1")

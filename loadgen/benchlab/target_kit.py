@@ -166,16 +166,17 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
-def _check_port_free(name: str, host: str, port: int) -> None:
-    """One clear line for a taken port, before a server reports it from inside its workers (or,
-    binding with SO_REUSEPORT as Hypercorn does with several workers, shares it silently)."""
+def port_refusal(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, in the OS's words, or None when it can: the
+    launchers' check and the harness's (benchlab.ports) are this one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
-            fail(name, f"cannot listen on {host}:{port}: {exc.strerror}", 2)
+            return exc.strerror or str(exc)
+    return None
 
 
 def start_master(name: str, probe: Callable[[str, float], None], **exports: str) -> tuple[str, int, int]:
@@ -192,7 +193,10 @@ def start_master(name: str, probe: Callable[[str, float], None], **exports: str)
         pool_size(n_workers, cap=1)
     except SettingsError as exc:
         fail(name, str(exc), 2)
-    _check_port_free(name, where, at)
+    # One clear line for a taken port, before a server reports it from inside its workers (or,
+    # binding with SO_REUSEPORT as Hypercorn does with several workers, shares it silently).
+    if refusal := port_refusal(where, at):
+        fail(name, f"cannot listen on {where}:{at}: {refusal}", 2)
     signal.signal(signal.SIGTERM, _exit_on_signal)
     wait_for_database(probe, name)
     os.environ.update(BENCHLAB_MASTER_PID=str(os.getpid()), BENCHLAB_WORKERS=str(n_workers), **exports)
@@ -271,19 +275,20 @@ def installed_packages() -> dict[str, str]:
 _SAMPLE_TRIES = 4  # walks per sample before one that skips what vanished
 
 
-def tree_usage(root_pid: int) -> dict[str, float]:
-    """``cpu_seconds``, ``rss_mb`` and ``pss_mb`` summed over ``root_pid`` and its descendants.
+def _tree_cpu(root_pid: int) -> tuple[float, list[psutil.Process]]:
+    """CPU seconds of ``root_pid`` and its descendants, and those processes (none if it is gone).
 
-    CPU is read for the whole tree before any memory (reading PSS is slow). A worker reaped
-    between its parent's read and its own is in no one's times, which would dip the counter by a
-    whole worker, so such a walk is taken again.
+    A worker reaped between its parent's read and its own is in no one's times, which would dip
+    the counter by a whole worker, so such a walk is taken again.
     """
+    procs: list[psutil.Process] = []
+    cpu = 0.0
     for attempt in range(_SAMPLE_TRIES):
         try:
             root = psutil.Process(root_pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
-            return {"cpu_seconds": 0.0, "rss_mb": 0.0, "pss_mb": 0.0}
+            return 0.0, []
         cpu, vanished = 0.0, False
         for proc in procs:
             try:
@@ -294,6 +299,18 @@ def tree_usage(root_pid: int) -> dict[str, float]:
             cpu += t.user + t.system + t.children_user + t.children_system
         if not vanished or attempt == _SAMPLE_TRIES - 1:
             break
+    return cpu, procs
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """The CPU part of ``tree_usage`` alone, for a caller timing a run (reading PSS is slow)."""
+    return round(_tree_cpu(root_pid)[0], 3)
+
+
+def tree_usage(root_pid: int) -> dict[str, float]:
+    """``cpu_seconds``, ``rss_mb`` and ``pss_mb`` summed over ``root_pid`` and its descendants:
+    CPU read for the whole tree before any memory (reading PSS is slow)."""
+    cpu, procs = _tree_cpu(root_pid)
     rss = pss = 0.0
     for proc in procs:
         try:
