@@ -17,7 +17,7 @@ from typing import Any
 
 from benchlab.contract import TESTS
 from benchlab.rundata import LATENCY_COLUMNS, Level, Point, Run, level_value, target_order
-from benchlab.stats import RatioEstimate, paired_log_ratio, welch_log_ratio
+from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
@@ -216,7 +216,7 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     if check.at == "peak":
         a, b = run.peak(baseline, check.test, check.mode), run.peak(contender, check.test, check.mode)
         assert a is not None and b is not None
-        return _judge(check, welch_log_ratio(a.metric_samples(check.metric), b.metric_samples(check.metric)), [a, b])
+        return _judge(check, _point_ratio(run, a, b, check), [a, b])
     if check.at == "level":
         chosen = [_at_level(run, t, check) for t in (baseline, contender)]
         problem = next((p for p in chosen if isinstance(p, str)), None)
@@ -224,13 +224,20 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
             return CheckResult(check, None, INCONCLUSIVE, problem, ())
         a, b = chosen
         assert isinstance(a, Point) and isinstance(b, Point)
-        return _judge(check, welch_log_ratio(a.metric_samples(check.metric), b.metric_samples(check.metric)), [a, b])
+        return _judge(check, _point_ratio(run, a, b, check), [a, b])
     base = {p.level: p for p in run.points_for(baseline, check.test, check.mode)}
     cont = {p.level: p for p in run.points_for(contender, check.test, check.mode)}
     common: list[Level] = [lv for lv in base if lv in cont]
     pairs = [pair for lv in common for pair in _repeat_pairs(base[lv], cont[lv], check.metric)]
     used = [base[lv] for lv in common] + [cont[lv] for lv in common]
     return _judge(check, paired_log_ratio(pairs), used)
+
+
+def _point_ratio(run: Run, a: Point, b: Point, check: ClaimCheck) -> RatioEstimate:
+    """``b / a`` in the check's metric, its interval from each target's noise over the run
+    (``Run.spread``), as the report's leads and decomposition have theirs."""
+    spread_a, spread_b = (run.spread(p.target, check.metric, check.mode) for p in (a, b))
+    return pooled_log_ratio(a.metric_samples(check.metric), b.metric_samples(check.metric), spread_a, spread_b)
 
 
 def _at_level(run: Run, target: str, check: ClaimCheck) -> Point | str:

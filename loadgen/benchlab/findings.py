@@ -2,10 +2,10 @@
 
 Both compare targets at their own peaks (closed loop): the level with the highest median
 throughput, one throughput sample per repeat there, as a ratio with its 95 % interval
-(``stats.pooled_log_ratio``: each target's noise pooled over all its points in the run, since
-two repeats alone give an interval too wide to read). The decomposition follows the registry's
-facts about each target (framework, server, worker class, interface, style) rather than names,
-so a new target joins the right comparisons by its registry entry alone:
+(``stats.pooled_log_ratio`` with ``Run.spread``: each target's noise pooled over all its points
+in the run, since two repeats alone give an interval too wide to read; claims use the same).
+The decomposition follows the registry's facts about each target (framework, server, worker
+class, interface, style) rather than names, so a new target joins the right comparisons by its registry entry alone:
 - interface: the bare WSGI app against the bare ASGI app (what "ASGI beats WSGI" can mean);
 - framework: a bare app against a framework's TechEmpower-style app on the same server;
 - style: that app against the same framework written as its documentation teaches;
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchlab.rundata import Point, Run
-from benchlab.stats import RatioEstimate, Spread, pooled_log_ratio, pooled_spread
+from benchlab.stats import RatioEstimate, pooled_log_ratio
 from benchlab.targets import DEFAULT_SELECTION, load_targets
 
 MODE = "closed"
@@ -78,7 +78,6 @@ def _interval(e: RatioEstimate) -> str:
 def leads(run: Run) -> list[Lead]:
     """Per test, in run order: the target with the highest peak throughput and its margin."""
     out = []
-    spread = spreads(run)
     for test in run.tests:
         peaks = sorted(
             ((t, p) for t in run.targets if (p := run.peak(t, test, MODE)) is not None), key=lambda tp: -tp[1].rps
@@ -89,9 +88,8 @@ def leads(run: Run) -> list[Lead]:
         if not rest:
             out.append(Lead(test, leader, top, None, None))
             continue
-        second, other = rest[0]
-        estimate = pooled_log_ratio(other.rps_samples, top.rps_samples, spread[second], spread[leader])
-        out.append(Lead(test, leader, top, second, estimate))
+        second = rest[0][0]
+        out.append(Lead(test, leader, top, second, ratio(run, test, second, leader)))
     return out
 
 
@@ -132,19 +130,15 @@ def pairs(facts: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str]]:
 def decomposition(run: Run) -> list[Factor]:
     """Every comparison of ``pairs`` on every test both targets were measured on."""
     out = []
-    spread = spreads(run)
     for kind, base, other in pairs(target_facts(run)):
         for test in run.tests:
-            a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
-            if a is not None and b is not None:
-                estimate = pooled_log_ratio(a.rps_samples, b.rps_samples, spread[base], spread[other])
-                out.append(Factor(kind, test, base, other, estimate))
+            if run.peak(base, test, MODE) is not None and run.peak(other, test, MODE) is not None:
+                out.append(Factor(kind, test, base, other, ratio(run, test, base, other)))
     return out
 
 
-def spreads(run: Run) -> dict[str, Spread | None]:
-    """Each target's repeat-to-repeat throughput noise, pooled over its closed-loop points."""
-    return {
-        t: pooled_spread([p.rps_samples for test in run.tests for p in run.points_for(t, test, MODE)])
-        for t in run.targets
-    }
+def ratio(run: Run, test: str, base: str, other: str) -> RatioEstimate:
+    """``other``'s peak throughput over ``base``'s, both measured on ``test``."""
+    a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
+    assert a is not None and b is not None
+    return pooled_log_ratio(a.rps_samples, b.rps_samples, run.spread(base, "rps", MODE), run.spread(other, "rps", MODE))

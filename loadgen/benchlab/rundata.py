@@ -20,6 +20,7 @@ from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
 from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
 from benchlab.results import CSV_NAME, read_rows, read_run_json
+from benchlab.stats import Spread, pooled_spread
 from benchlab.status import Status, StepStatus
 from benchlab.targets import registry_names
 
@@ -186,6 +187,13 @@ class Run:
         """The level with the highest median throughput, or None when nothing succeeded."""
         points = self.points_for(target, test, mode)
         return max(points, key=lambda p: p.rps) if points else None
+
+    def spread(self, target: str, metric: str, mode: str) -> Spread | None:
+        """The target's repeat-to-repeat noise in ``metric``, pooled over all its ``mode`` points
+        in the run: two repeats of one point alone give an interval too wide to read. Every
+        ratio of one point against another (findings, claims) takes its interval from this."""
+        points = [p for test in self.tests for p in self.points_for(target, test, mode)]
+        return pooled_spread([p.metric_samples(metric) for p in points])
 
     def failed_steps(self) -> list[RecordedStep]:
         return [s for s in self.steps if not s.ok]
