@@ -444,9 +444,9 @@ tests:
 
 
 @pytest.mark.docker
-def test_a_started_profile_group_is_measured_too(stack: Stack, tmp_path: Path):
-    """`--profile baselines up`: compose starts the group beside the core targets, and the loadgen
-    (which can only depend on the core ones) finds and measures it."""
+def test_the_matrix_profile_measures_all_eleven(stack: Stack, tmp_path: Path):
+    """`--profile matrix up`: compose starts every group beside the core targets, and the loadgen
+    (which can only depend on the core ones) finds, verifies and measures all of them."""
     results = tmp_path / "results"
     results.mkdir()
     (results / "json-only.yaml").write_text(JSON_ONLY)
@@ -455,16 +455,17 @@ def test_a_started_profile_group_is_measured_too(stack: Stack, tmp_path: Path):
             os.chown(path, *RESULTS_OWNER)
     env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/json-only.yaml"}
     try:
-        proc = stack("--profile", "baselines", "up", "--exit-code-from", "loadgen", env=env, timeout=900)
+        proc = stack("--profile", "matrix", "up", "--exit-code-from", "loadgen", env=env, timeout=900)
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, "\n".join(line for line in output.splitlines() if "loadgen" in line)[-4000:]
-        assert "measuring the baselines group(s) too" in output
+        assert "measuring the baselines, servers, style group(s) too" in output
         (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
-        expected = [t.name for t in load_targets(["core", "baselines"], env={})]
+        expected = [t.name for t in load_targets(["all"], env={})]
+        assert len(expected) == 11
         assert_healthy_rows(read_csv(run_dir), expected, ("json",))
-        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, core + baselines)")
+        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all eleven targets)")
     finally:
-        stack("--profile", "baselines", "down", "-t", "10", env=env, timeout=300)
+        stack("--profile", "matrix", "down", "-t", "10", env=env, timeout=300)
 
 
 def loadgen_seconds(stack: Stack) -> float:
