@@ -38,7 +38,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+# Off, as the docs: FastAPI's built-in OpenTelemetry bridge asks on every request whether any
+# provider is configured. Measured (fastapi-uvicorn, 2 workers, wrk -c64, two A/B pairs): plaintext
+# 177-187 us of server CPU per request with it, 137-142 without; json and db within noise.
+# The idiomatic app keeps FastAPI's default.
+TELEMETRY_OFF = {"tracing": False, "metrics": False, "logs": False}
+app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None, telemetry=TELEMETRY_OFF)
 
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
