@@ -5,7 +5,8 @@ throughput, one throughput sample per repeat there, as a ratio with its 95 % int
 (``stats.pooled_log_ratio`` with ``Run.spread``: each target's noise pooled over all its points
 in the run, since two repeats alone give an interval too wide to read; claims use the same).
 The decomposition follows the registry's facts about each target (framework, server, worker
-class, interface, style) rather than names, so a new target joins the right comparisons by its registry entry alone:
+class, interface, style) rather than names, so a new target joins the right comparisons by its
+registry entry alone:
 - interface: the bare WSGI app against the bare ASGI app (what "ASGI beats WSGI" can mean);
 - framework: a bare app against a framework's TechEmpower-style app on the same server;
 - style: that app against the same framework written as its documentation teaches;
@@ -88,8 +89,8 @@ def leads(run: Run) -> list[Lead]:
         if not rest:
             out.append(Lead(test, leader, top, None, None))
             continue
-        second = rest[0][0]
-        out.append(Lead(test, leader, top, second, ratio(run, test, second, leader)))
+        second, other = rest[0]
+        out.append(Lead(test, leader, top, second, ratio(run, other, top)))
     return out
 
 
@@ -132,13 +133,13 @@ def decomposition(run: Run) -> list[Factor]:
     out = []
     for kind, base, other in pairs(target_facts(run)):
         for test in run.tests:
-            if run.peak(base, test, MODE) is not None and run.peak(other, test, MODE) is not None:
-                out.append(Factor(kind, test, base, other, ratio(run, test, base, other)))
+            a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
+            if a is not None and b is not None:
+                out.append(Factor(kind, test, base, other, ratio(run, a, b)))
     return out
 
 
-def ratio(run: Run, test: str, base: str, other: str) -> RatioEstimate:
-    """``other``'s peak throughput over ``base``'s, both measured on ``test``."""
-    a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
-    assert a is not None and b is not None
-    return pooled_log_ratio(a.rps_samples, b.rps_samples, run.spread(base, "rps", MODE), run.spread(other, "rps", MODE))
+def ratio(run: Run, a: Point, b: Point) -> RatioEstimate:
+    """``b``'s throughput over ``a``'s, the interval from each target's noise over the run."""
+    spread_a, spread_b = (run.spread(p.target, "rps", MODE) for p in (a, b))
+    return pooled_log_ratio(a.rps_samples, b.rps_samples, spread_a, spread_b)
