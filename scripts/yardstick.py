@@ -31,7 +31,9 @@ content type, skips the test, e.g. cached-queries where TFB has none; a body TFB
 reject, or rows not holding the stored values, are noted), then loaded by
 wrk (the lab's engine, TechEmpower's Accept headers, plaintext pipelined 16 deep) in rounds
 that alternate which side goes first. The table gives the median req/s per side and their
-ratio; a side with non-2xx responses or socket errors is flagged. On a shared machine the
+ratio, with a 95 % interval from the rounds taken as pairs (paired t on log req/s; at least 3
+rounds); a test where ours is behind is called slower only when that whole interval lies below 1.
+A side with non-2xx responses or socket errors is flagged. On a shared machine the
 figures compare the two sides under the same conditions, nothing more: they are not benchmarks.
 """
 
@@ -68,6 +70,7 @@ from benchlab.harness import NativeLab, repo_root
 from benchlab.measurement import Measurement
 from benchlab.ports import check_port_free
 from benchlab.postgres import death_signal, owned_env
+from benchlab.stats import RatioEstimate, paired_log_ratio
 from benchlab.target_kit import tree_cpu_seconds
 from benchlab.targets import load_targets, split_names
 from benchlab.venvs import service_python
@@ -132,6 +135,22 @@ class Row:
     def cpu_us(self, side: str) -> float:
         """Median server CPU per request: what noise from other processes on the machine moves least."""
         return statistics.median(r.cpu_us_per_request for r in self.runs[side])
+
+    def ratio(self) -> RatioEstimate:
+        """ours/theirs req/s, paired by round: a round runs both sides back to back, so the
+        machine's drift over minutes (seen here moving both sides 10-20 %) cancels in each pair."""
+        pairs = [(t.rps, o.rps) for o, t in zip(self.runs["ours"], self.runs["theirs"], strict=True)]
+        return paired_log_ratio(pairs)
+
+    def verdict(self) -> str:
+        """'ahead' (median ratio at least 1), 'slower' (the whole interval below 1), or 'within
+        noise' (below 1, but the rounds cannot tell the sides apart)."""
+        estimate = self.ratio()
+        if self.median("ours") >= self.median("theirs"):
+            return "ahead"
+        if estimate.has_interval and estimate.high is not None and estimate.high < 1:
+            return "slower"
+        return "within noise"
 
     def errors(self, side: str) -> tuple[int, int]:
         """Non-2xx/3xx responses and socket errors, summed over the measured rounds."""
@@ -519,9 +538,9 @@ def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, 
 
 
 def table(rows: list[Row]) -> str:
-    """test | req/s per side and ours/theirs | server CPU µs per request per side and ours/theirs |
-    errors (non-2xx/socket); ⚠ marks a side with errors."""
-    out = [f"{'test':<15} {'ours req/s':>13} {'theirs req/s':>13} {'ours/theirs':>11}  "
+    """test | req/s per side, ours/theirs and its 95 % interval (paired rounds) | server CPU µs
+    per request per side and ours/theirs | errors (non-2xx/socket); ⚠ marks a side with errors."""
+    out = [f"{'test':<15} {'ours req/s':>13} {'theirs req/s':>13} {'ours/theirs':>11} {'95 % CI':>14}  "
            f"{'ours µs/req':>11} {'theirs µs/req':>13} {'ours/theirs':>11}  "
            f"{'ours err':>9} {'theirs err':>10}  (µs/req = server CPU per request; err = non-2xx/socket)"]  # fmt: skip
     for row in rows:
@@ -534,15 +553,21 @@ def table(rows: list[Row]) -> str:
             cells.append((f"{row.median(side):,.0f}" + (" ⚠" if non2xx or sock else ""), f"{non2xx}/{sock}"))
         theirs = row.median("theirs")
         ratio = f"{row.median('ours') / theirs:.2f}" if theirs else "-"
+        interval = row.ratio().interval_text() if theirs else "-"
         cpu_ours, cpu_theirs = row.cpu_us("ours"), row.cpu_us("theirs")
         cpu_ratio = f"{cpu_ours / cpu_theirs:.2f}" if cpu_theirs > 0 else "-"
         out.append(
-            f"{row.test:<15} {cells[0][0]:>13} {cells[1][0]:>13} {ratio:>11}  "
+            f"{row.test:<15} {cells[0][0]:>13} {cells[1][0]:>13} {ratio:>11} {interval:>14}  "
             f"{cpu_ours:>11,.0f} {cpu_theirs:>13,.0f} {cpu_ratio:>11}  {cells[0][1]:>9} {cells[1][1]:>10}"
         )
     measured = [row for row in rows if not row.skipped]
-    ahead = [row for row in measured if row.median("ours") >= row.median("theirs")]
+    verdicts = {row.test: row.verdict() for row in measured}
+    ahead = [test for test, verdict in verdicts.items() if verdict == "ahead"]
     out.append(f"ours at least as fast in {len(ahead)} of {len(measured)} measured test(s)")
+    for verdict in ("within noise", "slower"):
+        if tests := [test for test, v in verdicts.items() if v == verdict]:
+            what = "interval spans 1" if verdict == "within noise" else "whole interval below 1"
+            out.append(f"  behind, {verdict} ({what}): {', '.join(tests)}")
     return "\n".join(out)
 
 
