@@ -30,9 +30,10 @@ Each test is first requested once on both sides (a side answering non-200, or 20
 content type, skips the test, e.g. cached-queries where TFB has none; a body TFB's verifier would
 reject, or rows not holding the stored values, are noted), then loaded by
 wrk (the lab's engine, TechEmpower's Accept headers, plaintext pipelined 16 deep) in rounds
-that alternate which side goes first. The table gives the median req/s per side and their
-ratio, with a 95 % interval from the rounds taken as pairs (paired t on log req/s; at least 3
-rounds); a test where ours is behind is called slower only when that whole interval lies below 1.
+that alternate which side goes first. The table gives the median req/s per side and ours/theirs
+from the rounds taken as pairs (the geometric mean of each round's ratio, so the machine's drift
+cancels), with its 95 % interval (paired t on log req/s; at least 3 rounds); a test where ours is
+behind is called slower only when that whole interval lies below 1.
 A side with non-2xx responses or socket errors is flagged. On a shared machine the
 figures compare the two sides under the same conditions, nothing more: they are not benchmarks.
 """
@@ -143,12 +144,12 @@ class Row:
         return paired_log_ratio(pairs)
 
     def verdict(self) -> str:
-        """'ahead' (median ratio at least 1), 'slower' (the whole interval below 1), or 'within
-        noise' (below 1, but the rounds cannot tell the sides apart)."""
+        """'ahead' (the paired ratio at least 1), 'slower' (its whole interval below 1), or
+        'within noise' (below 1, but the rounds cannot tell the sides apart)."""
         estimate = self.ratio()
-        if self.median("ours") >= self.median("theirs"):
-            return "ahead"
-        if estimate.has_interval and estimate.high is not None and estimate.high < 1:
+        if estimate.ratio is None or estimate.ratio >= 1:
+            return "ahead" if estimate.ratio is not None else "within noise"
+        if estimate.high is not None and estimate.high < 1:
             return "slower"
         return "within noise"
 
@@ -551,9 +552,9 @@ def table(rows: list[Row]) -> str:
         for side in ("ours", "theirs"):
             non2xx, sock = row.errors(side)
             cells.append((f"{row.median(side):,.0f}" + (" ⚠" if non2xx or sock else ""), f"{non2xx}/{sock}"))
-        theirs = row.median("theirs")
-        ratio = f"{row.median('ours') / theirs:.2f}" if theirs else "-"
-        interval = row.ratio().interval_text() if theirs else "-"
+        estimate = row.ratio()
+        ratio = f"{estimate.ratio:.2f}" if estimate.ratio is not None else "-"
+        interval = estimate.interval_text()
         cpu_ours, cpu_theirs = row.cpu_us("ours"), row.cpu_us("theirs")
         cpu_ratio = f"{cpu_ours / cpu_theirs:.2f}" if cpu_theirs > 0 else "-"
         out.append(

@@ -3,6 +3,8 @@
 The test holds a lock that blocks every UPDATE of ``world``, sends N concurrent /updates to a
 flask target running ONE worker, and then sees N of that worker's connections waiting on the
 lock in pg_stat_activity at the same time. A worker that blocked on the database would show one.
+Both gevent Flask apps: app.py's psycopg 3 yields by itself, idiomatic.py's psycopg2 only
+through psycogreen.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -30,10 +33,12 @@ N = 12  # concurrent requests; the worker gets a pool of N + 4 so each has its o
 WAIT_S = 30.0
 
 
-@pytest.fixture
-def one_worker_flask(lab: NativeLab, tmp_path: Path) -> Iterator[tuple[Target, psutil.Process]]:
+@pytest.fixture(params=["flask-gunicorn-gevent", "flask-gunicorn-gevent-idiomatic"])
+def one_worker_flask(
+    lab: NativeLab, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Target, psutil.Process]]:
     """The flask target started with the registry command, BENCHLAB_WORKERS=1, on a free port."""
-    [target] = load_targets(["flask-gunicorn-gevent"])
+    [target] = load_targets([request.param])
     port = free_port()
     service_dir = repo_root() / "services" / target.service
     python = service_python(service_dir)
@@ -59,6 +64,11 @@ def one_worker_flask(lab: NativeLab, tmp_path: Path) -> Iterator[tuple[Target, p
                 time.sleep(0.2)
         workers = psutil.Process(proc.pid).children()
         assert len(workers) == 1, f"expected one worker, found {len(workers)}"
+        # Both apps fill their pool at start, and requests queue behind the filling: wait for it.
+        db_port = urlsplit(lab.dsn).port
+        while len(_database_connections(workers[0], db_port)) < N + 4:
+            assert time.monotonic() < deadline, "the worker did not open its pool"
+            time.sleep(0.1)
         yield replace(target, port=port, url=url), workers[0]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -67,6 +77,11 @@ def one_worker_flask(lab: NativeLab, tmp_path: Path) -> Iterator[tuple[Target, p
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _database_connections(worker: psutil.Process, db_port: int | None) -> list[int]:
+    """Local ports of the worker's connections to the database."""
+    return [c.laddr.port for c in worker.net_connections(kind="tcp") if c.raddr and c.raddr.port == db_port]
 
 
 def _lock_waiters(dsn: str) -> list[int]:

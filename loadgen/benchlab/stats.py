@@ -140,7 +140,7 @@ def paired_log_ratio(
     diffs = [y - x for x, y in zip(la, lb, strict=True)]
     mean = statistics.fmean(diffs)
     if len(diffs) < min_pairs:
-        note = f"{len(diffs)} levels, needs >={min_pairs}"
+        note = f"{len(diffs)} pairs, needs >={min_pairs}"
         return RatioEstimate(math.exp(mean), None, None, None, n, "paired-log", note)
     if statistics.variance(diffs) == 0:
         return _exact(mean, n, "paired-log")
