@@ -143,16 +143,6 @@ class Row:
         pairs = [(t.rps, o.rps) for o, t in zip(self.runs["ours"], self.runs["theirs"], strict=True)]
         return paired_log_ratio(pairs)
 
-    def verdict(self) -> str:
-        """'ahead' (the paired ratio at least 1), 'slower' (its whole interval below 1), or
-        'within noise' (below 1, but the rounds cannot tell the sides apart)."""
-        estimate = self.ratio()
-        if estimate.ratio is None or estimate.ratio >= 1:
-            return "ahead" if estimate.ratio is not None else "within noise"
-        if estimate.high is not None and estimate.high < 1:
-            return "slower"
-        return "within noise"
-
     def errors(self, side: str) -> tuple[int, int]:
         """Non-2xx/3xx responses and socket errors, summed over the measured rounds."""
         runs = [r.measurement for r in self.runs[side]]
@@ -538,12 +528,23 @@ def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, 
     return rows
 
 
+def verdict(estimate: RatioEstimate) -> str:
+    """'ahead' (the paired ratio at least 1), 'slower' (its whole interval below 1), or
+    'within noise' (below 1, but the rounds cannot tell the sides apart)."""
+    if estimate.ratio is not None and estimate.ratio >= 1:
+        return "ahead"
+    if estimate.high is not None and estimate.high < 1:
+        return "slower"
+    return "within noise"
+
+
 def table(rows: list[Row]) -> str:
     """test | req/s per side, ours/theirs and its 95 % interval (paired rounds) | server CPU µs
     per request per side and ours/theirs | errors (non-2xx/socket); ⚠ marks a side with errors."""
     out = [f"{'test':<15} {'ours req/s':>13} {'theirs req/s':>13} {'ours/theirs':>11} {'95 % CI':>14}  "
            f"{'ours µs/req':>11} {'theirs µs/req':>13} {'ours/theirs':>11}  "
            f"{'ours err':>9} {'theirs err':>10}  (µs/req = server CPU per request; err = non-2xx/socket)"]  # fmt: skip
+    verdicts: dict[str, str] = {}  # measured test -> its verdict
     for row in rows:
         if row.skipped:
             out.append(f"{row.test:<15} {row.skipped}")
@@ -553,6 +554,7 @@ def table(rows: list[Row]) -> str:
             non2xx, sock = row.errors(side)
             cells.append((f"{row.median(side):,.0f}" + (" ⚠" if non2xx or sock else ""), f"{non2xx}/{sock}"))
         estimate = row.ratio()
+        verdicts[row.test] = verdict(estimate)
         ratio = f"{estimate.ratio:.2f}" if estimate.ratio is not None else "-"
         interval = estimate.interval_text()
         cpu_ours, cpu_theirs = row.cpu_us("ours"), row.cpu_us("theirs")
@@ -561,14 +563,11 @@ def table(rows: list[Row]) -> str:
             f"{row.test:<15} {cells[0][0]:>13} {cells[1][0]:>13} {ratio:>11} {interval:>14}  "
             f"{cpu_ours:>11,.0f} {cpu_theirs:>13,.0f} {cpu_ratio:>11}  {cells[0][1]:>9} {cells[1][1]:>10}"
         )
-    measured = [row for row in rows if not row.skipped]
-    verdicts = {row.test: row.verdict() for row in measured}
-    ahead = [test for test, verdict in verdicts.items() if verdict == "ahead"]
-    out.append(f"ours at least as fast in {len(ahead)} of {len(measured)} measured test(s)")
-    for verdict in ("within noise", "slower"):
-        if tests := [test for test, v in verdicts.items() if v == verdict]:
-            what = "interval spans 1" if verdict == "within noise" else "whole interval below 1"
-            out.append(f"  behind, {verdict} ({what}): {', '.join(tests)}")
+    ahead = [test for test, v in verdicts.items() if v == "ahead"]
+    out.append(f"ours at least as fast in {len(ahead)} of {len(verdicts)} measured test(s)")
+    for behind, what in (("within noise", "interval spans 1"), ("slower", "whole interval below 1")):
+        if tests := [test for test, v in verdicts.items() if v == behind]:
+            out.append(f"  behind, {behind} ({what}): {', '.join(tests)}")
     return "\n".join(out)
 
 
