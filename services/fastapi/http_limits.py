@@ -64,7 +64,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.unparsed = 0  # bytes read since the last head or body chunk was parsed
-        self.head_size = 0
         self.refusal = 400
         self.head_since: int | None = None  # SWEEP's tick when the head now being read began
 
@@ -87,18 +86,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().data_received(data)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
-        if len(self.url) > MAX_REQUEST_LINE:
+        # Summed here, not in an on_header override: a Python call per header field was about
+        # 5,000 of the 13,000 instructions this class added to a /json request with three header
+        # fields (callgrind, one worker; the stock protocol takes 116,000).
+        size = len(self.url)
+        if size > MAX_REQUEST_LINE:
             self.refusal = 414
             raise HeadTooLarge
-        if len(self.headers) > MAX_FIELDS or len(self.url) + self.head_size > MAX_HEAD:
+        for name, value in self.headers:
+            size += len(name) + len(value)
+        if len(self.headers) > MAX_FIELDS or size > MAX_HEAD:
             self.refusal = 431
             raise HeadTooLarge
-        self.head_since, self.unparsed, self.head_size = None, 0, 0  # the next head starts afresh
+        self.head_since, self.unparsed = None, 0  # the next head starts afresh
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
