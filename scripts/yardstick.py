@@ -23,6 +23,9 @@ server settings as ours can be given and are printed. Their interpreter defaults
 target's venv (identical library versions); ``--theirs-python`` or ``--theirs-requirements``
 (a venv built once under the temp directory) give it other packages.
 
+``--theirs-with FILE`` puts a file of ours beside their code, for server settings that live in
+code: our Uvicorn head limits are a protocol class, and the Uvicorn pairs give it to theirs too.
+
 Where their code no longer runs on current libraries (e.g. Starlette's ``TemplateResponse`` now
 takes the request first), ``--theirs-replace FILE OLD NEW`` edits the copy, and says so.
 
@@ -197,6 +200,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar=("FILE", "OLD", "NEW"),
         help="replace text in the copy of their FILE (repeatable; OLD must occur)",
     )
+    p.add_argument(
+        "--theirs-with",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of this repo copied beside their app (repeatable): a server setting of ours that "
+        "lives in code, e.g. services/fastapi/http_limits.py for --http http_limits:LimitedHttpToolsProtocol",
+    )
     p.add_argument("--theirs-port", type=int, default=35580, help="their port (default 35580)")
     p.add_argument("--ours-port", type=int, help="our port (default: BENCHLAB_PORT_<TARGET>, else the registry's)")
     p.add_argument("--workers", type=int, help="workers for both sides (default: the CPUs the servers may use)")
@@ -237,6 +248,7 @@ def apply_pair(args: argparse.Namespace) -> None:
     args.theirs_env = [f"{k}={v}" for k, v in pair.get("env", {}).items()] + args.theirs_env
     args.theirs_path = [f"{k}={v}" for k, v in pair.get("paths", {}).items()] + args.theirs_path
     args.theirs_replace = [list(r) for r in pair.get("replace", [])] + args.theirs_replace
+    args.theirs_with = PAIRS["servers"][pair["server"]].get("with", []) + args.theirs_with
     log(f"pair {args.pair}: {pair['what']}")
 
 
@@ -273,6 +285,9 @@ def check_args(args: argparse.Namespace) -> tuple[Path, list[str], list[str], di
         raise BenchlabError("--duration must be at least 1 s and --warmup at least 0")
     if not 1 <= args.theirs_port <= 65535:
         raise BenchlabError(f"--theirs-port: expected a TCP port, got {args.theirs_port}")
+    for name in args.theirs_with:
+        if not (repo_root() / name).is_file():
+            raise BenchlabError(f"--theirs-with {name}: no such file in {repo_root()}")
     if args.theirs_python and args.theirs_requirements:
         raise BenchlabError("--theirs-python and --theirs-requirements exclude each other")
     if args.theirs_python and not os.access(args.theirs_python, os.X_OK):
@@ -290,14 +305,20 @@ def _pair(item: str, option: str, form: str) -> tuple[str, str]:
 # --- their app -------------------------------------------------------------------------------------
 
 
-def copy_theirs(folder: Path, replacements: list[list[str]]) -> Path:
-    """Their folder copied into a fresh temp directory, with the user's replacements applied."""
+def copy_theirs(folder: Path, replacements: list[list[str]], ours: list[str]) -> Path:
+    """Their folder copied into a fresh temp directory, with the user's replacements applied and
+    ``ours`` (files of this repo) beside their code, never over one of their files."""
     work = Path(tempfile.mkdtemp(prefix="benchlab-yardstick-"))
     copy = work / folder.resolve().name
     try:
         shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc"))
         log(f"their app: {folder} copied to {copy}")
         replace_text(copy, folder, replacements)
+        for name in ours:
+            if (copy / Path(name).name).exists():
+                raise BenchlabError(f"--theirs-with {name}: their folder has a {Path(name).name} of its own")
+            shutil.copy(repo_root() / name, copy)
+            log(f"  with our {name}")
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -593,7 +614,7 @@ def run(args: argparse.Namespace) -> int:
     if not shutil.which(argv[0], path=their_path):
         raise BenchlabError(f"--theirs-cmd: {argv[0]} not found (use `python -m SERVER` for their venv's server)")
     find_wrk()
-    copy = copy_theirs(folder, args.theirs_replace)
+    copy = copy_theirs(folder, args.theirs_replace, args.theirs_with)
     try:
         with NativeLab([target], cpus=cpus, workers=workers, log=log) as lab:
             assert lab.postgres is not None
