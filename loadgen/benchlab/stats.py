@@ -65,14 +65,25 @@ def _logs(values: Sequence[float]) -> list[float] | None:
     return [math.log(v) for v in values]
 
 
+def _both_logs(
+    a: Sequence[float], b: Sequence[float], n: str, method: str
+) -> tuple[list[float], list[float]] | RatioEstimate:
+    """Both sides' log values, or the estimate that says why there are none."""
+    la, lb = _logs(a), _logs(b)
+    if not a or not b:
+        return RatioEstimate(None, None, None, None, n, method, "no samples")
+    if la is None or lb is None:
+        return RatioEstimate(None, None, None, None, n, method, "non-positive values")
+    return la, lb
+
+
 def welch_log_ratio(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> RatioEstimate:
     """Independent samples (repeats of two targets or two runs): Welch's t on log values."""
     n = f"{len(a)} vs {len(b)}"
-    la, lb = _logs(a), _logs(b)
-    if not a or not b:
-        return RatioEstimate(None, None, None, None, n, "welch-log", "no samples")
-    if la is None or lb is None:
-        return RatioEstimate(None, None, None, None, n, "welch-log", "non-positive values")
+    logs = _both_logs(a, b, n, "welch-log")
+    if isinstance(logs, RatioEstimate):
+        return logs
+    la, lb = logs
     diff = statistics.fmean(lb) - statistics.fmean(la)
     if len(la) < 2 or len(lb) < 2:
         note = f"n={min(len(a), len(b))}, needs >=2 repeats"
@@ -111,11 +122,10 @@ def pooled_log_ratio(
     if spread_a is None or spread_b is None:
         return welch_log_ratio(a, b, confidence)
     n = f"{len(a)} vs {len(b)}"
-    la, lb = _logs(a), _logs(b)
-    if not a or not b:
-        return RatioEstimate(None, None, None, None, n, "pooled-log", "no samples")
-    if la is None or lb is None:
-        return RatioEstimate(None, None, None, None, n, "pooled-log", "non-positive values")
+    logs = _both_logs(a, b, n, "pooled-log")
+    if isinstance(logs, RatioEstimate):
+        return logs
+    la, lb = logs
     diff = statistics.fmean(lb) - statistics.fmean(la)
     va, vb = spread_a.variance / len(la), spread_b.variance / len(lb)
     if va + vb == 0:
