@@ -25,7 +25,7 @@ from typing import Any
 import gevent
 import psycogreen.gevent
 import target_kit
-from flask import Flask, Response, render_template, request
+from flask import Blueprint, Flask, Response, render_template, request
 from flask_sqlalchemy import SQLAlchemy
 from greenlet import getcurrent, greenlet
 from sqlalchemy import Engine, bindparam, event, make_url, select
@@ -171,13 +171,18 @@ def open_pool() -> None:
 gevent.spawn(open_pool)
 
 
-@app.before_request
+# The views that query. The StallWatch's hooks run for these alone: on /json they were 3 % of
+# the instructions per request (callgrind, in one process: 381 k with them, 365 k now).
+database_views = Blueprint("database", __name__)
+
+
+@database_views.before_request
 def watch_request() -> None:
     """Between here and teardown_request a request parks only to wait on the database."""
     WATCH.waiting[getcurrent()] = time.monotonic()
 
 
-@app.teardown_request
+@database_views.teardown_request
 def unwatch_request(_error: BaseException | None) -> None:
     WATCH.waiting.pop(getcurrent(), None)
 
@@ -206,18 +211,18 @@ def plaintext() -> Response:
     return Response("Hello, World!", mimetype="text/plain")
 
 
-@app.get("/db")
+@database_views.get("/db")
 def single_query() -> dict[str, int]:
     return read_world(randint(1, WORLD_ROWS)).as_json()
 
 
-@app.get("/queries")
+@database_views.get("/queries")
 def multiple_queries() -> list[dict[str, int]]:
     worlds = [read_world(randint(1, WORLD_ROWS)) for _ in range(query_count("queries"))]
     return [w.as_json() for w in worlds]
 
 
-@app.get("/updates")
+@database_views.get("/updates")
 def updates() -> list[dict[str, int]]:
     # Distinct ids: each row read once, given one new number (the flush orders the UPDATEs by id).
     worlds = [read_world(world_id) for world_id in sample(WORLD_IDS, query_count("queries"))]
@@ -228,7 +233,7 @@ def updates() -> list[dict[str, int]]:
     return rows
 
 
-@app.get("/fortunes")
+@database_views.get("/fortunes")
 def fortunes() -> str:
     rows = list(db.session.scalars(select(Fortune)))
     rows.append(Fortune(id=0, message=EXTRA_FORTUNE))
@@ -250,12 +255,13 @@ def world_cache() -> dict[int, dict[str, int]]:
     return _world_cache
 
 
-@app.get("/cached-queries")
+@database_views.get("/cached-queries")
 def cached_queries() -> list[dict[str, int]]:
     cache = world_cache()
     return [cache[randint(1, WORLD_ROWS)] for _ in range(query_count("count"))]
 
 
+app.register_blueprint(database_views)
 INFO = target_kit.Info(WORKERS)
 
 
