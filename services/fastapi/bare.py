@@ -3,7 +3,7 @@
 
 Its database layer is db.py, the one app.py uses, so against fastapi-uvicorn only routing
 (a dict lookup on the path), query parsing and response building differ: the framework's cost.
-The server adds Server and Date; every response here sets Content-Type and Content-Length.
+The server adds Server and Date; every response here sets Content-Type, and its body goes chunked.
 """
 
 from __future__ import annotations
@@ -20,15 +20,29 @@ from db import DB_ERRORS, UNAVAILABLE, Database, render_fortunes, worker_lifespa
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-# A handler's answer: Content-Type and body (status 200).
-Answer = tuple[bytes, bytes]
+Message = dict[str, Any]
+# A handler's answer: the response start (one of the messages below) and the body.
+Answer = tuple[Message, bytes]
 
-JSON = b"application/json"
-TEXT = b"text/plain"
-HTML = b"text/html; charset=utf-8"
+
+def start(status: int, content_type: bytes, *extra: tuple[bytes, bytes]) -> Message:
+    """A response start built once and sent as is: Uvicorn copies its headers and changes nothing.
+
+    No Content-Length, so Uvicorn frames the body chunked, as the contract allows: the header costs
+    Uvicorn 4,400 instructions per response (two regexes, lower() and int()), 3.5 % of a /json
+    request (callgrind, one worker). TechEmpower's plain Uvicorn app sends none either. The step
+    from this app to a framework, which always sends one, therefore includes that framing.
+    """
+    return {"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type), *extra]}
+
+
+JSON = start(200, b"application/json")
+TEXT = start(200, b"text/plain")
+HTML = start(200, b"text/html; charset=utf-8")
+NOT_FOUND = start(404, b"text/plain")
+NOT_ALLOWED = start(405, b"text/plain", (b"allow", b"GET"))
+UNAVAILABLE_START = start(503, b"application/json")
 PLAINTEXT = b"Hello, World!"
-ALLOW_NOTHING: tuple[tuple[bytes, bytes], ...] = ()
-ALLOW_GET = ((b"allow", b"GET"),)
 
 
 class Worker:
@@ -113,16 +127,14 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     route = ROUTES.get(scope["path"])
     if route is None:
-        status, content_type, body, extra = 404, TEXT, b"Not Found", ALLOW_NOTHING
+        head, body = NOT_FOUND, b"Not Found"
     elif scope["method"] != "GET":
-        status, content_type, body, extra = 405, TEXT, b"Method Not Allowed", ALLOW_GET
+        head, body = NOT_ALLOWED, b"Method Not Allowed"
     else:
-        extra = ALLOW_NOTHING
         try:
-            status, (content_type, body) = 200, await route(scope["query_string"])
+            head, body = await route(scope["query_string"])
         except DB_ERRORS:
             # The pool reconnects by itself once the database is back; until then, say so quickly.
-            status, content_type, body = 503, JSON, UNAVAILABLE
-    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *extra]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+            head, body = UNAVAILABLE_START, UNAVAILABLE
+    await send(head)
     await send({"type": "http.response.body", "body": body})
