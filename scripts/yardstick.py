@@ -285,9 +285,12 @@ def check_args(args: argparse.Namespace) -> tuple[Path, list[str], list[str], di
         raise BenchlabError("--duration must be at least 1 s and --warmup at least 0")
     if not 1 <= args.theirs_port <= 65535:
         raise BenchlabError(f"--theirs-port: expected a TCP port, got {args.theirs_port}")
+    args.theirs_with = list(dict.fromkeys(args.theirs_with))  # a pair's file given again is one file
     for name in args.theirs_with:
         if not (repo_root() / name).is_file():
             raise BenchlabError(f"--theirs-with {name}: no such file in {repo_root()}")
+        if (same := [n for n in args.theirs_with if Path(n).name == Path(name).name]) != [name]:
+            raise BenchlabError(f"--theirs-with: {' and '.join(same)} would both be {Path(name).name} beside their app")
     if args.theirs_python and args.theirs_requirements:
         raise BenchlabError("--theirs-python and --theirs-requirements exclude each other")
     if args.theirs_python and not os.access(args.theirs_python, os.X_OK):
