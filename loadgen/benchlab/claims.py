@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlab.contract import TESTS
+from benchlab.results import COUNTED_MODES
 from benchlab.rundata import LATENCY_COLUMNS, Level, Point, Run, level_value, target_order
 from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
 from benchlab.validate import Checker
@@ -24,7 +25,7 @@ from benchlab.yamlfile import load_yaml
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.yaml")
 METRICS: tuple[str, ...] = ("rps", *LATENCY_COLUMNS)
 LEVEL_KEYS: tuple[str, ...] = ("concurrency", "pipeline", "queries", "offered_rps")
-MODES = ("closed", "open")
+MODES = COUNTED_MODES
 AT = ("peak", "all")
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 

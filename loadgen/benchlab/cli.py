@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
     p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument("--profile", action="store_true", help="after each test, one more step at its peak under py-spy")
     _claims_arg(p)
     p.set_defaults(func=cmd_run)
 
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--csv", type=Path, help="where to write the table as CSV (default: RUN_B/compare.csv)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("profile", help="CPU per request by component and function: one target against another")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--target", required=True, help="the target to explain")
+    p.add_argument("--vs", required=True, metavar="TARGET", help="the target it is set against")
+    p.add_argument("--test", required=True)
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("calibrate", help="measure the load engine's ceiling against a trivial server")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -167,6 +175,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(result.render_text())
     print(f"wrote {out_csv}")
     return result.exit_code
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from benchlab.profiling.diff import profile_diff
+
+    profile_diff(args.run_dir, args.target, args.vs, args.test)
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -73,8 +73,14 @@ def run_command(args: argparse.Namespace) -> int:
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps, any(s.mode == "open" for s in steps))
+    profiler, profile_meta = None, None
+    if args.profile or scenario.profile or meta.get("profile"):
+        from benchlab.profiling.prepare import prepare_profiler
+
+        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats)
     check_out_dir(run_dir if args.resume else Path(args.out))
-    progress = Progress(total=len(steps))
+    profiled = len({(s.target, s.test) for s in steps}) if profiler else 0  # one profiled step each
+    progress = Progress(total=len(steps) + profiled)
     progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
     progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
     if meta.get("status") == "running":  # or its process was killed (-9, a crash, a full disk)
@@ -101,12 +107,15 @@ def run_command(args: argparse.Namespace) -> int:
                     started_at=now(),
                 )  # fmt: skip
                 meta["tests_selected"] = tests  # --resume finishes the same selection
+                if profile_meta:
+                    meta["profile"] = profile_meta  # --resume profiles too
             meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
                 run_dir=run_dir, run_id=run_id, scenario=scenario, lab=lab, steps=steps, progress=progress,
                 done=set(iter_done_steps(run_dir)), peaks=peaks_from(run_dir), target_meta=target_meta,
+                profiler=profiler,
             )  # fmt: skip
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:

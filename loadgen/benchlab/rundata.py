@@ -19,7 +19,7 @@ from benchlab.contract import TEST_TYPES, TESTS
 from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
 from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
-from benchlab.results import CSV_NAME, read_rows, read_run_json
+from benchlab.results import COUNTED_MODES, CSV_NAME, read_rows, read_run_json
 from benchlab.stats import Spread, pooled_spread
 from benchlab.status import Status, StepStatus
 from benchlab.targets import registry_names
@@ -160,6 +160,7 @@ class Run:
     meta: Mapping[str, Any]
     steps: tuple[RecordedStep, ...]
     points: tuple[Point, ...]
+    profiled: tuple[RecordedStep, ...] = ()  # py-spy attached (--profile): shown apart, never counted
 
     @property
     def run_id(self) -> str:
@@ -232,12 +233,14 @@ def load_run(run_dir: Path) -> Run:
         raise BenchlabError(f"{run_dir}/run.json is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise BenchlabError(f"{run_dir}/run.json is not a JSON object")
-    steps = tuple(_step(row, n) for n, row in enumerate(rows, start=2))
+    every = [_step(row, n) for n, row in enumerate(rows, start=2)]
+    steps = tuple(s for s in every if s.mode in COUNTED_MODES)  # a profiled step is no measurement
+    profiled = tuple(s for s in every if s.mode not in COUNTED_MODES)
     if not any(s.ok for s in steps):
         raise BenchlabError(
             f"{run_dir}: no successful steps ({len(steps)} recorded, none measured: see the verification column)"
         )
-    return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps))
+    return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps), profiled=profiled)
 
 
 def group_points(steps: Iterable[RecordedStep]) -> tuple[Point, ...]:

@@ -64,6 +64,7 @@ class Runner:
     peaks: dict[tuple[str, str], float] = field(default_factory=dict)
     target_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     query_counts_verified: bool | None = None  # None: no test that counts queries was verified
+    profiler: Any = None  # a profiling.step.Profiler when --profile: one more step per test, py-spy attached
 
     def execute(self) -> None:
         by_name = {t.name: t for t in self.lab.targets}
@@ -105,6 +106,8 @@ class Runner:
             self._prime(target, closed)
         for s in steps:
             self._measure(writer, target, s, verdict)
+        if self.profiler is not None:
+            self.profiler.after_test(self, writer, target, test, steps[-1].repeat, verdict)
 
     def _prime(self, target: Target, closed: list[PlannedStep]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
@@ -155,12 +158,15 @@ class Runner:
         if step.mode == "closed" and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
+        if self.profiler is not None:
+            self.profiler.observe(step, m, status)
         self._write(writer, target, step, m, sampler.result, status, started)
         shown = "" if status.status is Status.PASS else f" [{status}]"
         self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s{shown}")
 
     def _write(self, writer: ResultsWriter, target: Target, step: PlannedStep, m: Measurement | None,
-               samples: Any, status: StepStatus, started: str) -> None:  # fmt: skip
+               samples: Any, status: StepStatus, started: str,
+               extra: dict[str, Any] | None = None) -> None:  # fmt: skip
         if samples is not None and samples.lost and status.measured:  # its server cells are empty, not 0
             lost = f"sampler lost the target ({samples.lost})"
             status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
@@ -181,6 +187,7 @@ class Runner:
                 db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
                 client_bound=samples.client_bound,
             )  # fmt: skip
+        row.update(extra or {})
         writer.write(row)
         self.done.add(step_id(step))
         if m is None:

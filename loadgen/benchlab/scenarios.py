@@ -96,6 +96,7 @@ class Scenario:
     tests: dict[str, TestLevels]
     open_loop: OpenLoop | None = None
     timeout_s: float = 8.0
+    profile: bool = False  # one more step per target x test at its peak, py-spy attached (--profile)
     source: Path | None = field(default=None, compare=False)
 
     @property
@@ -165,6 +166,7 @@ class Scenario:
             "warmup": self.warmup,
             "repeats": self.repeats,
             "targets": list(self.targets) if self.targets else None,
+            "profile": self.profile,
             "tests": {},
         }
         for test, lv in self.tests.items():
@@ -208,7 +210,7 @@ def load_scenario(name_or_path: str) -> Scenario:
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 _TOP_KEYS = ("name", "description", "duration_s", "pause_s", "timeout_s", "primer", "warmup",
-             "repeats", "targets", "tests", "open_loop")  # fmt: skip
+             "repeats", "targets", "tests", "open_loop", "profile")  # fmt: skip
 _REQUIRED = ("duration_s", "tests")
 
 
@@ -246,6 +248,7 @@ class _Validator(Checker):
             targets=None if top.get("targets") is None else self.targets(top["targets"]),
             tests=self.tests(top["tests"]),
             open_loop=self.open_loop(top.get("open_loop"), top["tests"], duration),
+            profile=self.flag(top.get("profile", False), "profile"),
             source=self.path,
         )
 
@@ -255,6 +258,11 @@ class _Validator(Checker):
             duration_s=self.pos_int(p.get("duration_s", 5), "primer.duration_s"),
             connections=self.pos_int(p.get("connections", 8), "primer.connections"),
         )
+
+    def flag(self, value: Any, key: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, "true or false", value)
+        return value
 
     def warmup(self, value: Any) -> bool | int:
         if isinstance(value, bool):
