@@ -23,6 +23,7 @@ from benchlab.charts import render_charts
 from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
 from benchlab.findings import decomposition, leads
 from benchlab.plotting import WARN, Chart, context_line
+from benchlab.profiling.section import ProfileSection, profile_section
 from benchlab.rundata import (
     PERCENTILES,
     UNKNOWN,
@@ -62,7 +63,9 @@ def build_report(run_dir: Path, claims_path: Path | None = None) -> Path:
     charts = render_charts(run, charts_dir)
     summary = summary_rows(run)
     _write_atomic(run_dir / SUMMARY_CSV, _csv_text(summary))
-    page = render_html(run, summary, charts, evaluate_claims(run, claims), unmeasured(run, claims), claims_path)
+    profile = profile_section(run, charts_dir)
+    page = render_html(run, summary, charts, evaluate_claims(run, claims), unmeasured(run, claims), claims_path,
+                       profile)  # fmt: skip
     out = run_dir / REPORT_HTML
     _write_atomic(out, page)
     return out
@@ -151,6 +154,7 @@ def render_html(
     claim_results: Sequence[PairingResult],
     claims_unmeasured: Sequence[tuple[Claim, list[str]]],
     claims_path: Path | None,
+    profile: ProfileSection | None = None,
 ) -> str:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
@@ -187,6 +191,7 @@ def render_html(
         failed=[_failed_row(s) for s in run.failed_steps()],
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
+        profile=profile,
     )
 
 

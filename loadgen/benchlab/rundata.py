@@ -67,6 +67,7 @@ class RecordedStep:
     client_bound: bool
     overloaded: bool
     status: StepStatus
+    profiler_overhead: float | None = None  # a profiled step's throughput lost to py-spy (a fraction)
 
     @property
     def ok(self) -> bool:
@@ -287,6 +288,7 @@ def _step(row: Mapping[str, str], line: int) -> RecordedStep:
         client_bound=(row.get("client_bound") or "").strip().lower() == "true",
         overloaded=(row.get("overloaded") or "").strip().lower() == "true",
         status=StepStatus.parse(row.get("verification") or ""),
+        profiler_overhead=num("profiler_overhead"),
     )
 
 
