@@ -12,6 +12,7 @@ Whatever runs under the target kit (its ``/benchlab/info`` reading the process t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ def _top(rest: str) -> str:
     return first.split(".", 1)[0]  # json/encoder.py -> json, selectors.py -> selectors, x.cpython-311.so -> x
 
 
+@functools.cache
 def module_of(file: str) -> Module | None:
     """The top-level module a frame's file belongs to; None for py-spy's own pseudo-frames (its
     ``process NNN`` roots carry no file)."""
