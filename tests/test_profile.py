@@ -165,6 +165,9 @@ def test_refused_outside_native_mode(tmp_path: Path) -> None:
     proc = run_benchlab("run", "--profile", "--targets", "fastapi-uvicorn", "--out", str(tmp_path),
                         env={"BENCHLAB_READY_TIMEOUT": "1"})  # fmt: skip
     _refused(proc, "--native", "PROFILE=1")
+    compose = run_benchlab("run", "--targets", "fastapi-uvicorn", "--out", str(tmp_path),
+                           env={"BENCHLAB_READY_TIMEOUT": "1", "BENCHLAB_MODE": "compose", "PROFILE": "1"})  # fmt: skip
+    _refused(compose, "--native", "PROFILE=1")
 
 
 # ---------------------------------------------------------------- a worker dying mid-profile

@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
     p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
-    p.add_argument("--profile", action="store_true", help="after each test, one more step at its peak under py-spy")
+    p.add_argument(
+        "--profile", action="store_true", default=os.environ.get("PROFILE") == "1",
+        help="after each test, one more step at its peak with py-spy attached (also PROFILE=1)",
+    )  # fmt: skip
     _claims_arg(p)
     p.set_defaults(func=cmd_run)
 

@@ -15,8 +15,8 @@ def prepare_profiler(targets: list[Target], native: bool, repeats: int) -> tuple
     """The profiler for the runner, and what run.json records of it."""
     if not native:
         raise BenchlabError(
-            "--profile runs py-spy beside the targets: add --native "
-            "(in compose, `PROFILE=1 docker compose up` profiles inside the target containers)"
+            "--profile (PROFILE=1) needs --native: py-spy must read the targets' processes, and neither compose "
+            "nor a remote lab grants that; profile with `benchlab run --native --profile`"
         )
     binary = find_py_spy()
     check_ptrace(binary)
