@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from benchlab.errors import BenchlabError
 
 PY_SPY_VERSION = "0.4.3"  # pinned in pyproject.toml and the lock, as k6 is
@@ -110,6 +112,7 @@ class Recorder:
     _proc: subprocess.Popen[str] | None = None
     _started: float = 0.0
     seconds: float = 0.0  # how long it sampled, for the idle count
+    cpu_seconds: float | None = None  # py-spy's own CPU while sampling
 
     def command(self) -> list[str]:
         return [self.binary, "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
@@ -126,6 +129,9 @@ class Recorder:
         """Stops it (SIGINT: it writes the file); returns why there is no profile, or None."""
         assert self._proc is not None
         self.seconds = time.monotonic() - self._started
+        with contextlib.suppress(psutil.Error):  # what py-spy itself cost, before it writes its file
+            times = psutil.Process(self._proc.pid).cpu_times()
+            self.cpu_seconds = times.user + times.system
         if self._proc.poll() is None:
             self._proc.send_signal(signal.SIGINT)
         try:
