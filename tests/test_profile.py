@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -214,3 +215,25 @@ def test_a_worker_dying_mid_profile_is_a_row_and_the_run_goes_on(tmp_path: Path)
     assert profiled["json"]["verification"] == f"error: worker(s) {killed[0]} died mid-profile"
     assert profiled["plaintext"]["verification"] == "pass", "the run did not go on"
     assert proc.returncode == 1, proc.stderr[-2000:]  # one step without a measurement
+
+
+def test_resume_owes_only_the_profiled_steps(
+    profiled_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """A run interrupted after its measured steps profiles on --resume, from the levels in its CSV."""
+    src, _ = profiled_run
+    run_dir = tmp_path / src.name
+    shutil.copytree(src, run_dir, ignore=shutil.ignore_patterns("profiles", "profile.csv"))
+    lines = (run_dir / "results.csv").read_text().splitlines(keepends=True)
+    (run_dir / "results.csv").write_text("".join(ln for ln in lines if ",profiled," not in ln))
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["status"] = "interrupted"
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    proc = run_benchlab("run", "--native", "--resume", str(run_dir), "--no-report", env=_ports())  # no --profile
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_csv(run_dir)
+    assert len(rows) == len(read_csv(src)), "measured steps were redone"
+    assert sorted((r["target"], r["test"]) for r in rows if r["mode"] == "profiled") == sorted(
+        (t, x) for t in TARGETS for x in TESTS
+    )
+    assert (run_dir / "profiles" / TARGETS[0] / "db.svg").is_file()

@@ -117,6 +117,8 @@ def run_command(args: argparse.Namespace) -> int:
                 done=set(iter_done_steps(run_dir)), peaks=peaks_from(run_dir), target_meta=target_meta,
                 profiler=profiler,
             )  # fmt: skip
+            if profiler is not None and args.resume:
+                profiler.seed(read_rows(run_dir))
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:
                 runner.execute()

@@ -79,15 +79,16 @@ class Runner:
         self.progress.message(format_checks(list(checks.values())))
         with ResultsWriter(self.run_dir) as writer:
             blocks = groupby(self.steps, key=lambda s: (s.repeat, s.target, s.test))
-            for (_, target_name, test), group in blocks:
+            for (repeat, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
-                if pending:
+                if pending or self.profiler is not None:  # a resumed run may owe only the profiled step
                     check = checks.get((target_name, test))
-                    self._run_group(writer, by_name[target_name], test, pending, check)
+                    self._run_group(writer, by_name[target_name], test, pending, check, repeat)
 
     def _run_group(
-        self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None
-    ) -> None:
+        self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None,
+        repeat: int,
+    ) -> None:  # fmt: skip
         verdict = _verdict(check)
         if not verdict.measured:
             for s in steps:
@@ -107,7 +108,7 @@ class Runner:
         for s in steps:
             self._measure(writer, target, s, verdict)
         if self.profiler is not None:
-            self.profiler.after_test(self, writer, target, test, steps[-1].repeat, verdict)
+            self.profiler.after_test(self, writer, target, test, repeat, verdict)
 
     def _prime(self, target: Target, closed: list[PlannedStep]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""

@@ -56,6 +56,17 @@ class Profiler:
             self._levels.setdefault((step.target, step.test), {}).setdefault(level, []).append(m.rps)
             self._steps[(step.target, step.test, level)] = step
 
+    def seed(self, rows: list[dict[str, str]]) -> None:
+        """A resumed run: the closed-loop steps measured before it, for the levels to profile."""
+        for r in rows:
+            if r["mode"] == "closed" and r["rps"] and StepStatus.parse(r["verification"]).measured:
+                q = int(r["queries"]) if r["queries"] else None
+                step = PlannedStep(r["target"], r["test"], "closed", int(r["concurrency"]), int(r["pipeline"]), q,
+                                   int(r["repeat"]), float(round(float(r["duration_s"]))))  # fmt: skip
+                level = (step.concurrency, step.pipeline, step.queries)
+                self._levels.setdefault((step.target, step.test), {}).setdefault(level, []).append(float(r["rps"]))
+                self._steps.setdefault((step.target, step.test, level), step)
+
     def peak(self, target: str, test: str) -> tuple[PlannedStep, float] | None:
         """The level with the highest mean throughput over the repeats, and that mean."""
         levels = self._levels.get((target, test))
