@@ -5,17 +5,20 @@ pairs of ``--seconds`` wrk steps at ``--connections``, one without py-spy and on
 (``py-spy record --subprocesses --nonblocking`` at the default rate, as ``--profile`` runs it),
 the order alternating so drift on a shared machine falls on both alike. Prints each pair's
 throughput ratio, the median throughput lost, and py-spy's own CPU in cores.
-Run: ``python scripts/bench_profile_overhead.py [--targets fastapi-uvicorn] [--tests json,db]``.
+The roles' CPUs come from ``BENCHLAB_CPUS_*`` as in a run (py-spy, a child of the load generator,
+runs on its CPUs). Run: ``python scripts/bench_profile_overhead.py [--targets fastapi-uvicorn] [--tests json,db]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
 
 from benchlab.contract import TEST_TYPES
+from benchlab.cpus import RoleCpus
 from benchlab.engines import Load, Request, for_mode
 from benchlab.harness import NativeLab
 from benchlab.profiling.pyspy import Recorder, find_py_spy
@@ -33,7 +36,10 @@ def main() -> None:
     args = parser.parse_args()
     binary, engine = find_py_spy(), for_mode("closed")
     tmp = Path(tempfile.mkdtemp(prefix="profile-overhead-"))
-    with NativeLab(load_targets(args.targets.split(","))) as lab:
+    cpus = RoleCpus.from_env()
+    with NativeLab(load_targets(args.targets.split(",")), cpus=cpus) as lab:
+        if cpus.loadgen:
+            os.sched_setaffinity(0, cpus.loadgen)
         for name, running in lab.running.items():
             master = running.process.pid
             for test in args.tests.split(","):
