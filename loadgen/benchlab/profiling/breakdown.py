@@ -3,8 +3,8 @@ samples, and CPU µs per request = the target's measured CPU seconds in the prof
 ÷ requests completed, so that the components of a target × test add up to its CPU per request.
 
 py-spy keeps only the samples of threads that were running (``--idle`` off: it asks the kernel
-whether each thread is runnable, and treats a thread whose innermost frame is a selector or
-``threading`` wait as idle too). The idle samples are the rest of the ticks of each thread seen:
+whether each thread is running, waiting in a selector or any other system call is not) and writes
+nothing for the others. The idle samples are the rest of the ticks of each thread seen:
 ``ticks × threads - kept``; they are reported apart (the ``(idle)`` row) and never in a share.
 """
 
