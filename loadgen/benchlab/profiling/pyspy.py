@@ -128,6 +128,8 @@ class Recorder:
     def stop(self) -> str | None:
         """Stops it (SIGINT: it writes the file); returns why there is no profile, or None."""
         assert self._proc is not None
+        if self._proc.returncode is not None and self.seconds:
+            return None if self.output.is_file() else "py-spy wrote no profile"  # stopped already
         self.seconds = time.monotonic() - self._started
         with contextlib.suppress(psutil.Error):  # what py-spy itself cost, before it writes its file
             times = psutil.Process(self._proc.pid).cpu_times()

@@ -108,10 +108,10 @@ class Profiler:
                 m = for_mode("closed").run(_request(target, step), load,
                                            runner.run_dir / RAW_DIR / _raw_name(sid, "step"))  # fmt: skip
         except BenchlabError as exc:
-            recorder.stop()
             runner._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
-        failed = recorder.stop()
+        finally:
+            failed = recorder.stop()  # also on Ctrl-C: py-spy runs in its own session and would go on
         status = judge(verdict, m)
         died = sorted(workers - {p.pid for p in process_tree(pid)})
         if died:
@@ -122,7 +122,10 @@ class Profiler:
         extra: dict[str, Any] = {"profiler_overhead": overhead}
         runner._write(writer, target, step, m, sampler.result, status, started, extra)
         if status.measured and speedscope.is_file():
-            self._analyse(runner.run_dir, target.name, test, speedscope, svg, recorder.seconds, m, sampler.result)
+            try:
+                self._analyse(runner.run_dir, target.name, test, speedscope, svg, recorder.seconds, m, sampler.result)
+            except BenchlabError as exc:  # an unreadable profile costs this profile, not the run
+                runner.progress.message(f"{target.name} {test}: no profile.csv rows: {exc}")
         shown = "" if status.status is Status.PASS else f" [{status}]"
         lost = f", {overhead:.0%} below unprofiled" if overhead is not None else ""
         if recorder.cpu_seconds is not None and recorder.seconds:
