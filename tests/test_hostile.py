@@ -1,9 +1,10 @@
 """Hostile clients and a killed launcher, against the real servers.
 
 Oversized request heads get a 4xx, never a 200 or a 5xx, and each target's documented limit
-holds exactly however the head arrives (in one write, in small writes, as a slow drip); a slowloris hold of a few hundred
-connections neither starves other clients nor keeps its connections past the servers'
-head-read timeout; workers die with their master, and a killed worker is replaced.
+holds exactly however the head arrives (in one write, in small writes, as a slow drip); a
+slowloris hold of a few hundred connections neither starves other clients nor keeps its
+connections past the servers' head-read timeout; workers die with their master, and a killed
+worker is replaced.
 """
 
 from __future__ import annotations
