@@ -19,10 +19,10 @@ from benchlab.errors import BenchlabError
 EXIT_USAGE = 2
 
 
-def _targets_args(p: argparse.ArgumentParser) -> None:
+def _targets_args(p: argparse.ArgumentParser, default: str = "core") -> None:
     p.add_argument(
         "--targets",
-        help="comma-separated target names or groups: core, servers, style, baselines, all (default: core)",
+        help=f"comma-separated target names or groups: core, servers, style, baselines, all (default: {default})",
     )
     p.add_argument(
         "--target", action="append", default=[], metavar="NAME=URL",
@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _native_args(p)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("targets", help="list the known targets")
-    _targets_args(p)
+    p = sub.add_parser("targets", help="list every known target, marking those a plain run measures")
+    _targets_args(p, default="all")
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("verify", help="check every target x test against the TechEmpower contract")
@@ -134,9 +134,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from benchlab.targets import describe_targets
+    from benchlab.targets import describe_targets, load_targets, parse_overrides, split_names
 
-    print(describe_targets(_selected(args)))
+    # every known target by default (marked when a plain run measures it), so the matrix is visible
+    print(describe_targets(load_targets(split_names(args.targets) or ["all"], parse_overrides(args.target))))
     return 0
 
 
