@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
+from benchlab.hosts.spec import add_arguments as add_hosts_arguments
 
 EXIT_USAGE = 2
 
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     _claims_arg(p)
+    add_hosts_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html, PNG charts and summary.csv for a run")
@@ -149,6 +151,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchlab.commands import run_command
+    from benchlab.hosts.lab import prepare
+
+    prepare(args)  # --hosts: the targets' URLs and the DSN on their hosts
 
     return run_command(args)
 
