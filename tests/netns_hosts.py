@@ -9,6 +9,10 @@ exec root, pidfile, cgroup parent; its own containerd under the exec root), star
 so its containers, on host networking, live in that namespace. The loadgen host needs no
 engine: the load generator is the ``benchlab`` process, run there with ``nsenter --net``.
 
+The targets host's engine also listens on ``tcp://<its address>:2376`` with TLS (a CA, server
+and client certificates made here with openssl, client ones in ``certs``, the DOCKER_CERT_PATH
+layout), so ``tcp://`` is driven over the namespaces' network as a user's remote engine is.
+
 ``remove()`` takes it all down (engines, their mounts, data, namespaces and with them every
 veth) and ``leftovers()`` says what, if anything, is still there.
 """
@@ -27,6 +31,8 @@ from pathlib import Path
 
 ROLES = ("db", "targets", "loadgen")
 ENGINE_ROLES = ("db", "targets")
+TLS_ROLE = "targets"
+TLS_PORT = 2376
 
 
 def _ip(*args: str) -> None:
@@ -37,7 +43,7 @@ def unusable() -> str | None:
     """Why namespaces with engines cannot be made here, or None."""
     if os.geteuid() != 0:
         return "needs root (network namespaces, dockerd)"
-    missing = [tool for tool in ("ip", "nsenter", "dockerd", "docker") if not shutil.which(tool)]
+    missing = [tool for tool in ("ip", "nsenter", "dockerd", "docker", "openssl") if not shutil.which(tool)]
     if missing:
         return f"missing {', '.join(missing)}"
     return None
@@ -63,6 +69,10 @@ class Host:
     def netns(self) -> int:
         return os.stat(f"/run/netns/{self.ns}").st_ino
 
+    @property
+    def tls_url(self) -> str:
+        return f"tcp://{self.address}:{TLS_PORT}"
+
     def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["docker", "-H", self.url, *args], capture_output=True, text=True, timeout=timeout)
 
@@ -79,6 +89,11 @@ class ThreeHosts:
     tag: str = field(default_factory=lambda: f"bl{os.getpid() % 100000}")
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="benchlab-hosts-", dir="/var/tmp")))
     hosts: dict[str, Host] = field(default_factory=dict)
+
+    @property
+    def certs(self) -> Path:
+        """The client's DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem)."""
+        return self.root / "client-certs"
 
     @property
     def switch(self) -> str:
@@ -100,9 +115,34 @@ class ThreeHosts:
             _ip("-n", self.switch, "link", "set", f"to-{role}", "master", "br0", "up")
             _ip("-n", host.ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
             _ip("-n", host.ns, "link", "set", "eth0", "up")
+        self._make_certs(self.hosts[TLS_ROLE].address)
         for role in ENGINE_ROLES:
             self.start_engine(self.hosts[role])
         return self
+
+    def _make_certs(self, address: str) -> None:
+        """A CA, the engine's certificate for ``address`` and a client certificate, as Docker's
+        "protect the daemon socket" guide lays them out."""
+        d, c = self.root / "server-certs", self.certs
+        d.mkdir()
+        c.mkdir()
+
+        def ssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], check=True, capture_output=True, text=True, timeout=60)
+
+        ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=benchlab test CA",
+            "-keyout", str(d / "ca-key.pem"), "-out", str(d / "ca.pem"))  # fmt: skip
+        for name, ext in (("server", f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth"),
+                          ("client", "extendedKeyUsage=clientAuth")):  # fmt: skip
+            ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(d / f"{name}-key.pem"),
+                "-out", str(d / f"{name}.csr"))  # fmt: skip
+            (d / f"{name}.ext").write_text(ext + "\n")
+            ssl("x509", "-req", "-days", "1", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
+                "-CAkey", str(d / "ca-key.pem"), "-CAcreateserial", "-extfile", str(d / f"{name}.ext"),
+                "-out", str(d / f"{name}.pem"))  # fmt: skip
+        shutil.copy(d / "ca.pem", c / "ca.pem")
+        shutil.copy(d / "client.pem", c / "cert.pem")
+        shutil.copy(d / "client-key.pem", c / "key.pem")
 
     def start_engine(self, host: Host) -> None:
         b = host.base
@@ -111,6 +151,10 @@ class ThreeHosts:
             "--exec-root", str(b / "exec"), "--pidfile", str(b / "docker.pid"), "--bridge=none", "--iptables=false",
             "--ip-masq=false", "--ip-forward=false", f"--cgroup-parent=benchlab-{host.ns}",
         ]  # fmt: skip
+        if host.role == TLS_ROLE:
+            d = self.root / "server-certs"
+            argv += ["--host", host.tls_url, "--tlsverify", f"--tlscacert={d / 'ca.pem'}",
+                     f"--tlscert={d / 'server.pem'}", f"--tlskey={d / 'server-key.pem'}"]  # fmt: skip
         with open(b / "dockerd.log", "wb") as log:
             host.engine = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60

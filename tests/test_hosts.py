@@ -1,7 +1,9 @@
 """``benchlab run --hosts`` across three machines made of network namespaces (tests/netns_hosts.py).
 
 The database and the targets run on their own Docker engines in their own namespaces; the load
-generator runs in a third and reaches them only over the veth network the test made. Checked: the
+generator runs in a third and reaches them only over the veth network the test made; it drives the
+database host's engine through ``unix://`` and the targets host's through ``tcp://...:2376`` with
+TLS over that network. Checked: the
 rows, run.json's record of every host, that each role's processes ran in its namespace, that a
 host whose engine dies mid-run gives an honest status and a valid CSV, and that nothing is left
 (no container, namespace, interface or engine). ``ssh://`` is not covered here (no sshd in the
@@ -38,10 +40,13 @@ CORE = [t.name for t in load_targets(env={})]
         (["--hosts", "db=unix:///x.sock"], "--hosts: no targets host"),
         (["--hosts", "db=http://a,targets=unix:///y"], "expected ssh://user@host, tcp://host:2376 or unix:///path"),
         (["--hosts", "db=unix:///x,targets=unix:///y"], "a unix:// host needs its address: --bind db=ADDR"),
-        (["--hosts", "db=ssh://a,targets=ssh://b,loadgen=ssh://c"], "the load generator is the machine running"),
-        (["--hosts", "db=ssh://a,targets=ssh://b", "--cpuset", "db=x"], "not a cpuset"),
+        (
+            ["--hosts", "db=ssh://127.0.0.2,targets=ssh://127.0.0.3,loadgen=ssh://127.0.0.4"],
+            "the load generator is the machine running",
+        ),
+        (["--hosts", "db=ssh://127.0.0.2,targets=ssh://127.0.0.3", "--cpuset", "db=x"], "not a cpuset"),
         (["--bind", "db=127.0.0.1"], "--bind and --cpuset go with --hosts"),
-        (["--hosts", "db=ssh://a,targets=ssh://b", "--native"], "exclude each other"),
+        (["--hosts", "db=ssh://127.0.0.2,targets=ssh://127.0.0.3", "--native"], "exclude each other"),
     ],
 )
 def test_bad_hosts_options_are_one_line(argv: list[str], expected: str, tmp_path: Path):
@@ -85,14 +90,14 @@ def hosts_argv(hosts: ThreeHosts, out: Path, *extra: str) -> list[str]:
     db, tg, lg = (hosts.hosts[r] for r in ("db", "targets", "loadgen"))
     return [
         "nsenter", f"--net=/run/netns/{lg.ns}", sys.executable, "-m", "benchlab.cli", "run", "--out", str(out),
-        "--no-report", "--hosts", f"db={db.url},targets={tg.url}", "--bind", f"db={db.address}",
-        "--bind", f"targets={tg.address}", *extra,
+        "--no-report", "--hosts", f"db={db.url},targets={tg.tls_url}", "--bind", f"db={db.address}", *extra,
     ]  # fmt: skip
 
 
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCHLAB_PORT_", "BENCHLAB_URL_"))}
-    return {**env, "PYTHONUNBUFFERED": "1"}
+def _clean_env(hosts: ThreeHosts) -> dict[str, str]:
+    """Registry ports (each host has its own network), and the client certificates for tcp://."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCHLAB_PORT_", "BENCHLAB_URL_", "DOCKER_"))}
+    return {**env, "PYTHONUNBUFFERED": "1", "DOCKER_CERT_PATH": str(hosts.certs)}
 
 
 def _watch_namespaces(hosts: ThreeHosts, proc: subprocess.Popen[str]) -> dict[str, set[str]]:
@@ -108,10 +113,19 @@ def _watch_namespaces(hosts: ThreeHosts, proc: subprocess.Popen[str]) -> dict[st
                 pid = host.docker("inspect", "-f", "{{.State.Pid}}", cid, timeout=30).stdout.strip()
                 if pid.isdigit() and int(pid) > 0:
                     seen[role].add(by_inode.get(netns_of(int(pid)), "elsewhere"))
-        for child in [proc.pid, *_children(proc.pid)]:
-            seen["loadgen"].add(by_inode.get(netns_of(child), "elsewhere"))
+        for pid in [proc.pid, *_children(proc.pid)]:
+            ns = netns_of(pid)  # None: it ended meanwhile
+            if ns is not None and _comm(pid) not in ("nsenter", ""):  # nsenter: not yet in the namespace
+                seen["loadgen"].add(by_inode.get(ns, "elsewhere"))
         time.sleep(1)
     return seen
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _children(pid: int) -> list[int]:
@@ -123,7 +137,7 @@ def _children(pid: int) -> list[int]:
 def test_smoke_across_three_hosts(three_hosts: ThreeHosts, tmp_path: Path):
     started = time.monotonic()
     proc = subprocess.Popen(
-        hosts_argv(three_hosts, tmp_path, "--scenario", "smoke"), env=_clean_env(), text=True,
+        hosts_argv(three_hosts, tmp_path, "--scenario", "smoke"), env=_clean_env(three_hosts), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     seen = _watch_namespaces(three_hosts, proc)
@@ -140,7 +154,7 @@ def test_smoke_across_three_hosts(three_hosts: ThreeHosts, tmp_path: Path):
     hosts = meta["hosts"]
     for role in ("db", "targets"):
         record, host = hosts[role], three_hosts.hosts[role]
-        assert record["url"] == host.url and record["address"] == host.address
+        assert record["url"] == (host.tls_url if role == "targets" else host.url) and record["address"] == host.address
         assert record["cpus"] >= 1 and record["kernel"] and record["docker_version"] and record["cpuset"]
         assert record["memory_gb"] > 0 and record["images"]
         assert hosts["cleanup"][role]["removed"], hosts["cleanup"]
@@ -155,17 +169,55 @@ def test_smoke_across_three_hosts(three_hosts: ThreeHosts, tmp_path: Path):
     print(f"smoke across three hosts: {time.monotonic() - started:.0f} s")
 
 
+def _wait_for_rows(run_parent: Path, proc: subprocess.Popen[str], rows: int) -> Path:
+    deadline = time.monotonic() + 600
+    while True:
+        found = [p for p in run_parent.glob("*/results.csv") if len(read_csv(p.parent)) >= rows]
+        if found:
+            return found[0].parent
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.5)
+
+
+@pytest.mark.docker
+def test_sigterm_removes_everything_and_resume_finishes_across_hosts(three_hosts: ThreeHosts, tmp_path: Path):
+    """SIGTERM after the first step: interrupted, every container gone from both hosts; then
+    --resume starts the roles again and measures only the steps left."""
+    selection = ("--scenario", "smoke", "--targets", CORE[0], "--tests", "json,db")
+    proc = subprocess.Popen(
+        hosts_argv(three_hosts, tmp_path, *selection), env=_clean_env(three_hosts), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    run_dir = _wait_for_rows(tmp_path, proc, 1)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "interrupted", meta["status"]
+    done = len(read_csv(run_dir))
+    for role in ("db", "targets"):
+        assert three_hosts.hosts[role].docker("ps", "-aq").stdout.split() == [], role
+        assert meta["hosts"]["cleanup"][role]["removed"], meta["hosts"]["cleanup"]
+    argv = hosts_argv(three_hosts, tmp_path, "--resume", str(run_dir))
+    resumed = subprocess.run(argv, env=_clean_env(three_hosts), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
+    meta = json.loads((run_dir / "run.json").read_text())
+    rows = read_csv(run_dir)
+    assert meta["status"] == "complete" and len(rows) > done and len({r["step_id"] for r in rows}) == len(rows)
+    assert_healthy_rows(rows, CORE[:1], ("json", "db"))
+    assert meta["hosts_earlier"][0]["token"] != meta["hosts"]["token"]
+    for role in ("db", "targets"):
+        assert three_hosts.hosts[role].docker("ps", "-aq").stdout.split() == [], role
+
+
 @pytest.mark.docker
 def test_a_targets_host_dying_mid_run_is_honest_and_leaves_nothing(three_hosts: ThreeHosts, tmp_path: Path):
     """Its engine and everything on it killed after the first step: the run ends partial, the CSV
     keeps every row, the database host is cleaned up; then the namespaces go, leaving nothing."""
     tg = three_hosts.hosts["targets"]
     argv = hosts_argv(three_hosts, tmp_path, "--scenario", "smoke", "--targets", CORE[0], "--tests", "json,db")
-    proc = subprocess.Popen(argv, env=_clean_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    while not list(tmp_path.glob("*/results.csv")) or len(read_csv(next(tmp_path.glob("*")))) < 1:
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.5)
+    proc = subprocess.Popen(argv, env=_clean_env(three_hosts), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for_rows(tmp_path, proc, 1)
     three_hosts.kill_host(tg)
     _out, err = proc.communicate(timeout=300)
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
