@@ -241,6 +241,20 @@ def test_the_commit_comes_from_the_mounted_checkout_or_says_why_not(monkeypatch:
     assert metadata.git_commit() == "abc123"
 
 
+def test_targets_lists_every_target_and_marks_what_a_plain_run_measures():
+    """A newcomer sees the whole matrix, and which three a plain `docker compose up` measures."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchlab.cli", "targets"], capture_output=True, text=True, timeout=60, env=clean_env()
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines()[1:] if line.strip() and not line.startswith("*")}
+    every = load_targets(["all"], env={})
+    assert set(rows) == {t.name for t in every}
+    marked = {name for name, line in rows.items() if line.split()[1] == "*"}
+    assert marked == {t.name for t in load_targets(env={})}  # the default group: core
+    assert "* measured by a plain run" in proc.stdout
+
+
 def quick_start() -> str:
     readme = (ROOT / "README.md").read_text()
     return readme.split("## Quick start (Docker)", 1)[1].split("\n## ", 1)[0]

@@ -216,7 +216,8 @@ def test_a_targets_host_dying_mid_run_is_honest_and_leaves_nothing(three_hosts: 
     keeps every row, the database host is cleaned up; then the namespaces go, leaving nothing."""
     tg = three_hosts.hosts["targets"]
     argv = hosts_argv(three_hosts, tmp_path, "--scenario", "smoke", "--targets", CORE[0], "--tests", "json,db")
-    proc = subprocess.Popen(argv, env=_clean_env(three_hosts), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = _clean_env(three_hosts)
+    proc = subprocess.Popen(argv, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for_rows(tmp_path, proc, 1)
     three_hosts.kill_host(tg)
     _out, err = proc.communicate(timeout=300)
