@@ -26,6 +26,7 @@ from helpers import assert_healthy_rows, read_csv, run_benchlab
 from netns_hosts import ThreeHosts, netns_of, unusable
 
 from benchlab.contract import TESTS
+from benchlab.plotting import context_line
 from benchlab.targets import load_targets
 
 CORE = [t.name for t in load_targets(env={})]
@@ -67,6 +68,15 @@ def test_an_unreachable_engine_is_one_line(tmp_path: Path):
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("benchlab:")]
     assert "db host unix://" in line and "does not answer" in line, proc.stderr
     assert "Traceback" not in proc.stderr and not list(tmp_path.glob("*/run.json"))
+
+
+def test_a_split_runs_figures_carry_the_round_trip_times():
+    """The line under every chart and atop the report: the network floor of a split run, and nothing
+    extra for a run on one machine."""
+    meta = {"mode": "hosts", "run_id": "r1", "hosts": {"rtt_ms": {"loadgen-targets": 0.084, "targets-db": None}}}
+    line = context_line(meta)
+    assert line.endswith("| network round trip: loadgen-targets 0.084 ms, targets-db –"), line
+    assert "network round trip" not in context_line({"mode": "compose", "run_id": "r2"})
 
 
 # --- docker: three hosts ------------------------------------------------------------------------
