@@ -37,7 +37,11 @@ def _client(url: str, timeout_s: float) -> docker.DockerClient:
             client_cert=(os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem")),
             ca_cert=os.path.join(certs, "ca.pem"), verify=True,
         )  # fmt: skip
-        return docker.DockerClient(base_url=url.replace("tcp://", "https://", 1), tls=tls, timeout=timeout_s)
+        client = docker.DockerClient(base_url=url.replace("tcp://", "https://", 1), tls=tls, timeout=timeout_s)
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the session's CA (the engine's
+        # own, from DOCKER_CERT_PATH), which then never verifies; Docker's CLI reads neither.
+        client.api.trust_env = False
+        return client
     if scheme == "ssh":  # the ssh binary and the user's ssh config, as `docker -H ssh://` does
         return docker.DockerClient(base_url=url, use_ssh_client=True, timeout=timeout_s)
     return docker.DockerClient(base_url=url, timeout=timeout_s)
@@ -138,5 +142,7 @@ class Engine:
 
 
 def _why(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[-1] if text else type(exc).__name__)[:200]
+    """One line of an engine error: its start (what failed) and its end (the root cause)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= 240 else f"{text[:80]} ... {text[-150:]}"
