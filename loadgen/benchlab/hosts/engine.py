@@ -29,6 +29,17 @@ API_TIMEOUT_S = 30
 ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 
 
+class _EngineCa(docker.APIClient):
+    """Verifies the engine against DOCKER_CERT_PATH's CA, always. requests lets REQUESTS_CA_BUNDLE
+    or CURL_CA_BUNDLE, when set, replace a session's CA on every request, and then no engine
+    certificate verifies; Docker's own CLI reads neither."""
+
+    def merge_environment_settings(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        settings = super().merge_environment_settings(*args, **kwargs)
+        settings["verify"] = self.verify
+        return settings
+
+
 def _client(url: str, timeout_s: float) -> docker.DockerClient:
     scheme = urlsplit(url).scheme
     if scheme == "tcp":
@@ -37,10 +48,8 @@ def _client(url: str, timeout_s: float) -> docker.DockerClient:
             client_cert=(os.path.join(certs, "cert.pem"), os.path.join(certs, "key.pem")),
             ca_cert=os.path.join(certs, "ca.pem"), verify=True,
         )  # fmt: skip
-        client = docker.DockerClient(base_url=url.replace("tcp://", "https://", 1), tls=tls, timeout=timeout_s)
-        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the session's CA (the engine's
-        # own, from DOCKER_CERT_PATH), which then never verifies; Docker's CLI reads neither.
-        client.api.trust_env = False
+        client = docker.DockerClient.__new__(docker.DockerClient)  # its whole state is its APIClient
+        client.api = _EngineCa(base_url=url.replace("tcp://", "https://", 1), tls=tls, timeout=timeout_s)
         return client
     if scheme == "ssh":  # the ssh binary and the user's ssh config, as `docker -H ssh://` does
         return docker.DockerClient(base_url=url, use_ssh_client=True, timeout=timeout_s)
