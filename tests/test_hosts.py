@@ -238,7 +238,7 @@ def test_a_targets_host_dying_mid_run_is_honest_and_leaves_nothing(three_hosts: 
     assert meta["status"] == "partial", meta["status"]
     assert len(rows) == sum(meta["steps"].values())
     assert any(r["verification"] == "pass" for r in rows), rows
-    assert any("not responding" in r["verification"] for r in rows), [r["verification"] for r in rows]
+    assert any(r["verification"].startswith("error") for r in rows), [r["verification"] for r in rows]
     assert "targets" in meta["hosts"]["lost"], meta["hosts"]
     lost_lines = [line for line in err.splitlines() if "targets host" in line and "stopped answering" in line]
     assert len(lost_lines) == 1, err[-3000:]
