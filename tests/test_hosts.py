@@ -168,6 +168,7 @@ def test_smoke_across_three_hosts(three_hosts: ThreeHosts, tmp_path: Path):
         assert record["cpus"] >= 1 and record["kernel"] and record["docker_version"] and record["cpuset"]
         assert record["memory_gb"] > 0 and record["images"]
         assert hosts["cleanup"][role]["removed"], hosts["cleanup"]
+    assert hosts["loadgen"]["kernel"] and hosts["loadgen"]["cores"] >= 1
     assert len(hosts["targets"]["containers"]) == len(CORE) and len(hosts["db"]["containers"]) == 1
     assert hosts["db"]["memory_peak_mb"] > 0
     assert set(hosts["rtt_ms"]) == {"loadgen-targets", "loadgen-db", "targets-db"}

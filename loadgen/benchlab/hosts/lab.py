@@ -80,6 +80,10 @@ class HostsLab:
             engine.check_cpuset()
         for role, engine in self.engines.items():
             self.record[role] = {**engine.describe(), "containers": {}}
+        from benchlab.metadata import host_info
+
+        # this machine, the load generator (its CPU set: BENCHLAB_CPUS_LOADGEN, as in every mode)
+        self.record["loadgen"] = {**host_info(), "cpuset": os.environ.get("BENCHLAB_CPUS_LOADGEN") or "not pinned"}
         self.db_cpu: ContainerCpu | None = None
         self._stop = threading.Event()
 
@@ -163,6 +167,10 @@ class HostsLab:
         if "hosts" in meta and meta["hosts"] is not self.record:
             meta.setdefault("hosts_earlier", []).append(meta["hosts"])
         meta["hosts"] = self.record
+        cpus = meta.setdefault("cpus", {})
+        for role, engine in self.engines.items():  # not this machine's CPUs: the role's on its host
+            given = engine.spec.cpuset or f"0-{(engine.info.get('NCPU') or 1) - 1}"
+            cpus[role] = f"{given} of {engine.info.get('NCPU')} on the {role} host"
 
 
 @contextmanager
