@@ -89,6 +89,7 @@ class ThreeHosts:
     tag: str = field(default_factory=lambda: f"bl{os.getpid() % 100000}")
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="benchlab-hosts-", dir="/var/tmp")))
     hosts: dict[str, Host] = field(default_factory=dict)
+    removed: bool = False
 
     @property
     def certs(self) -> Path:
@@ -165,6 +166,8 @@ class ThreeHosts:
 
     def processes_in(self, host: Host) -> list[int]:
         """Every process whose network namespace is the host's (the "machine"'s processes)."""
+        if not Path(f"/run/netns/{host.ns}").exists():
+            return []
         want = host.netns
         return [int(p) for p in os.listdir("/proc") if p.isdigit() and netns_of(int(p)) == want]
 
@@ -177,7 +180,11 @@ class ThreeHosts:
             host.engine.wait(timeout=30)
 
     def remove(self) -> None:
-        """Engines stopped (their containers first), mounts undone, folders, namespaces and veths gone."""
+        """Engines stopped (their containers first), mounts undone, folders, namespaces and veths gone.
+        Idempotent: a test may take the hosts down itself to check what is left."""
+        if self.removed:
+            return
+        self.removed = True
         for role in ENGINE_ROLES:
             host = self.hosts.get(role)
             if host is None or host.engine is None:
