@@ -71,9 +71,12 @@ def distribute(client: docker.DockerClient, ids: dict[str, str], engine: Engine,
             continue
         log(f"loading {tag} onto the {engine.spec.role} host")
         try:
-            for status in engine.client.api.load_image(client.images.get(ids[tag]).save(named=True)):
+            for status in engine.client.api.load_image(client.images.get(ids[tag]).save()):
                 if isinstance(status, dict) and status.get("error"):
                     raise docker.errors.APIError(status["error"])
+            # tagged by ID: the builder's tag may have moved on (a rebuild) since it was read
+            repository, _, version = tag.rpartition(":")
+            engine.client.images.get(ids[tag]).tag(repository, version)
         except ENGINE_ERRORS as exc:
             raise BenchlabError(f"{where}: loading {tag} failed ({_why(exc)})") from None
         if engine.image_id(tag) != ids[tag]:

@@ -138,18 +138,22 @@ class HostsLab:
         _say(f"network round trip (median TCP connect): {network.describe_rtt(rtt)}")
 
     def _watch(self) -> None:
-        """One line, once, for a host whose engine stops answering; run.json records when."""
         while not self._stop.wait(WATCH_INTERVAL_S):
-            for role, engine in self.engines.items():
-                if role not in self.record["lost"] and not engine.alive():
-                    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                    self.record["lost"][role] = when
-                    _say(f"benchlab: the {role} host ({engine.spec.url}) stopped answering at {when}; "
-                         "its steps from now on are errors")  # fmt: skip
+            self._check_alive()
+
+    def _check_alive(self) -> None:
+        """One line, once, for a host whose engine stops answering; run.json records when."""
+        for role, engine in self.engines.items():
+            if role not in self.record["lost"] and not engine.alive():
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                self.record["lost"][role] = when
+                _say(f"benchlab: the {role} host ({engine.spec.url}) stopped answering at {when}; "
+                     "its steps from then on are errors, and what ran there could not be removed")  # fmt: skip
 
     def stop(self) -> None:
         """Removes this run's containers from every host; an unreachable host is one line, not a stop."""
         self._stop.set()
+        self._check_alive()  # a host lost after the watch's last look is still named
         if self.db_cpu is not None:
             self.record["db"]["memory_peak_mb"] = self.db_cpu.memory_peak_mb
         cleanup: dict[str, Any] = {}
@@ -158,8 +162,10 @@ class HostsLab:
                 cleanup[role] = {"removed": engine.remove_ours()}
             except ENGINE_ERRORS as exc:
                 cleanup[role] = {"error": _why(exc)}
-                _say(f"benchlab: could not remove this run's containers from the {role} host ({engine.spec.url}): "
-                     f"{_why(exc)}; they carry the label org.benchlab.run={self.token}")  # fmt: skip
+                if role not in self.record["lost"]:  # a lost host has had its line
+                    label = f"org.benchlab.run={self.token}"
+                    _say(f"benchlab: could not remove this run's containers from the {role} host "
+                         f"({engine.spec.url}): {_why(exc)}; they carry the label {label}")  # fmt: skip
         self.record["cleanup"] = cleanup
 
     def annotate(self, meta: dict[str, Any]) -> None:
