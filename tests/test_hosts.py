@@ -191,6 +191,21 @@ def _wait_for_rows(run_parent: Path, proc: subprocess.Popen[str], rows: int) -> 
 
 
 @pytest.mark.docker
+def test_a_role_that_fails_to_start_is_one_line_and_leaves_nothing(three_hosts: ThreeHosts, tmp_path: Path):
+    """Targets told to listen on an address their host lacks (the load generator's) exit at once:
+    one line with the server's own words, no run started, the database removed again."""
+    argv = hosts_argv(three_hosts, tmp_path, "--scenario", "smoke", "--targets", CORE[0])
+    argv += ["--bind", f"targets={three_hosts.hosts['loadgen'].address}"]
+    proc = subprocess.run(argv, env=_clean_env(three_hosts), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("benchlab:")]
+    assert "targets host tcp://" in line and f"-{CORE[0]} exited with" in line, line
+    assert "Traceback" not in proc.stderr and not list(tmp_path.iterdir())
+    for role in ("db", "targets"):
+        assert three_hosts.hosts[role].docker("ps", "-aq").stdout.split() == [], role
+
+
+@pytest.mark.docker
 def test_sigterm_removes_everything_and_resume_finishes_across_hosts(three_hosts: ThreeHosts, tmp_path: Path):
     """SIGTERM after the first step: interrupted, every container gone from both hosts; then
     --resume starts the roles again and measures only the steps left."""
