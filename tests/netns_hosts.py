@@ -14,8 +14,8 @@ and client certificates made here with openssl, client ones in ``certs``, the DO
 layout), so ``tcp://`` is driven over the namespaces' network as a user's remote engine is.
 
 Everything lives in a tmpfs of its own (engines' data roots included), so loading images and
-removing them cost no disk I/O. ``remove()`` takes it all down (engines, their mounts, data, namespaces and with them every
-veth) and ``leftovers()`` says what, if anything, is still there.
+removing them cost no disk I/O. ``remove()`` takes it all down (engines, their mounts, data,
+namespaces and with them every veth) and ``leftovers()`` says what, if anything, is still there.
 """
 
 from __future__ import annotations

@@ -121,8 +121,9 @@ def _watch_namespaces(hosts: ThreeHosts, proc: subprocess.Popen[str]) -> dict[st
             ids = host.docker("ps", "-q", "--filter", "label=org.benchlab.run", timeout=30).stdout.split()
             for cid in ids:
                 pid = host.docker("inspect", "-f", "{{.State.Pid}}", cid, timeout=30).stdout.strip()
-                if pid.isdigit() and int(pid) > 0:
-                    seen[role].add(by_inode.get(netns_of(int(pid)), "elsewhere"))
+                ns = netns_of(int(pid)) if pid.isdigit() and int(pid) > 0 else None  # None: stopped meanwhile
+                if ns is not None:
+                    seen[role].add(by_inode.get(ns, "elsewhere"))
         for pid in [proc.pid, *_children(proc.pid)]:
             ns = netns_of(pid)  # None: it ended meanwhile
             if ns is not None and _comm(pid) not in ("nsenter", ""):  # nsenter: not yet in the namespace
