@@ -110,6 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
                 if profile_meta:
                     meta["profile"] = profile_meta  # --resume profiles too
             meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
+            if lab.annotate:
+                lab.annotate(meta)
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(

@@ -42,13 +42,21 @@ class Lab:
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
+    annotate: Callable[[dict[str, Any]], None] | None = None  # adds what this lab knows to run.json
 
 
 @contextmanager
 def open_lab(
     args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120"
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``) or waits, bounded, for targets running elsewhere."""
+    """Starts the lab (``--native``, or on Docker hosts: ``--hosts``) or waits, bounded, for
+    targets running elsewhere."""
+    if getattr(args, "host_specs", None):
+        from benchlab.hosts.lab import hosts_lab
+
+        with hosts_lab(args, targets) as lab:
+            yield lab
+        return
     if args.native:
         from benchlab.harness import NativeLab
 
