@@ -35,7 +35,8 @@ STALE_CACHE = "stale cache"
 @pytest.fixture(scope="module")
 def checks(lab: NativeLab) -> list[ContractCheck]:
     """One verification of every target with the DSN (query counts included), shared by the module."""
-    return verify_targets([rt.target for rt in lab.running.values()], None, lab.dsn)
+    upstream = lab.upstream.url if lab.upstream else None
+    return verify_targets([rt.target for rt in lab.running.values()], None, lab.dsn, upstream_url=upstream)
 
 
 def test_verifier_passes_every_test(target: Target, checks: list[ContractCheck]) -> None:

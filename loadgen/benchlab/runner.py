@@ -71,7 +71,8 @@ class Runner:
             s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
-        checks = {(c.target, c.test): c for c in verify_targets(pending_targets, tests, self.lab.dsn)}
+        verdicts = verify_targets(pending_targets, tests, self.lab.dsn, upstream_url=self.lab.upstream_url)
+        checks = {(c.target, c.test): c for c in verdicts}
         counted = [c for c in checks.values() if c.test in COUNTED_TESTS]
         if counted:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)

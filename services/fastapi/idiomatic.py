@@ -36,6 +36,7 @@ from random import randint, sample
 from typing import Annotated, Any
 
 import asyncpg
+import idiomatic_upstream
 import target_kit
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -205,7 +206,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.world_cache = {w.id: WorldOut.model_validate(w) for w in await session.scalars(select(World))}
     except (SQLAlchemyError, OSError):
         pass  # the database went away since the launcher saw it: rows are cached on demand
+    app.state.http = idiomatic_upstream.new_client()
+    app.state.info.static["upstream"] = idiomatic_upstream.describe()
     yield
+    await app.state.http.aclose()
     watcher.cancel()
     await engine.dispose()
 
@@ -294,6 +298,10 @@ async def cached_queries(request: Request, count: Count = None) -> list[WorldOut
             for i in missing:
                 cache[i] = WorldOut.model_validate(await read_world(session, i))
     return [cache[i] for i in ids]
+
+
+app.include_router(idiomatic_upstream.router)
+idiomatic_upstream.add_error_handlers(app)
 
 
 @app.get("/benchlab/info")

@@ -23,6 +23,7 @@ from random import randint, sample
 from typing import Any
 
 import gevent
+import idiomatic_upstream
 import psycogreen.gevent
 import target_kit
 from flask import Blueprint, Flask, Response, render_template, request
@@ -262,7 +263,9 @@ def cached_queries() -> list[dict[str, int]]:
 
 
 app.register_blueprint(database_views)
+app.register_blueprint(idiomatic_upstream.blueprint)  # benchlab's own test, not TechEmpower's
 INFO = target_kit.Info(WORKERS)
+INFO.static["upstream"] = idiomatic_upstream.describe()
 
 
 @app.get("/benchlab/info")
