@@ -26,11 +26,12 @@ COLUMNS: tuple[str, ...] = (
     "run_id", "target", "framework", "server", "workers", "test", "mode", "concurrency",
     "pipeline", "queries", "repeat", "offered_rps", "duration_s", "requests", "rps",
     *LATENCY_COLUMNS, *ERROR_COLUMNS, "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
-    "loadgen_cpu_cores", "client_bound", "overloaded", "verification", "started_at", "finished_at", "step_id",
+    "loadgen_cpu_cores", "client_bound", "upstream_cpu_cores", "upstream_bound", "overloaded", "verification",
+    "started_at", "finished_at", "step_id",
 )  # fmt: skip
 
 # Columns added after runs were first recorded: an older CSV without them reads as empty cells.
-LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb"})
+LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb", "upstream_cpu_cores", "upstream_bound"})
 
 CSV_NAME = "results.csv"
 SCENARIO_COPY = "scenario.yaml"  # the scenario as run, beside its results (what --resume reads)

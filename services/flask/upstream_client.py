@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import target_kit
 import urllib3
-from urllib3.exceptions import HTTPError, TimeoutError
+from urllib3.exceptions import HTTPError, NewConnectionError, TimeoutError
 
 
 class UpstreamUnavailable(Exception):
@@ -43,6 +43,8 @@ def wait(ms: int) -> bytes:
         resp = POOL.request(
             "GET", f"/?ms={ms}", timeout=urllib3.Timeout(total=target_kit.upstream_timeout_s(ms)), retries=False
         )
+    except NewConnectionError:  # refused: a subclass of urllib3's TimeoutError, for history's sake
+        raise UpstreamUnavailable from None
     except TimeoutError:
         raise UpstreamTimeout from None
     except (HTTPError, OSError):

@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import resource
 import signal
 import socket
@@ -36,6 +37,7 @@ MAX_MS = 60_000  # a wait longer than any target's bound on it (they clamp to 10
 BACKLOG = 16_384  # the kernel caps it at somaxconn; thousands of clients may connect at once
 MAX_HEAD = 16 * 1024  # a request head longer than this is refused (431) and the connection closed
 NAME = "upstream.py"
+EMPTY_BODY = re.compile(rb"content-length:[ \t]*0[ \t]*(\r\n|$)")
 
 
 class Stats:
@@ -143,7 +145,7 @@ class Connection(asyncio.Protocol):
             self.refuse("400 Bad Request")
             return
         lowered = headers.lower()
-        if b"content-length:" in lowered or b"transfer-encoding:" in lowered:
+        if b"transfer-encoding:" in lowered or (b"content-length:" in lowered and not EMPTY_BODY.search(lowered)):
             self.refuse("400 Bad Request")  # nothing here takes a body
             return
         keep_alive = parts[2] == b"HTTP/1.1" and b"connection: close" not in lowered
