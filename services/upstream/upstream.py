@@ -21,6 +21,7 @@ Environment: ``BENCHLAB_UPSTREAM_PORT`` (required), ``BENCHLAB_HOST`` (default 1
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
@@ -37,6 +38,7 @@ MAX_MS = 60_000  # a wait longer than any target's bound on it (they clamp to 10
 BACKLOG = 16_384  # the kernel caps it at somaxconn; thousands of clients may connect at once
 MAX_HEAD = 16 * 1024  # a request head longer than this is refused (431) and the connection closed
 NAME = "upstream.py"
+GC_THRESHOLD = 50_000
 EMPTY_BODY = re.compile(rb"content-length:[ \t]*0[ \t]*(\r\n|$)")
 
 
@@ -49,6 +51,7 @@ class Stats:
 
 
 def _param(query: bytes, name: str) -> str | None:
+    """The first ``name=`` value of a query string, percent-decoded; None if absent."""
     return dict(parse_qsl(query.decode("latin-1"))).get(name)
 
 
@@ -81,20 +84,21 @@ class Timers:
     loop reads after the poll that delivered the request: never early."""
 
     def __init__(self) -> None:
-        self.due: dict[int, list[tuple[Connection, list[bytes | None], bytes]]] = {}
+        self.due: dict[int, list[tuple[Connection, int, bytes]]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def add(self, delay_ms: int, conn: Connection, slot: list[bytes | None], answer: bytes) -> None:
-        loop = asyncio.get_running_loop()
+    def add(self, delay_ms: int, conn: Connection, seq: int, answer: bytes) -> None:
+        loop = self.loop or asyncio.get_running_loop()
         tick = math.ceil(loop.time() * 1000) + delay_ms + 1  # +1: the loop clock is whole ms, floored
         waits = self.due.get(tick)
         if waits is None:
             waits = self.due[tick] = []
             loop.call_at(tick / 1000, self.fire, tick)
-        waits.append((conn, slot, answer))
+        waits.append((conn, seq, answer))
 
     def fire(self, tick: int) -> None:
-        for conn, slot, answer in self.due.pop(tick, ()):
-            conn.answer(slot, answer)
+        for conn, seq, answer in self.due.pop(tick, ()):
+            conn.answer(seq, answer)
 
 
 TIMERS = Timers()
@@ -104,18 +108,24 @@ def stats_body() -> bytes:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return json.dumps({
         "requests": Stats.requests, "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 4),
+        "user_seconds": round(usage.ru_utime, 4),
         "pid": os.getpid(), "open": Stats.open,
     }).encode()  # fmt: skip
 
 
 class Connection(asyncio.Protocol):
     """One client connection: requests parsed as they arrive (pipelined ones too), each answered
-    in order once its wait is over."""
+    in request order once its wait is over. The common request (``GET /?ms=N HTTP/1.1``, kept
+    alive, no body) takes a short path; anything else the general one."""
+
+    __slots__ = ("buffer", "closing", "held", "received", "sent", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.pending: list[list[bytes | None]] = []  # answers in request order; None while waiting
+        self.received = 0  # requests read on this connection
+        self.sent = 0  # answers written, in request order
+        self.held: dict[int, bytes] = {}  # answers ready before an earlier request's
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,47 +137,64 @@ class Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data if self.buffer else data
+        if self.buffer:
+            data, self.buffer = self.buffer + data, b""
+        start = 0
         while not self.closing:
-            end = buffer.find(b"\r\n\r\n")
+            end = data.find(b"\r\n\r\n", start)
             if end < 0:
-                if len(buffer) > MAX_HEAD:
+                rest = data[start:]
+                if len(rest) > MAX_HEAD:
                     self.refuse("431 Request Header Fields Too Large")
-                break
-            head, buffer = buffer[:end], buffer[end + 4 :]
-            self.handle(head)
-        self.buffer = buffer
+                else:
+                    self.buffer = rest
+                return
+            self.handle(data[start:end])
+            start = end + 4
 
     def handle(self, head: bytes) -> None:
-        line, _, headers = head.partition(b"\r\n")
+        seq = self.received
+        self.received += 1
+        line_end = head.find(b"\r\n")
+        line = head if line_end < 0 else head[:line_end]
+        headers = b"" if line_end < 0 else head[line_end:].lower()
+        if (
+            line[:9] == b"GET /?ms=" and line[-9:] == b" HTTP/1.1" and b"connection: close" not in headers
+            and b"content-length:" not in headers and b"transfer-encoding:" not in headers
+        ):  # fmt: skip
+            raw = line[9:-9]
+            ms = min(int(raw), MAX_MS) if raw.isdigit() else wait_ms(_param(b"ms=" + raw, "ms"))
+            self.wait(seq, ms, True)
+        else:
+            self.handle_general(seq, line, headers)
+
+    def wait(self, seq: int, ms: int, keep_alive: bool) -> None:
+        Stats.requests += 1
+        answer = (ANSWERS if keep_alive else ANSWERS_CLOSE).get(ms) or response(
+            "200 OK", b'{"upstream":"benchlab","ms":%d}' % ms, keep_alive
+        )
+        delay = ms + Stats.slow_ms
+        if delay:
+            TIMERS.add(delay, self, seq, answer)
+        else:
+            self.answer(seq, answer)
+
+    def handle_general(self, seq: int, line: bytes, headers: bytes) -> None:
         parts = line.split(b" ")
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             self.refuse("400 Bad Request")
             return
-        lowered = headers.lower()
-        if b"transfer-encoding:" in lowered or (b"content-length:" in lowered and not EMPTY_BODY.search(lowered)):
+        if b"transfer-encoding:" in headers or (b"content-length:" in headers and not EMPTY_BODY.search(headers)):
             self.refuse("400 Bad Request")  # nothing here takes a body
             return
-        keep_alive = parts[2] == b"HTTP/1.1" and b"connection: close" not in lowered
-        method, target = parts[0], parts[1]
-        path, _, query = target.partition(b"?")
-        slot: list[bytes | None] = [None]
-        self.pending.append(slot)
+        keep_alive = parts[2] == b"HTTP/1.1" and b"connection: close" not in headers
         if not keep_alive:
-            self.closing = True
+            self.closing = True  # no request after this one is read
+        method, (path, _, query) = parts[0], parts[1].partition(b"?")
         if path == b"/" and method == b"GET":
-            Stats.requests += 1
-            ms = wait_ms(query[3:] if query.startswith(b"ms=") and b"&" not in query else _param(query, "ms"))
-            answer = (ANSWERS if keep_alive else ANSWERS_CLOSE).get(ms) or response(
-                "200 OK", b'{"upstream":"benchlab","ms":%d}' % ms, keep_alive
-            )
-            delay = ms + Stats.slow_ms
-            if delay:
-                TIMERS.add(delay, self, slot, answer)
-                return
+            self.wait(seq, wait_ms(_param(query, "ms")), keep_alive)
         else:
-            answer = self.admin(method, path, query, keep_alive)
-        self.answer(slot, answer)
+            self.answer(seq, self.admin(method, path, query, keep_alive))
 
     def admin(self, method: bytes, path: bytes, query: bytes, keep_alive: bool) -> bytes:
         if path == b"/stats" and method == b"GET":
@@ -177,26 +204,31 @@ class Connection(asyncio.Protocol):
             return response("200 OK", stats_body(), keep_alive)
         if path == b"/slow" and method == b"PUT":
             Stats.slow_ms = wait_ms(_param(query, "ms"))
-            return response("200 OK", b'{"slow_ms":' + str(Stats.slow_ms).encode() + b"}", keep_alive)
+            return response("200 OK", b'{"slow_ms":%d}' % Stats.slow_ms, keep_alive)
         return response("404 Not Found", b'{"error":"not found"}', keep_alive)
 
-    def answer(self, slot: list[bytes | None], answer: bytes) -> None:
-        """Fills a request's slot, then sends every answer ready at the head of the queue."""
-        slot[0] = answer
+    def answer(self, seq: int, answer: bytes) -> None:
+        """Sends request ``seq``'s answer, and any held behind it, or holds it for an earlier one."""
         transport = self.transport
         if transport is None:
             return
-        while self.pending and self.pending[0][0] is not None:
-            transport.write(self.pending.pop(0)[0])  # type: ignore[arg-type]
-        if self.closing and not self.pending:
+        if seq != self.sent:
+            self.held[seq] = answer
+            return
+        transport.write(answer)
+        self.sent += 1
+        while self.held and self.sent in self.held:
+            transport.write(self.held.pop(self.sent))
+            self.sent += 1
+        if self.closing and self.sent == self.received:
             transport.close()
 
     def refuse(self, status: str) -> None:
         self.closing = True
-        self.pending.clear()
         if self.transport is not None:
             self.transport.write(response(status, b'{"error":"bad request"}', keep_alive=False))
             self.transport.close()
+            self.transport = None
 
 
 def _raise_open_file_limit() -> None:
@@ -216,7 +248,7 @@ def _settings() -> tuple[str, int]:
 
 
 async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
+    loop = TIMERS.loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -234,6 +266,9 @@ async def serve(host: str, port: int) -> None:
 def main() -> None:
     host, port = _settings()
     _raise_open_file_limit()
+    # Each wait allocates a few short-lived objects: collecting the young generation every 700
+    # allocations would sweep through them thousands of times a second for nothing.
+    gc.set_threshold(GC_THRESHOLD)
     uvloop.run(serve(host, port))
 
 
