@@ -35,7 +35,7 @@ from helpers import assert_healthy_rows, read_csv
 from rich.console import Console
 
 from benchlab import metadata
-from benchlab.contract import TESTS
+from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.ports import free_port
 from benchlab.progress import Progress, format_eta, host_paths
 from benchlab.targets import load_targets

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchlab.contract import TESTS
+from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.errors import BenchlabError
 from benchlab.scenarios import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.targets import load_targets

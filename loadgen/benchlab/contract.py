@@ -292,5 +292,11 @@ TEST_TYPES: dict[str, TestType] = {
     )
 }  # fmt: skip
 TESTS: tuple[str, ...] = tuple(TEST_TYPES)
+def test_label(name: str) -> str:
+    """How outputs name a test: its spec's label (benchlab's own tests say so), else the name."""
+    spec = TEST_TYPES.get(name)
+    return spec.label if spec else name
+
+
 TFB_TESTS: tuple[str, ...] = tuple(name for name, t in TEST_TYPES.items() if t.origin == "tfb")
 COUNTED_TESTS: tuple[str, ...] = tuple(name for name, t in TEST_TYPES.items() if t.query_count is not None)

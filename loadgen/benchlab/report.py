@@ -21,6 +21,7 @@ from benchlab import __version__
 from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import render_charts
 from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
+from benchlab.contract import test_label
 from benchlab.findings import decomposition, leads
 from benchlab.plotting import WARN, Chart, context_line
 from benchlab.rundata import (
@@ -158,6 +159,7 @@ def render_html(
     )  # fmt: skip
     env.filters["num"] = _num
     env.filters["show"] = show
+    env.filters["test_label"] = test_label
     meta = run.meta
     return env.get_template("report.html.j2").render(
         run=run,
