@@ -446,7 +446,7 @@ tests:
 
 
 @pytest.mark.docker
-def test_the_matrix_profile_measures_all_eleven(stack: Stack, tmp_path: Path):
+def test_the_matrix_profile_measures_all_twelve(stack: Stack, tmp_path: Path):
     """`--profile matrix up`: compose starts every group beside the core targets, and the loadgen
     (which can only depend on the core ones) finds, verifies and measures all of them."""
     results = tmp_path / "results"
@@ -465,7 +465,7 @@ def test_the_matrix_profile_measures_all_eleven(stack: Stack, tmp_path: Path):
         expected = [t.name for t in load_targets(["all"], env={})]
         assert len(expected) == 11
         assert_healthy_rows(read_csv(run_dir), expected, ("json",))
-        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all eleven targets)")
+        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all twelve targets)")
     finally:
         stack("--profile", "matrix", "down", "-t", "10", env=env, timeout=300)
 
