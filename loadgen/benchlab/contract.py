@@ -271,6 +271,18 @@ def check_upstream(content: bytes, ms: int) -> list[Row]:
     return []
 
 
+ROUTES_ID = 4242  # the id GET /r999/{id} is asked for
+
+
+def check_routes(content: bytes, rows: int) -> list[Row]:
+    """The last of an app's 1,000 parameterised routes: exactly ``{"route": 999, "id": ROUTES_ID}``."""
+    body = _json(content)
+    want = {"route": 999, "id": ROUTES_ID}
+    if body != want:
+        raise BodyProblem(f"body {short(body)}, expected {want}")
+    return []
+
+
 _ONE_SELECT_PER_ROW = QueryCount("world")
 TEST_TYPES: dict[str, TestType] = {
     t.name: t
@@ -289,6 +301,7 @@ TEST_TYPES: dict[str, TestType] = {
                  uses_db=True, stored="cached"),
         TestType("upstream", "/upstream", JSON_TYPE, ACCEPT_JSON, check_upstream, param="ms", origin="benchlab",
                  param_cases=WAIT_CASES, param_max=MAX_WAIT_MS, waits=True),
+        TestType("routes", f"/r999/{ROUTES_ID}", JSON_TYPE, ACCEPT_JSON, check_routes, origin="benchlab"),
     )
 }  # fmt: skip
 TESTS: tuple[str, ...] = tuple(TEST_TYPES)

@@ -37,6 +37,7 @@ from benchlab.rundata import (
     show,
 )
 from benchlab.stats import CONFIDENCE
+from benchlab.sweep import concurrency_sweeps
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
@@ -187,6 +188,8 @@ def render_html(
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],
+        sweeps=(sweeps := concurrency_sweeps(run.path)),
+        sweep_findings=[f for s in sweeps for f in s.findings()],
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
     )

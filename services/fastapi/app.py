@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import many_routes
 import orjson
 import target_kit
 from fastapi import FastAPI, Request
@@ -122,3 +123,6 @@ async def upstream(request: Request) -> Response:
 @app.get("/benchlab/info")
 async def benchlab_info(request: Request) -> Response:
     return JSONBytes(orjson.dumps(request.app.state.info.payload()))
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_fast(app)

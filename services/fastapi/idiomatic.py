@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import idiomatic_upstream
+import many_routes
 import target_kit
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -307,3 +308,6 @@ idiomatic_upstream.add_error_handlers(app)
 @app.get("/benchlab/info")
 async def benchlab_info(request: Request) -> dict[str, Any]:
     return request.app.state.info.payload()
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_idiomatic(app)

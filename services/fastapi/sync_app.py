@@ -25,6 +25,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 import httpx
 import idiomatic_upstream
+import many_routes
 import target_kit
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -135,3 +136,6 @@ def upstream(ms: Wait = None) -> dict[str, Any]:
 @app.get("/benchlab/info")
 def benchlab_info(request: Request) -> dict[str, Any]:
     return request.app.state.info.payload()
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_idiomatic(app, sync=True)

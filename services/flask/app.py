@@ -7,6 +7,7 @@ Under gevent this module must be imported after the worker is monkey-patched (se
 
 from __future__ import annotations
 
+import many_routes
 import orjson
 import target_kit
 import upstream_client
@@ -88,3 +89,6 @@ INFO.static["upstream"] = upstream_client.describe()
 def benchlab_info() -> Response:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return json_response(INFO.payload())
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_fast(app)

@@ -24,6 +24,7 @@ from typing import Any
 
 import gevent
 import idiomatic_upstream
+import many_routes
 import psycogreen.gevent
 import target_kit
 from flask import Blueprint, Flask, Response, render_template, request
@@ -272,3 +273,6 @@ INFO.static["upstream"] = idiomatic_upstream.describe()
 def benchlab_info() -> dict[str, Any]:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return INFO.payload()
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_idiomatic(app)
