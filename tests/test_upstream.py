@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from benchlab.harness import NativeLab, repo_root
+from benchlab.sampling import StepSampler
 from benchlab.target_kit import UPSTREAM_GRACE_S
 from benchlab.targets import Target
 from benchlab.upstream import Upstream, start_upstream
@@ -76,6 +77,17 @@ def test_upstream_refuses_malformed_requests(upstream: Upstream) -> None:
     assert _raw(upstream, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert _raw(upstream, b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000).startswith(b"HTTP/1.1 431 ")
     assert httpx.get(upstream.url + "/elsewhere", timeout=5).status_code == 404
+
+
+def test_step_sampler_reads_the_upstreams_cpu(upstream: Upstream) -> None:
+    """A waiting step samples the upstream like the database: its CPU from its own /stats."""
+    sampler = StepSampler(None, upstream_url=upstream.url, interval_s=0.2).start()
+    with httpx.Client() as client:
+        for _ in range(200):
+            client.get(upstream.url + "/", params={"ms": "0"})
+    samples = sampler.stop()
+    assert samples.upstream_cpu_cores is not None and 0 < samples.upstream_cpu_cores < 1.5
+    assert samples.upstream_bound == (samples.upstream_cpu_cores >= 0.5)
 
 
 def _get(client: httpx.Client, target: Target, path: str) -> tuple[str, float, httpx.Response]:
