@@ -188,3 +188,12 @@ def test_info_records_the_upstream_client_and_pool(lab: NativeLab) -> None:
 
 def test_upstream_log_dir_is_the_labs(lab: NativeLab) -> None:
     assert lab.upstream is not None and Path(lab.upstream.log_path).parent == lab.log_dir
+
+
+def test_sync_fastapi_records_thread_and_database_pools(lab: NativeLab) -> None:
+    """fastapi-uvicorn-sync: AnyIO's thread pool (FastAPI's default, 40) and one connection per thread."""
+    if "fastapi-uvicorn-sync" not in lab.running:
+        pytest.skip("fastapi-uvicorn-sync not among BENCHLAB_TEST_TARGETS")
+    info = httpx.get(lab.running["fastapi-uvicorn-sync"].target.url + "/benchlab/info", timeout=5).json()
+    assert info["threads"] == 40
+    assert info["db_pool"] == 40

@@ -124,5 +124,6 @@ async def upstream(request: Request) -> Response:
 async def benchlab_info(request: Request) -> Response:
     return JSONBytes(orjson.dumps(request.app.state.info.payload()))
 
+
 # benchlab's own routes test (not TechEmpower's): registered after every other route.
 many_routes.add_fast(app)

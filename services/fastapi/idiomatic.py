@@ -309,5 +309,6 @@ idiomatic_upstream.add_error_handlers(app)
 async def benchlab_info(request: Request) -> dict[str, Any]:
     return request.app.state.info.payload()
 
+
 # benchlab's own routes test (not TechEmpower's): registered after every other route.
 many_routes.add_idiomatic(app)

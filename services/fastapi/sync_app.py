@@ -137,5 +137,6 @@ def upstream(ms: Wait = None) -> dict[str, Any]:
 def benchlab_info(request: Request) -> dict[str, Any]:
     return request.app.state.info.payload()
 
+
 # benchlab's own routes test (not TechEmpower's): registered after every other route.
 many_routes.add_idiomatic(app, sync=True)

@@ -90,5 +90,6 @@ def benchlab_info() -> Response:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return json_response(INFO.payload())
 
+
 # benchlab's own routes test (not TechEmpower's): registered after every other route.
 many_routes.add_fast(app)

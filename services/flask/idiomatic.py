@@ -274,5 +274,6 @@ def benchlab_info() -> dict[str, Any]:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return INFO.payload()
 
+
 # benchlab's own routes test (not TechEmpower's): registered after every other route.
 many_routes.add_idiomatic(app)
