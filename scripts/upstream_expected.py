@@ -4,7 +4,10 @@ At a wait of W seconds and C connections, a stack that can hold every connection
 (async, gevent) serves at most C / W requests/s; one that holds a thread per wait serves at most
 threads x workers / W (gthread, Granian's WSGI threads, FastAPI's def endpoints on AnyIO's
 pool), whatever C is. Until the server's CPU is the limit, a stack should reach about that
-figure (issue 24: within 10 %). This reads a run's ``results.csv`` (closed-loop upstream steps)
+figure (issue 24: within 10 %). The CPU ceiling is the rate the server would reach with all its
+CPUs at the CPU per request it was measured at: where it is below the model's figure, the stack
+is CPU-bound first; on a shared machine a server may get less than its CPUs (the server CPU
+column says how much it got). This reads a run's ``results.csv`` (closed-loop upstream steps)
 and ``run.json`` (workers per target) and prints, per target and level, the expected and
 measured rates, their ratio, and the server's CPU, so a shortfall can be told from a CPU limit.
 
@@ -45,8 +48,9 @@ def main() -> None:
         if row["test"] == "upstream" and row["mode"] == "closed" and row["rps"]:
             cpu = float(row["server_cpu_cores"]) if row["server_cpu_cores"] else None
             rates[(row["target"], int(row["concurrency"]), int(row["queries"]))].append((float(row["rps"]), cpu))
-    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>10}"
-    print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "server CPU"))
+    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>10} {:>8} {:>11}"
+    print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "server CPU",
+                            "us/req", "CPU ceiling"))  # fmt: skip
     for (name, conns, ms), samples in sorted(rates.items()):
         workers = int((meta.get("targets", {}).get(name) or {}).get("workers") or 1)
         held = threads(name, registry[name].worker_class if name in registry else "")
@@ -57,7 +61,9 @@ def main() -> None:
         cpu_values = [s[1] for s in samples if s[1] is not None]
         cpu = statistics.median(cpu_values) if cpu_values else None
         cpu_text = "-" if cpu is None else f"{cpu:.2f}/{cpus}" + (" (CPU)" if cpu >= 0.9 * cpus else "")
-        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text)
+        per_request = f"{1e6 * cpu / rps:,.0f}" if cpu else "-"
+        ceiling = f"{rps * cpus / cpu:,.0f}" if cpu else "-"  # all its CPUs at this CPU per request
+        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text, per_request, ceiling)
         print(row_format.format(name, conns, ms, model, *figures))
 
 
