@@ -41,7 +41,7 @@ def test_sweep_reads_every_level_and_reports_errors_as_findings(smoke_run: Path,
     for s in sweeps:
         (finding,) = s.findings()
         assert "at 4,096 connections: 120 connect errors, 7 timeouts" in finding
-        assert "x the throughput at 4,096 connections against 64" in s.holds_up()
+        assert "x the p99 at 4,096 connections against 64" in s.holds_up()
     assert not [s for s in concurrency_sweeps(run) if s.test != "json"]  # one level each: no sweep
     page = build_report(run).read_text()
     assert 'id="connections"' in page and "120 connect errors, 7 timeouts" in page
