@@ -10,20 +10,26 @@ again once the upstream is back, on every worker.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from helpers import serving
 
 from benchlab.harness import NativeLab, repo_root
 from benchlab.sampling import StepSampler
 from benchlab.target_kit import UPSTREAM_GRACE_S
-from benchlab.targets import Target
+from benchlab.targets import Target, load_targets
 from benchlab.upstream import Upstream, start_upstream
+from benchlab.verification import verify_targets
 
 DOWN_ANSWER_S = 3.0  # a refused connection is answered at once: well inside this
 SLACK_S = 2.5  # a busy shared machine's scheduling on top of a timeout
@@ -197,3 +203,33 @@ def test_sync_fastapi_records_thread_and_database_pools(lab: NativeLab) -> None:
     info = httpx.get(lab.running["fastapi-uvicorn-sync"].target.url + "/benchlab/info", timeout=5).json()
     assert info["threads"] == 40
     assert info["db_pool"] == 40
+
+
+class NoWaitHandler(BaseHTTPRequestHandler):
+    """Answers /upstream with the right body at once, never calling the upstream: a cheat the
+    verifier must catch by time and by the upstream's count."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        ms = parse_qs(urlsplit(self.path).query).get("ms", [""])[0]
+        try:
+            wait = max(0, min(int(ms), 10_000))
+        except ValueError:
+            wait = 20
+        body = json.dumps({"upstream": "benchlab", "ms": wait}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_verifier_catches_a_target_that_does_not_wait(upstream: Upstream) -> None:
+    with serving(NoWaitHandler) as url:
+        cheat = replace(load_targets()[0], name="cheat", url=url)
+        (check,) = verify_targets([cheat], ["upstream"], None, timeout_s=5, upstream_url=upstream.url)
+    reasons = " | ".join(check.reasons)
+    assert check.status == "fail", reasons
+    assert "before the 50 ms wait was over" in reasons
+    assert "the upstream saw 0 requests for 10 calls" in reasons
