@@ -106,16 +106,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def read_rows(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of a run's CSV; a missing file or missing columns is a user error."""
+def read_rows(run_dir: Path, *, warn: bool = True) -> list[dict[str, str]]:
+    """The rows of a run's CSV; a missing file or missing columns is a user error. ``warn``:
+    say so when the last row is cut off (once per reading of a run: a second reader passes False)."""
     path = run_dir / CSV_NAME
     if not path.is_file():
         raise BenchlabError(f"{run_dir} is not a benchlab run: no {CSV_NAME}")
     with path.open(newline="", encoding="utf-8") as fh:
         text = fh.read()
-    if text and not text.endswith("\n"):  # a hard kill mid-write; the writer drops it on --resume
+    if text and not text.endswith("\n") and warn:  # a hard kill mid-write; the writer drops it on --resume
         print(f"benchlab: warning: {path}: the last row is cut off mid-write and is left out",
               file=sys.stderr, flush=True)  # fmt: skip
+    if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

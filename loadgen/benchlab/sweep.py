@@ -82,7 +82,7 @@ def _num(row: dict[str, str], key: str) -> float | None:
 def concurrency_sweeps(run_dir: Path) -> list[Sweep]:
     """Every closed-loop target x test x parameter run at MIN_LEVELS connection counts or more."""
     groups: dict[tuple[str, str, int | None], dict[int, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
-    for row in read_rows(run_dir):
+    for row in read_rows(run_dir, warn=False):  # the report's load_run has warned of a torn row
         if (row.get("mode") or "closed") != "closed" or not row.get("concurrency"):
             continue
         queries = int(row["queries"]) if row.get("queries") else None
