@@ -54,17 +54,23 @@ AXIS_LABELS = {
 def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
     """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
     footer = context_line(run.meta)
-    sections: dict[str, list[Chart]] = {}
+    with matplotlib.rc_context(RC):
+        return {section: [save(c, footer, out_dir) for c in drawn] for section, drawn in draw_charts(run).items()}
+
+
+def draw_charts(run: Run) -> dict[str, list[Drawn]]:
+    """render_charts' figures, drawn but not yet saved (nor given their footer)."""
+    sections: dict[str, list[Drawn]] = {}
     with matplotlib.rc_context(RC):
         for test in run.tests:
             drawn = (_peak(run, test), _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
-            sections[test] = [save(c, footer, out_dir) for c in drawn if c is not None]
+            sections[test] = [c for c in drawn if c is not None]
         resources = _resources(run)
         if resources is not None:
-            sections["resources"] = [save(resources, footer, out_dir)]
+            sections["resources"] = [resources]
         factors = _decomposition(decomposition(run), run.tests)
         if factors is not None:
-            sections["decomposition"] = [save(factors, footer, out_dir)]
+            sections["decomposition"] = [factors]
     return sections
 
 
