@@ -36,15 +36,17 @@ from helpers import assert_healthy_rows, read_csv
 from rich.console import Console
 
 from benchlab import metadata
-from benchlab.contract import TESTS
+from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.ports import free_port
 from benchlab.progress import Progress, format_eta, host_paths
 from benchlab.targets import load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 compose_script = runpy.run_path(str(ROOT / "scripts" / "compose.py"), run_name="compose_script")
-ROLES_CPUS = {"db": "BENCHLAB_CPUS_DB", "loadgen": "BENCHLAB_CPUS_LOADGEN"}
-PYTHON_DOCKERFILES = ("services/flask/Dockerfile", "services/fastapi/Dockerfile", "loadgen/Dockerfile")
+ROLES_CPUS = {"db": "BENCHLAB_CPUS_DB", "loadgen": "BENCHLAB_CPUS_LOADGEN", "upstream": "BENCHLAB_CPUS_UPSTREAM"}
+PYTHON_DOCKERFILES = (
+    "services/flask/Dockerfile", "services/fastapi/Dockerfile", "services/upstream/Dockerfile", "loadgen/Dockerfile",
+)  # fmt: skip
 # A uid:gid that is not ours, to show the loadgen writes as the results folder's owner.
 RESULTS_OWNER = (4242, 4242)
 
@@ -87,7 +89,7 @@ def test_a_changed_registry_makes_the_check_name_the_stale_files(tmp_path: Path)
 def test_compose_targets_match_the_registry():
     services = load_compose()["services"]
     targets = load_targets(["all"], env={})
-    assert set(services) == {"db", "loadgen", *(t.name for t in targets)}
+    assert set(services) == {"db", "upstream", "loadgen", *(t.name for t in targets)}
     loadgen_env = services["loadgen"]["environment"]
     for t in targets:
         svc = services[t.name]
@@ -97,7 +99,7 @@ def test_compose_targets_match_the_registry():
         assert loadgen_env[f"BENCHLAB_PORT_{t.env_key}"] == svc["environment"]["BENCHLAB_PORT"]
         assert svc.get("profiles", []) == ([] if t.group == "core" else ["matrix", t.group]), t.name
     core = {t.name for t in targets if t.group == "core"}
-    assert set(services["loadgen"]["depends_on"]) == {"db", *core}
+    assert set(services["loadgen"]["depends_on"]) == {"db", "upstream", *core}
     assert all(d["condition"] == "service_healthy" for d in services["loadgen"]["depends_on"].values())
 
 
@@ -160,7 +162,7 @@ def test_split_overlay_gives_every_service_one_role_and_base_core_none():
     split = load_compose("compose.split.yaml")["services"]
     assert set(split) == set(base)
     roles = {name: svc["profiles"] for name, svc in split.items()}
-    assert roles["db"] == ["db"] and roles["loadgen"] == ["loadgen"]
+    assert roles["db"] == roles["upstream"] == ["db"] and roles["loadgen"] == ["loadgen"]
     assert all(roles[t.name] == ["targets"] for t in load_targets(["all"], env={}))
     # targets wait for the database themselves, so a targets-only host needs no db service
     assert not any("depends_on" in base[t.name] for t in load_targets(["all"], env={}))
@@ -168,7 +170,7 @@ def test_split_overlay_gives_every_service_one_role_and_base_core_none():
 
 def test_bridge_overlay_publishes_on_loopback_and_leaves_host_mode():
     bridge = load_compose("compose.bridge.yaml")["services"]
-    assert set(bridge) == {"db", "loadgen", *(t.name for t in load_targets(env={}))}
+    assert set(bridge) == {"db", "upstream", "loadgen", *(t.name for t in load_targets(env={}))}
     for name, svc in bridge.items():
         assert svc["network_mode"] == "bridge", name
         for port in svc.get("ports", []):
@@ -521,7 +523,7 @@ tests:
 
 
 @pytest.mark.docker
-def test_the_matrix_profile_measures_all_eleven(stack: Stack, tmp_path: Path):
+def test_the_matrix_profile_measures_all_twelve(stack: Stack, tmp_path: Path):
     """`--profile matrix up`: compose starts every group beside the core targets, and the loadgen
     (which can only depend on the core ones) finds, verifies and measures all of them."""
     results = tmp_path / "results"
@@ -540,7 +542,7 @@ def test_the_matrix_profile_measures_all_eleven(stack: Stack, tmp_path: Path):
         expected = [t.name for t in load_targets(["all"], env={})]
         assert len(expected) == 11
         assert_healthy_rows(read_csv(run_dir), expected, ("json",))
-        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all eleven targets)")
+        print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all twelve targets)")
     finally:
         stack("--profile", "matrix", "down", "-t", "10", env=env, timeout=300)
 

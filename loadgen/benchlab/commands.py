@@ -171,7 +171,7 @@ def verify_command(args: argparse.Namespace) -> int:
     if unknown:  # before any wait for the targets or start of the lab
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
     with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
-        checks = verify_targets(targets, tests, lab.dsn)
+        checks = verify_targets(targets, tests, lab.dsn, upstream_url=lab.upstream_url)
     print(format_checks(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
 

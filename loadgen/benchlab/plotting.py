@@ -23,7 +23,7 @@ from benchlab.rundata import cpusets, lookup, show, target_order
 
 WARN = "⚠"
 FLAG_COLOUR = "#d62728"
-# One colour and one marker per registered target (eleven), in registry order.
+# One colour and one marker per registered target (twelve), in registry order.
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
     "#aec7e8", "#ffbb78", "#98df8a",
