@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlab.contract import TESTS
+from benchlab.contract import TEST_TYPES, TESTS, TFB_TESTS, test_label
 from benchlab.results import COUNTED_MODES
 from benchlab.rundata import LATENCY_COLUMNS, Level, Point, Run, level_value, target_order
-from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
+from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio, welch_log_ratio
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
@@ -29,8 +29,8 @@ MODES = COUNTED_MODES
 AT = ("peak", "all")
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
-CLAIM_KEYS = ("id", "text", "source", "baseline", "contenders", "checks")
-CHECK_KEYS = ("test", "metric", "mode", "at", "level", "ratio")
+CLAIM_KEYS = ("id", "text", "source", "workload", "baseline", "contenders", "checks")
+CHECK_KEYS = ("test", "metric", "mode", "at", "level", "ratio", "relative_to")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class ClaimCheck:
     level: tuple[tuple[str, float], ...]
     low: float | None
     high: float | None
+    relative_to: str | None = None  # each target's metric on ``test`` over its own on this test
 
     @property
     def expectation(self) -> str:
@@ -54,11 +55,13 @@ class ClaimCheck:
     @property
     def where(self) -> str:
         if self.at == "level":
-            return "at " + " ".join(f"{k}={v:g}" for k, v in self.level)
+            param = TEST_TYPES[self.test].param or "queries"  # a level's `queries` is the test's parameter
+            return "at " + " ".join(f"{param if k == 'queries' else k}={v:g}" for k, v in self.level)
         return "at each target's peak" if self.at == "peak" else "over all common levels"
 
     def describe(self) -> str:
-        return f"{self.test} ({self.mode}): {self.metric} ratio {self.expectation}, {self.where}"
+        what = test_label(self.test) + (f" relative to {self.relative_to}" if self.relative_to else "")
+        return f"{what} ({self.mode}): {self.metric} ratio {self.expectation}, {self.where}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,16 @@ class Claim:
     baseline: str
     contenders: tuple[str, ...]
     checks: tuple[ClaimCheck, ...]
+    workload: str = ""  # what the claim is judged on, as the claims file names it
+
+    @property
+    def workload_label(self) -> str:
+        """The workload as the report gives it with the verdict: a verdict on TechEmpower's
+        tests alone says so, whatever the claim is about."""
+        tests = list(dict.fromkeys(t for c in self.checks for t in (c.test, c.relative_to) if t))
+        if all(t in TFB_TESTS for t in tests):
+            return f"TechEmpower's tests only ({', '.join(tests)})" + (f": {self.workload}" if self.workload else "")
+        return self.workload or ", ".join(map(test_label, tests))
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,14 @@ class PairingResult:
     claim: Claim
     contender: str
     results: tuple[CheckResult, ...]
+
+    def split(self) -> str:
+        """Where the claim holds on one workload and not on another, which ones; else ""."""
+        held = [r.check.describe() for r in self.results if r.verdict == HOLDS]
+        failed = [r.check.describe() for r in self.results if r.verdict == FAILS]
+        if not (held and failed):
+            return ""
+        return f"holds on {'; '.join(held)}, but does not hold on {'; '.join(failed)}"
 
     @property
     def verdict(self) -> str:
@@ -139,6 +160,7 @@ def _claim(c: Checker, item: Any, key: str, known: Sequence[str]) -> Claim:
         baseline=baseline,
         contenders=names,
         checks=tuple(_check(c, item, f"{key}.checks[{i}]") for i, item in enumerate(checks)),
+        workload=c.text(m["workload"], f"{key}.workload") if m.get("workload") is not None else "",
     )
 
 
@@ -165,7 +187,14 @@ def _check(c: Checker, item: Any, key: str) -> ClaimCheck:
         if at not in AT:
             raise c.fail(f"{key}.at", f"one of {', '.join(AT)} (or a 'level:' mapping instead)", at)
     low, high = _ratio(c, m["ratio"], f"{key}.ratio")
-    return ClaimCheck(test=test, metric=metric, mode=mode, at=at, level=level, low=low, high=high)
+    relative_to = m.get("relative_to")
+    if relative_to is not None:
+        if relative_to not in TESTS or relative_to == test:
+            raise c.error(f"{key}.relative_to", f"expected another test (known: {', '.join(TESTS)})")
+        if at != "peak":
+            raise c.error(f"{key}.relative_to", "compares each target's peaks: leave out 'at' and 'level'")
+    return ClaimCheck(test=test, metric=metric, mode=mode, at=at, level=level, low=low, high=high,
+                      relative_to=relative_to)  # fmt: skip
 
 
 def _ratio(c: Checker, value: Any, key: str) -> tuple[float | None, float | None]:
@@ -214,6 +243,8 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     if missing:
         note = f"no successful {check.test} ({check.mode}) steps for {', '.join(missing)}"
         return CheckResult(check, None, INCONCLUSIVE, note, ())
+    if check.relative_to:
+        return _relative(run, baseline, contender, check)
     if check.at == "peak":
         a, b = run.peak(baseline, check.test, check.mode), run.peak(contender, check.test, check.mode)
         assert a is not None and b is not None
@@ -232,6 +263,26 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     pairs = [pair for lv in common for pair in _repeat_pairs(base[lv], cont[lv], check.metric)]
     used = [base[lv] for lv in common] + [cont[lv] for lv in common]
     return _judge(check, paired_log_ratio(pairs), used)
+
+
+def _relative(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:
+    """Each target's metric on ``test`` (at its peak) over its own on ``relative_to`` (at the same
+    connections if measured there, else its peak), repeat by repeat, contender against baseline:
+    what the test costs each beyond the reference (the 1,000th route against /json), apart from
+    how fast each framework is anyway."""
+    assert check.relative_to is not None
+    samples, points = [], []
+    for target in (baseline, contender):
+        p = run.peak(target, check.test, check.mode)
+        refs = run.points_for(target, check.relative_to, check.mode)
+        same = [r for r in refs if p is not None and r.level[:2] == p.level[:2]]  # same connections, pipeline
+        ref = same[0] if same else run.peak(target, check.relative_to, check.mode)
+        if p is None or ref is None:
+            return CheckResult(check, None, INCONCLUSIVE, f"no successful {check.relative_to} steps for {target}", ())
+        pairs = _repeat_pairs(ref, p, check.metric)
+        samples.append([v / r for r, v in pairs if r > 0])
+        points += [p, ref]
+    return _judge(check, welch_log_ratio(samples[0], samples[1]), points)
 
 
 def _point_ratio(run: Run, a: Point, b: Point, check: ClaimCheck) -> RatioEstimate:

@@ -15,14 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from benchlab.errors import BenchlabError
+from benchlab.hosts.spec import add_arguments as add_hosts_arguments
 
 EXIT_USAGE = 2
 
 
-def _targets_args(p: argparse.ArgumentParser) -> None:
+def _targets_args(p: argparse.ArgumentParser, default: str = "core") -> None:
     p.add_argument(
         "--targets",
-        help="comma-separated target names or groups: core, servers, style, baselines, all (default: core)",
+        help=f"comma-separated target names or groups: core, servers, style, baselines, all (default: {default})",
     )
     p.add_argument(
         "--target", action="append", default=[], metavar="NAME=URL",
@@ -59,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     _native_args(p)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("targets", help="list the known targets")
-    _targets_args(p)
+    p = sub.add_parser("targets", help="list every known target, marking those a plain run measures")
+    _targets_args(p, default="all")
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("verify", help="check every target x test against the TechEmpower contract")
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each test, one more step at its peak with py-spy attached (also PROFILE=1)",
     )  # fmt: skip
     _claims_arg(p)
+    add_hosts_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html, PNG charts and summary.csv for a run")
@@ -145,9 +147,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from benchlab.targets import describe_targets
+    from benchlab.targets import describe_targets, load_targets, parse_overrides, split_names
 
-    print(describe_targets(_selected(args)))
+    # every known target by default (marked when a plain run measures it), so the matrix is visible
+    print(describe_targets(load_targets(split_names(args.targets) or ["all"], parse_overrides(args.target))))
     return 0
 
 
@@ -159,6 +162,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchlab.commands import run_command
+    from benchlab.hosts.lab import prepare
+
+    prepare(args)  # --hosts: the targets' URLs and the DSN on their hosts
 
     return run_command(args)
 

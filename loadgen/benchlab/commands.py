@@ -110,6 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
                 if profile_meta:
                     meta["profile"] = profile_meta  # --resume profiles too
             meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
+            if lab.annotate:
+                lab.annotate(meta)
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
@@ -169,7 +171,7 @@ def verify_command(args: argparse.Namespace) -> int:
     if unknown:  # before any wait for the targets or start of the lab
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
     with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
-        checks = verify_targets(targets, tests, lab.dsn)
+        checks = verify_targets(targets, tests, lab.dsn, upstream_url=lab.upstream_url)
     print(format_checks(checks))
     return 1 if any(c.status == "fail" for c in checks) else 0
 

@@ -27,6 +27,7 @@ from benchlab.errors import BenchlabError
 from benchlab.metadata import database_info
 from benchlab.sampling import process_tree
 from benchlab.targets import DEFAULT_SELECTION, Target, load_targets
+from benchlab.upstream import ENV_URL as UPSTREAM_ENV_URL
 
 # Compose starts every target of the active profiles at once and the loadgen only after the core
 # ones are healthy, so a started group is listening by then; this is the slack it gets.
@@ -42,26 +43,37 @@ class Lab:
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
+    annotate: Callable[[dict[str, Any]], None] | None = None  # adds what this lab knows to run.json
+    upstream_url: str | None = None  # the upstream service (benchlab's own upstream test), if known
 
 
 @contextmanager
 def open_lab(
     args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120"
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``) or waits, bounded, for targets running elsewhere."""
+    """Starts the lab (``--native``, or on Docker hosts: ``--hosts``) or waits, bounded, for
+    targets running elsewhere."""
+    if getattr(args, "host_specs", None):
+        from benchlab.hosts.lab import hosts_lab
+
+        with hosts_lab(args, targets) as lab:
+            yield lab
+        return
     if args.native:
         from benchlab.harness import NativeLab
 
         with NativeLab(targets, cpus=cpus, workers=args.workers) as native:
             assert native.postgres is not None
-            yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}))
+            upstream = native.upstream.url if native.upstream else None
+            database = dict(native.database_info or {})
+            yield Lab(targets, native.dsn, native.postgres.processes, "native", database, upstream)
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None
     if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
     mode = os.environ.get("BENCHLAB_MODE", "external")
-    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn))
+    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn), os.environ.get(UPSTREAM_ENV_URL))
 
 
 def choose_targets(

@@ -21,6 +21,7 @@ from benchlab import __version__
 from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import render_charts
 from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
+from benchlab.contract import test_label
 from benchlab.findings import decomposition, leads
 from benchlab.plotting import WARN, Chart, context_line
 from benchlab.profiling.section import ProfileSection, profile_section
@@ -37,6 +38,7 @@ from benchlab.rundata import (
     show,
 )
 from benchlab.stats import CONFIDENCE
+from benchlab.sweep import concurrency_sweeps
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
@@ -162,6 +164,7 @@ def render_html(
     )  # fmt: skip
     env.filters["num"] = _num
     env.filters["show"] = show
+    env.filters["test_label"] = test_label
     meta = run.meta
     return env.get_template("report.html.j2").render(
         run=run,
@@ -189,6 +192,8 @@ def render_html(
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],
+        sweeps=(sweeps := concurrency_sweeps(run.path)),
+        sweep_findings=[f for s in sweeps for f in s.findings()],
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
         profile=profile,

@@ -26,12 +26,14 @@ COLUMNS: tuple[str, ...] = (
     "run_id", "target", "framework", "server", "workers", "test", "mode", "concurrency",
     "pipeline", "queries", "repeat", "offered_rps", "duration_s", "requests", "rps",
     *LATENCY_COLUMNS, *ERROR_COLUMNS, "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
-    "loadgen_cpu_cores", "client_bound", "overloaded", "profiler_overhead", "verification", "started_at",
-    "finished_at", "step_id",
+    "loadgen_cpu_cores", "client_bound", "upstream_cpu_cores", "upstream_bound", "overloaded", "profiler_overhead",
+    "verification", "started_at", "finished_at", "step_id",
 )  # fmt: skip
 
 # Columns added after runs were first recorded: an older CSV without them reads as empty cells.
-LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb", "profiler_overhead"})
+LATER_COLUMNS: frozenset[str] = frozenset(
+    {"overloaded", "server_pss_mb", "upstream_cpu_cores", "upstream_bound", "profiler_overhead"}
+)
 
 # How a step loads its target: closed loop (wrk), open loop (k6), or closed loop with py-spy
 # attached (``--profile``), whose figures describe the profile and never count as a measurement.
@@ -112,16 +114,18 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def read_rows(run_dir: Path) -> list[dict[str, str]]:
-    """The rows of a run's CSV; a missing file or missing columns is a user error."""
+def read_rows(run_dir: Path, *, warn: bool = True) -> list[dict[str, str]]:
+    """The rows of a run's CSV; a missing file or missing columns is a user error. ``warn``:
+    say so when the last row is cut off (once per reading of a run: a second reader passes False)."""
     path = run_dir / CSV_NAME
     if not path.is_file():
         raise BenchlabError(f"{run_dir} is not a benchlab run: no {CSV_NAME}")
     with path.open(newline="", encoding="utf-8") as fh:
         text = fh.read()
-    if text and not text.endswith("\n"):  # a hard kill mid-write; the writer drops it on --resume
+    if text and not text.endswith("\n") and warn:  # a hard kill mid-write; the writer drops it on --resume
         print(f"benchlab: warning: {path}: the last row is cut off mid-write and is left out",
               file=sys.stderr, flush=True)  # fmt: skip
+    if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]

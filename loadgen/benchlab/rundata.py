@@ -27,7 +27,7 @@ from benchlab.targets import registry_names
 # Latency columns in percentile order, with the percentile each stands for.
 PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"latency_{key}_ms", pct) for key, pct in measurement.PERCENTILES)
 RESOURCE_COLUMNS: tuple[str, ...] = (
-    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores",
+    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores", "upstream_cpu_cores",
 )  # fmt: skip
 UNKNOWN = "unknown"
 
@@ -68,6 +68,7 @@ class RecordedStep:
     overloaded: bool
     status: StepStatus
     profiler_overhead: float | None = None  # a profiled step's throughput lost to py-spy (a fraction)
+    upstream_bound: bool = False  # the upstream service, not the server, may have been the limit
 
     @property
     def ok(self) -> bool:
@@ -90,6 +91,8 @@ class RecordedStep:
             out.append(str(self.status))
         if self.client_bound:
             out.append("client-bound")
+        if self.upstream_bound:
+            out.append("upstream-bound")
         if self.overloaded:
             out.append("overloaded: offered rate not delivered")
         if self.errors:
@@ -139,6 +142,8 @@ class Point:
         out: list[str] = sorted({str(s.status) for s in self.steps if s.status.status is Status.WARN})
         if any(s.client_bound for s in self.steps):
             out.append("client-bound")
+        if any(s.upstream_bound for s in self.steps):
+            out.append("upstream-bound")
         if any(s.overloaded for s in self.steps):
             out.append("overloaded: offered rate not delivered")
         if self.errors:
@@ -287,6 +292,7 @@ def _step(row: Mapping[str, str], line: int) -> RecordedStep:
         resources={c: num(c) for c in RESOURCE_COLUMNS},
         client_bound=(row.get("client_bound") or "").strip().lower() == "true",
         overloaded=(row.get("overloaded") or "").strip().lower() == "true",
+        upstream_bound=(row.get("upstream_bound") or "").strip().lower() == "true",
         status=StepStatus.parse(row.get("verification") or ""),
         profiler_overhead=num("profiler_overhead"),
     )

@@ -27,7 +27,7 @@ from benchlab.results import (
     ResultsWriter,
     read_rows,
 )
-from benchlab.sampling import StepSampler
+from benchlab.sampling import CLIENT_BOUND_SHARE, WAITING_BOUND_SHARE, StepSampler
 from benchlab.scenarios import PlannedStep, Scenario
 from benchlab.status import Status, StepStatus, judge
 from benchlab.targets import Target
@@ -72,7 +72,8 @@ class Runner:
             s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
-        checks = {(c.target, c.test): c for c in verify_targets(pending_targets, tests, self.lab.dsn)}
+        verdicts = verify_targets(pending_targets, tests, self.lab.dsn, upstream_url=self.lab.upstream_url)
+        checks = {(c.target, c.test): c for c in verdicts}
         counted = [c for c in checks.values() if c.test in COUNTED_TESTS]
         if counted:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
@@ -146,7 +147,11 @@ class Runner:
             label = f"c={step.concurrency}" + (f" pipeline={step.pipeline}" if step.pipeline > 1 else "")
         q = f" q={step.queries}" if step.queries is not None else ""
         self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
-        sampler = StepSampler(target.url, db_processes=self.lab.db_processes)
+        waits = TEST_TYPES[step.test].waits
+        sampler = StepSampler(
+            target.url, db_processes=self.lab.db_processes, upstream_url=self.lab.upstream_url if waits else None,
+            bound_share=WAITING_BOUND_SHARE if waits else CLIENT_BOUND_SHARE,
+        )  # fmt: skip
         try:
             load = Load(duration_s=step.duration_s, timeout_s=self.scenario.timeout_s, connections=step.concurrency,
                         pipeline=step.pipeline, rate=rate, vus=step.concurrency, max_vus=step.max_vus or 0)  # fmt: skip
@@ -186,7 +191,8 @@ class Runner:
                 server_cpu_cores=samples.server_cpu_cores, server_pss_mb=samples.server_pss_mb,
                 server_rss_mb=samples.server_rss_mb,
                 db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
-                client_bound=samples.client_bound,
+                client_bound=samples.client_bound, upstream_cpu_cores=samples.upstream_cpu_cores,
+                upstream_bound=samples.upstream_bound if samples.upstream_cpu_cores is not None else None,
             )  # fmt: skip
         row.update(extra or {})
         writer.write(row)

@@ -294,7 +294,7 @@ class _Validator(Checker):
             lv = self.mapping(spec, key, allowed, ("concurrency", "queries") if takes_queries else ("concurrency",))
             queries = None
             if takes_queries:
-                queries = self.int_list(lv["queries"], f"{key}.queries", maximum=MAX_QUERIES)
+                queries = self.int_list(lv["queries"], f"{key}.queries", maximum=TEST_TYPES[test].param_max)
             out[test] = TestLevels(
                 concurrency=self.int_list(lv["concurrency"], f"{key}.concurrency"),
                 pipeline=self.pos_int(lv.get("pipeline", 1), f"{key}.pipeline"),
