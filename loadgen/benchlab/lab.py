@@ -74,7 +74,7 @@ def open_lab(
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
     mode = os.environ.get("BENCHLAB_MODE", "external")
     yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn),
-              upstream_url=os.environ.get(UPSTREAM_ENV_URL))  # fmt: skip
+              upstream_url=os.environ.get(UPSTREAM_ENV_URL))
 
 
 def choose_targets(
