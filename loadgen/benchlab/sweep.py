@@ -64,8 +64,8 @@ class Sweep:
     def holds_up(self) -> str:
         """Throughput and p99 at the most connections against the fewest."""
         first, last = self.levels[0], self.levels[-1]
-        if first.rps is None or last.rps is None:
-            return "no figures at one end of the sweep"
+        if not first.rps or last.rps is None:  # nothing served at the fewest connections: no base
+            return "no throughput at one end of the sweep to compare"
         text = f"{last.rps / first.rps:.2f}x the throughput"
         if first.p99_ms and last.p99_ms:
             text += f", {last.p99_ms / first.p99_ms:.1f}x the p99"
