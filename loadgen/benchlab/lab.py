@@ -66,14 +66,15 @@ def open_lab(
             assert native.postgres is not None
             upstream = native.upstream.url if native.upstream else None
             database = dict(native.database_info or {})
-            yield Lab(targets, native.dsn, native.postgres.processes, "native", database, upstream)
+            yield Lab(targets, native.dsn, native.postgres.processes, "native", database, upstream_url=upstream)
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None
     if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
     mode = os.environ.get("BENCHLAB_MODE", "external")
-    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn), os.environ.get(UPSTREAM_ENV_URL))
+    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn),
+              upstream_url=os.environ.get(UPSTREAM_ENV_URL))
 
 
 def choose_targets(

@@ -203,7 +203,7 @@ def hosts_lab(args: argparse.Namespace, targets: list[Target]) -> Iterator[Any]:
     try:
         lab.start()
         wait_ready(targets, HEALTHY_TIMEOUT_S)  # from here, the load generator's host
-        yield Lab(targets, args.dsn, lab.db_cpu, "hosts", database_info(args.dsn), lab.annotate)
+        yield Lab(targets, args.dsn, lab.db_cpu, "hosts", database_info(args.dsn), annotate=lab.annotate)
     except ENGINE_ERRORS as exc:
         raise BenchlabError(f"a Docker host failed: {_why(exc)}") from None
     finally:
