@@ -601,7 +601,7 @@ def test_readme_console_commands_leave_nothing_running(stack: Stack):
     first, last = (command.split()[2:] for command in README_CONSOLE)  # without `docker compose`
     proc = stack(*first[:2], "-T", *first[2:], timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert running() == {"db", *(t.name for t in load_targets(env={}))}  # the core lab: no profile
+    assert running() == {"db", "upstream", *(t.name for t in load_targets(env={}))}  # the core lab: no profile
     down = stack(*last, "-t", "10", timeout=300)
     assert down.returncode == 0, down.stderr
     assert running() == set()
@@ -645,9 +645,10 @@ def test_taken_port_is_one_clear_line_and_nonzero_exit(stack: Stack, target: str
 
 @pytest.mark.docker
 def test_split_profiles_start_one_role_each(stack: Stack):
-    """compose.split.yaml: `--profile db` starts only the database, `--profile targets` only the
-    targets, and the loadgen host runs compose.yaml alone with --no-deps (with the overlay,
-    Compose v2 rejects the loadgen: its depends_on would name services of inactive profiles)."""
+    """compose.split.yaml: `--profile db` starts only the database and the upstream beside it,
+    `--profile targets` only the targets, and the loadgen host runs compose.yaml alone with
+    --no-deps (with the overlay, Compose v2 rejects the loadgen: its depends_on would name
+    services of inactive profiles)."""
     split = ("-f", "compose.split.yaml")
     targets = {t.name for t in load_targets(["all"], env={})}  # the overlay gives every target the role
     stack("down", "-v", "-t", "5", timeout=300)
@@ -660,7 +661,8 @@ def test_split_profiles_start_one_role_each(stack: Stack):
         assert proc.returncode == 0, proc.stderr
         return set(proc.stdout.split())
 
-    for profile, expected in (("db", {"db"}), ("targets", {"db", *targets})):
+    db_host = {"db", "upstream"}
+    for profile, expected in (("db", db_host), ("targets", {*db_host, *targets})):
         up = stack(*split, "--profile", profile, "up", "-d", timeout=300)
         assert up.returncode == 0, up.stderr
         assert running() == expected, profile
