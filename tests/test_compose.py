@@ -540,7 +540,7 @@ def test_the_matrix_profile_measures_all_twelve(stack: Stack, tmp_path: Path):
         assert "measuring the baselines, servers, style group(s) too" in output
         (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
         expected = [t.name for t in load_targets(["all"], env={})]
-        assert len(expected) == 11
+        assert len(expected) == 12
         assert_healthy_rows(read_csv(run_dir), expected, ("json",))
         print(f"loadgen ran {loadgen_seconds(stack):.0f} s (json only, all twelve targets)")
     finally:
