@@ -10,7 +10,7 @@ from derived_runs import LATENCY, copy_run, rewrite_rows, scaled, successful, wi
 
 from benchlab.claims import FAILS, HOLDS, INCONCLUSIVE, evaluate_claims, load_claims, unmeasured
 from benchlab.errors import BenchlabError
-from benchlab.results import read_rows
+from benchlab.model.codec import read_rows
 from benchlab.rundata import load_run
 from benchlab.targets import load_targets
 

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from benchlab.comparison import COMPARE_CSV, CSV_COLUMNS, compare_runs
 from benchlab.errors import BenchlabError
-from benchlab.results import read_rows
+from benchlab.model.codec import read_rows
 from benchlab.stats import bh_adjust, paired_log_ratio, pooled_log_ratio, pooled_spread, welch_log_ratio
 
 # Two pure-noise runs (40 levels, 80 tests) where chance puts raw p < 0.05 on seven tests, three of

@@ -18,6 +18,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from benchlab.capacity import p99_bound_ms
 from benchlab.findings import Factor, decomposition
+from benchlab.model.modes import LoadMode
 from benchlab.plotting import (
     FLAG_COLOUR,
     MARKERS,
@@ -39,7 +40,6 @@ from benchlab.rundata import (
     Point,
     Run,
     cpu_list,
-    level_value,
     lookup,
     x_dimension,
 )  # fmt: skip
@@ -69,7 +69,7 @@ def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
 
 def _primary_mode(run: Run, test: str) -> str | None:
     modes = run.modes(test)
-    return "closed" if "closed" in modes else (modes[0] if modes else None)
+    return LoadMode.CLOSED if LoadMode.CLOSED in modes else (modes[0] if modes else None)
 
 
 def _peak(run: Run, test: str) -> Drawn | None:
@@ -113,13 +113,13 @@ def _series(points: Iterable[Point], dimension: str) -> dict[str, list[Point]]:
     """Points split into lines: one per target, and per fixed level when other level columns vary."""
     points = list(points)
     others = [d for d in ("concurrency", "pipeline", "queries") if d != dimension]
-    varying = [d for d in others if len({level_value(p.level, d) for p in points}) > 1]
+    varying = [d for d in others if len({p.level.value(d) for p in points}) > 1]
     out: dict[str, list[Point]] = {}
     for p in points:
-        suffix = " ".join(f"{d[0]}={level_value(p.level, d)}" for d in varying)
+        suffix = " ".join(f"{d[0]}={p.level.value(d)}" for d in varying)
         out.setdefault(f"{p.target} {suffix}".strip(), []).append(p)
     for line in out.values():
-        line.sort(key=lambda p: level_value(p.level, dimension) or 0)
+        line.sort(key=lambda p: p.level.value(dimension) or 0)
     return out
 
 
@@ -134,14 +134,14 @@ def _log2_axis(ax: Any, values: Iterable[float]) -> None:
 
 def _scaling(run: Run, test: str) -> Drawn | None:
     """Throughput against load; only drawn when some target ran more than one level (else: the peak chart)."""
-    dimension = x_dimension(test, "closed")
-    if max((len({p.level for p in run.points_for(t, test, "closed")}) for t in run.targets), default=0) < 2:
+    dimension = x_dimension(test, LoadMode.CLOSED)
+    if max((len({p.level for p in run.points_for(t, test, LoadMode.CLOSED)}) for t in run.targets), default=0) < 2:
         return None
     fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
-        for label, line in _series(run.points_for(target, test, "closed"), dimension).items():
-            x = [level_value(p.level, dimension) or 0 for p in line]
+        for label, line in _series(run.points_for(target, test, LoadMode.CLOSED), dimension).items():
+            x = [p.level.value(dimension) or 0 for p in line]
             y = [p.rps for p in line]
             lo = [p.rps - min(p.rps_samples) for p in line]
             hi = [max(p.rps_samples) - p.rps for p in line]
@@ -223,15 +223,15 @@ def _percentile_name(x: float) -> str:
 
 
 def _open_loop(run: Run, test: str) -> Drawn | None:
-    if "open" not in run.modes(test):
+    if LoadMode.OPEN not in run.modes(test):
         return None
     fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
-        for label, line in _series(run.points_for(target, test, "open"), "offered_rps").items():
+        for label, line in _series(run.points_for(target, test, LoadMode.OPEN), "offered_rps").items():
             line = _up_to_knee(line)
             for column, style, name in (("latency_p99_ms", "-", "p99"), ("latency_p50_ms", ":", "p50")):
-                xy = [(p.level[3], v, p) for p in line if (v := p.median(column)) is not None and v > 0]
+                xy = [(p.level.offered_rps, v, p) for p in line if (v := p.median(column)) is not None and v > 0]
                 if not xy:
                     continue
                 x, y, pts = zip(*xy, strict=True)

@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from benchlab.contract import TESTS
-from benchlab.rundata import LATENCY_COLUMNS, Level, Point, Run, level_value, target_order
+from benchlab.measurement import LATENCY_COLUMNS
+from benchlab.model.level import LEVEL_DIMENSIONS, Level
+from benchlab.model.modes import LoadMode
+from benchlab.rundata import Point, Run, target_order
 from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.yaml")
 METRICS: tuple[str, ...] = ("rps", *LATENCY_COLUMNS)
-LEVEL_KEYS: tuple[str, ...] = ("concurrency", "pipeline", "queries", "offered_rps")
-MODES = ("closed", "open")
+LEVEL_KEYS: tuple[str, ...] = LEVEL_DIMENSIONS
+MODES: tuple[str, ...] = tuple(LoadMode)
 AT = ("peak", "all")
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -149,7 +152,7 @@ def _check(c: Checker, item: Any, key: str) -> ClaimCheck:
     metric = m.get("metric", "rps")
     if metric not in METRICS:
         raise c.error(f"{key}.metric", f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
-    mode = c.choice(m.get("mode", "closed"), f"{key}.mode", MODES)
+    mode = c.choice(m.get("mode", LoadMode.CLOSED.value), f"{key}.mode", MODES)
     level: tuple[tuple[str, float], ...] = ()
     if "level" in m:
         if "at" in m:
@@ -244,7 +247,7 @@ def _at_level(run: Run, target: str, check: ClaimCheck) -> Point | str:
     matches = [
         p
         for p in run.points_for(target, check.test, check.mode)
-        if all(level_value(p.level, k) == v for k, v in check.level)
+        if all(p.level.value(k) == v for k, v in check.level)
     ]
     if len(matches) == 1:
         return matches[0]

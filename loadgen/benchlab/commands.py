@@ -11,33 +11,29 @@ from typing import Any
 
 from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
-from benchlab.engines import ENGINES
+from benchlab.engines import BY_MODE, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.lab import choose_targets, open_lab
 from benchlab.measurement import ensure_open_files
 from benchlab.metadata import run_metadata, target_info
+from benchlab.model.codec import CSV_NAME, iter_done_steps, read_steps
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import MEASURED, Status
 from benchlab.progress import Progress
-from benchlab.results import (
-    SCENARIO_COPY,
-    check_out_dir,
-    iter_done_steps,
-    new_run_dir,
-    read_rows,
-    read_run_json,
-    write_run_json,
-)
+from benchlab.rundir import SCENARIO_COPY, check_out_dir, new_run_dir, read_run_json, write_run_json
 from benchlab.runner import Runner, now, peaks_from, step_id
 from benchlab.sampling import owner_alive, process_identity
 from benchlab.scenarios import PlannedStep, load_scenario
-from benchlab.status import MEASURED, Status, StepStatus
 from benchlab.targets import parse_overrides, split_names
 from benchlab.verification import format_checks, verify_targets
 
 
-def check_limits(steps: list[PlannedStep], needs_k6: bool) -> dict[str, Any]:
-    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything starts."""
-    engines = {cls.name: cls().provenance() for cls in ENGINES.values() if cls.mode == "closed" or needs_k6}
-    ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
+def check_limits(steps: list[PlannedStep]) -> dict[str, Any]:
+    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything
+    starts. The closed-loop engine is always recorded; the others when a step needs them."""
+    modes = {LoadMode.CLOSED} | {LoadMode(s.mode) for s in steps}
+    engines = {BY_MODE[m].name: BY_MODE[m]().provenance() for m in BY_MODE if m in modes}
+    ensure_open_files(max((for_mode(s.mode).connections(s) for s in steps), default=0))
     return engines
 
 
@@ -72,7 +68,7 @@ def run_command(args: argparse.Namespace) -> int:
         meta = {}
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
-    engines = check_limits(steps, any(s.mode == "open" for s in steps))
+    engines = check_limits(steps)
     check_out_dir(run_dir if args.resume else Path(args.out))
     progress = Progress(total=len(steps))
     progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
@@ -113,7 +109,7 @@ def run_command(args: argparse.Namespace) -> int:
                 runner.execute()
             if runner.query_counts_verified is not None:
                 meta.setdefault("database", {})["query_counts_verified"] = runner.query_counts_verified
-            counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
+            counts = Counter(s.status.status for s in read_steps(run_dir))
             meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
             status = "complete" if all(k in MEASURED for k in counts) else "partial"
         finished = True
@@ -131,13 +127,13 @@ def run_command(args: argparse.Namespace) -> int:
                 if finished:
                     raise
                 # else the run's own failure is the line to show; the previous run.json stays valid
-    progress.message(f"results: {run_dir / 'results.csv'}")
+    progress.message(f"results: {run_dir / CSV_NAME}")
     if not args.no_report:
         _report(run_dir, progress, args.claims)
-    rows = read_rows(run_dir)
-    failed = [r for r in rows if not StepStatus.parse(r["verification"]).measured]
+    recorded = read_steps(run_dir)
+    failed = [s for s in recorded if not s.status.measured]
     if failed:
-        progress.message(f"{len(failed)} of {len(rows)} steps not measured: see the verification column")
+        progress.message(f"{len(failed)} of {len(recorded)} steps not measured: see the verification column")
     return 1 if failed else 0
 
 
@@ -169,10 +165,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
     targets_rps = None
     if args.vs:
         targets_rps = {}
-        for row in read_rows(args.vs):
-            if row["rps"] and row["mode"] == "closed" and row["test"] in LOADS:
-                key = f"{row['target']} {row['test']}"
-                targets_rps[key] = max(targets_rps.get(key, 0.0), float(row["rps"]))
+        for step in read_steps(args.vs):
+            if step.rps and step.mode == LoadMode.CLOSED and step.test in LOADS:
+                key = f"{step.target} {step.test}"
+                targets_rps[key] = max(targets_rps.get(key, 0.0), step.rps)
     result = run_calibration(targets_rps, duration_s=args.duration)
     print(format_calibration(result))
     return 0

@@ -19,11 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from benchlab.model.modes import LoadMode
 from benchlab.rundata import Point, Run
 from benchlab.stats import RatioEstimate, pooled_log_ratio
 from benchlab.targets import DEFAULT_SELECTION, load_targets
 
-MODE = "closed"
+MODE = LoadMode.CLOSED
 FACTS = ("framework", "server", "worker_class", "interface", "style", "group")
 
 

@@ -22,15 +22,15 @@ from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
 from benchlab.charts import render_charts
 from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
 from benchlab.findings import decomposition, leads
+from benchlab.model.modes import LoadMode
+from benchlab.model.step import Step
 from benchlab.plotting import WARN, Chart, context_line
 from benchlab.rundata import (
     PERCENTILES,
     UNKNOWN,
     Point,
-    RecordedStep,
     Run,
     cpusets,
-    level_label,
     load_run,
     lookup,
     show,
@@ -76,7 +76,7 @@ def summary_rows(run: Run) -> list[dict[str, Any]]:
             steps = [s for s in run.steps if s.target == target and s.test == test]
             if not steps:
                 continue
-            modes = sorted({s.mode for s in steps}, key=lambda m: (m != "closed", m))
+            modes = sorted({s.mode for s in steps}, key=lambda m: (m != LoadMode.CLOSED, m))
             for mode in modes:
                 mine = [s for s in steps if s.mode == mode]
                 peak = run.peak(target, test, mode)
@@ -88,7 +88,7 @@ def summary_rows(run: Run) -> list[dict[str, Any]]:
                     errors_total=sum(s.errors for s in mine),
                     failed_steps=sum(not s.ok for s in mine),
                 )
-                if mode == "open" and (sustainable := sustainable_rate(run, target, test)) is not None:
+                if mode == LoadMode.OPEN and (sustainable := sustainable_rate(run, target, test)) is not None:
                     row.update(sustainable_rps=_round(sustainable.rps, 1), sustainable_limit=sustainable.limited_by)
                 if peak is not None:
                     row.update(_peak_fields(peak))
@@ -99,14 +99,13 @@ def summary_rows(run: Run) -> list[dict[str, Any]]:
 
 
 def _peak_fields(peak: Point) -> dict[str, Any]:
-    concurrency, pipeline, queries, offered = peak.level
     cpu = peak.resource("server_cpu_cores")
     return {
         "peak_level": peak.label,
-        "concurrency": concurrency,
-        "pipeline": pipeline,
-        "queries": queries,
-        "offered_rps": offered,
+        "concurrency": peak.level.concurrency,
+        "pipeline": peak.level.pipeline,
+        "queries": peak.level.queries,
+        "offered_rps": peak.level.offered_rps,
         "repeats": len(peak.rps_samples),
         "peak_rps": round(peak.rps, 1),
         "rps_min": round(min(peak.rps_samples), 1),
@@ -274,12 +273,12 @@ def _point_rows(run: Run, test: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _failed_row(step: RecordedStep) -> dict[str, Any]:
+def _failed_row(step: Step) -> dict[str, Any]:
     return {
         "target": step.target,
         "test": step.test,
         "mode": step.mode,
-        "level": level_label(step.level),
+        "level": step.level.label,
         "repeat": step.repeat,
         "verification": step.verification,
     }

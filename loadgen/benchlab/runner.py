@@ -16,20 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from benchlab.contract import COUNTED_TESTS, TEST_TYPES
-from benchlab.engines import Load, Request, for_mode
+from benchlab.engines import Engine, Load, Request, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.lab import Lab
-from benchlab.measurement import ERROR_KINDS, Measurement
+from benchlab.measurement import Measurement
+from benchlab.model.codec import RAW_DIR, ResultsWriter, read_steps
+from benchlab.model.level import Axes, Level
+from benchlab.model.status import Status, StepStatus, judge
+from benchlab.model.step import Step
 from benchlab.progress import Progress
-from benchlab.results import (
-    COLUMNS,
-    RAW_DIR,
-    ResultsWriter,
-    read_rows,
-)
 from benchlab.sampling import StepSampler
 from benchlab.scenarios import PlannedStep, Scenario
-from benchlab.status import Status, StepStatus, judge
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
@@ -45,8 +42,10 @@ def now() -> str:
 def step_id(step: PlannedStep) -> str:
     """A stable name for a step: the resume key and the raw file's name."""
     level = f"c{step.concurrency}-p{step.pipeline}-q{step.queries if step.queries is not None else '-'}"
-    if step.mode == "open":
-        level += f"-rate{step.rate:g}" if step.rate else f"-frac{step.rate_fraction:g}"
+    if step.rate:
+        level += f"-rate{step.rate:g}"
+    elif step.rate_fraction:
+        level += f"-frac{step.rate_fraction:g}"
     return f"r{step.repeat}/{step.target}/{step.test}/{step.mode}/{level}"
 
 
@@ -100,16 +99,16 @@ class Runner:
             return
         if took > 1:
             self.progress.message(f"{target.name} {test}: answered only after {took:.1f} s (busy after the last step)")
-        closed = [s for s in steps if s.mode == "closed"]
-        if closed:
-            self._prime(target, closed)
+        primed = [s for s in steps if for_mode(s.mode).primes]
+        if primed:
+            self._prime(target, primed)
         for s in steps:
             self._measure(writer, target, s, verdict)
 
     def _prime(self, target: Target, closed: list[PlannedStep]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
         first = closed[0]
-        engine = for_mode("closed")
+        engine = for_mode(first.mode)
         raw = self.run_dir / RAW_DIR / _raw_name(step_id(first), "primer")
         p = self.scenario.primer
         self.progress.live(f"{target.name} {first.test}: primer {p.duration_s:g} s")
@@ -129,30 +128,23 @@ class Runner:
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
         time.sleep(self.scenario.pause_s)
         started = now()
-        rate = None
-        if step.mode == "open":
-            peak = self.peaks.get((target.name, step.test))
-            rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
-            if not rate:
-                why = StepStatus(Status.SKIPPED, "no closed-loop peak to scale the rate from")
-                self._write(writer, target, step, None, None, why, started)
-                return
-            label = f"{rate:.0f} req/s offered"
-        else:
-            label = f"c={step.concurrency}" + (f" pipeline={step.pipeline}" if step.pipeline > 1 else "")
+        engine = for_mode(step.mode)
+        load = engine.load_for(step, self.scenario.timeout_s, self.peaks.get((target.name, step.test)))
+        if isinstance(load, str):
+            self._write(writer, target, step, None, None, StepStatus(Status.SKIPPED, load), started)
+            return
+        label = engine.label(step, load)
         q = f" q={step.queries}" if step.queries is not None else ""
         self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
         sampler = StepSampler(target.url, db_processes=self.lab.db_processes)
         try:
-            load = Load(duration_s=step.duration_s, timeout_s=self.scenario.timeout_s, connections=step.concurrency,
-                        pipeline=step.pipeline, rate=rate, vus=step.concurrency, max_vus=step.max_vus or 0)  # fmt: skip
             with sampler:
-                m = for_mode(step.mode).run(_request(target, step), load, raw)
+                m = engine.run(_request(target, step), load, raw)
         except BenchlabError as exc:
             self._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
         status = judge(verdict, m)
-        if step.mode == "closed" and status.measured and not _has_errors(m):
+        if engine.sets_peak and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
         self._write(writer, target, step, m, sampler.result, status, started)
@@ -165,23 +157,17 @@ class Runner:
             lost = f"sampler lost the target ({samples.lost})"
             status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
         meta = self.target_meta.get(target.name, {})
-        row: dict[str, Any] = dict.fromkeys(COLUMNS)
-        row.update(
+        record = Step(
             run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
-            workers=meta.get("workers"), test=step.test, mode=step.mode, concurrency=step.concurrency,
-            pipeline=step.pipeline, queries=step.queries, repeat=step.repeat,
-            verification=str(status), started_at=started, finished_at=now(), step_id=step_id(step),
+            test=step.test, mode=step.mode, level=Level(step.concurrency, step.pipeline, step.queries),
+            axes=Axes(workers=meta.get("workers"), cpus=meta.get("cpus"), python=meta.get("python")),
+            repeat=step.repeat, status=status, started_at=started, finished_at=now(), step_id=step_id(step),
         )  # fmt: skip
         if m is not None:
-            row.update(m.row())
+            record = record.measured(m)
         if samples is not None:
-            row.update(
-                server_cpu_cores=samples.server_cpu_cores, server_pss_mb=samples.server_pss_mb,
-                server_rss_mb=samples.server_rss_mb,
-                db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
-                client_bound=samples.client_bound,
-            )  # fmt: skip
-        writer.write(row)
+            record = record.sampled(vars(samples), samples.client_bound)
+        writer.write(record)
         self.done.add(step_id(step))
         if m is None:
             self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {status}")
@@ -208,14 +194,20 @@ def _raw_name(sid: str, kind: str) -> str:
 
 
 def peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
-    """Closed-loop peaks already measured (a resumed run scales open-loop rates from them)."""
+    """Peaks already measured (a resumed run scales open-loop rates from them)."""
     peaks: dict[tuple[str, str], float] = {}
     if not (run_dir / "results.csv").exists():
         return peaks
-    for row in read_rows(run_dir):
-        ok = row["mode"] == "closed" and row["rps"] and StepStatus.parse(row["verification"]).measured
-        errors = sum(int(row[f"errors_{k}"] or 0) for k in ERROR_KINDS)
-        if ok and not errors:
-            key = (row["target"], row["test"])
-            peaks[key] = max(peaks.get(key, 0.0), float(row["rps"]))
+    for step in read_steps(run_dir):
+        if step.ok and not step.errors and _sets_peak(step.mode):
+            key = (step.target, step.test)
+            peaks[key] = max(peaks.get(key, 0.0), step.rps or 0.0)
     return peaks
+
+
+def _sets_peak(mode: str) -> bool:
+    try:
+        engine: Engine = for_mode(mode)
+    except (KeyError, ValueError):
+        return False
+    return engine.sets_peak

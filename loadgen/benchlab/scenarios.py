@@ -22,6 +22,7 @@ import yaml
 
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
+from benchlab.model.modes import LoadMode
 from benchlab.targets import GROUPS, Target, selection_error
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
@@ -39,7 +40,7 @@ class PlannedStep:
 
     target: str
     test: str
-    mode: str
+    mode: LoadMode
     concurrency: int
     pipeline: int
     queries: int | None
@@ -125,7 +126,7 @@ class Scenario:
 
     def _closed(self, target: str, test: str, levels: TestLevels, repeat: int) -> list[PlannedStep]:
         return [
-            PlannedStep(target, test, "closed", c, levels.pipeline, q, repeat, float(self.duration_s))
+            PlannedStep(target, test, LoadMode.CLOSED, c, levels.pipeline, q, repeat, float(self.duration_s))
             for q in levels.queries or (None,)
             for c in levels.concurrency
         ]
@@ -137,7 +138,7 @@ class Scenario:
         queries = ol.queries if ol.queries is not None else (levels.queries[0] if levels.queries else None)
         if TEST_TYPES[test].param is None:
             queries = None
-        common = {"target": target, "test": test, "mode": "open", "concurrency": ol.vus, "pipeline": 1,
+        common = {"target": target, "test": test, "mode": LoadMode.OPEN, "concurrency": ol.vus, "pipeline": 1,
                   "queries": queries, "repeat": repeat, "duration_s": ol.duration_s, "max_vus": ol.max_vus}  # fmt: skip
         by_rate = [PlannedStep(**common, rate=r) for r in ol.rates]
         return by_rate + [PlannedStep(**common, rate_fraction=f) for f in ol.fractions]

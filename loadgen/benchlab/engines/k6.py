@@ -30,11 +30,15 @@ import sysconfig
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
+from benchlab.model.modes import LoadMode
+
+if TYPE_CHECKING:
+    from benchlab.scenarios import PlannedStep
 
 SCRIPT = SCRIPTS / "open_loop.js"
 # k6's trend stats by our latency key (open_loop.js asks k6 for exactly these).
@@ -203,7 +207,18 @@ class K6(Engine):
     """Open loop: ``load.rate`` req/s whatever the server's pace, ``load.vus`` to ``load.max_vus`` users."""
 
     name: ClassVar[str] = "k6"
-    mode: ClassVar[str] = "open"
+    mode: ClassVar[LoadMode] = LoadMode.OPEN
+
+    def load_for(self, step: PlannedStep, timeout_s: float, peak_rps: float | None) -> Load | str:
+        """A fixed rate, or a fraction of the closed-loop peak measured just before."""
+        rate = step.rate or (step.rate_fraction * peak_rps if peak_rps and step.rate_fraction else None)
+        if not rate:
+            return "no closed-loop peak to scale the rate from"
+        return Load(duration_s=step.duration_s, timeout_s=timeout_s, rate=rate, vus=step.concurrency,
+                    max_vus=step.max_vus or 0)  # fmt: skip
+
+    def label(self, step: PlannedStep, load: Load) -> str:
+        return f"{load.rate:.0f} req/s offered"
 
     def run(self, request: Request, load: Load, raw_path: Path | None = None) -> Measurement:
         if not load.rate:

@@ -1,0 +1,98 @@
+"""Where a step sits: its load ``Level`` and the lab ``Axes`` it ran on, both as named fields.
+
+A level is how hard the load pushed (connections, pipelining, queries, offered rate); the axes
+are what the lab held still before a scenario could sweep them (worker processes and the CPUs
+they were pinned to, the interpreter). Every field is a ``results.csv`` column of the same name.
+A new axis is one field of ``Axes`` (with ``axis()`` metadata) and one analysis step: labels,
+grouping, the CSV codec and ``compare`` read the fields from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+LEVEL_DIMENSIONS = ("concurrency", "pipeline", "queries", "offered_rps")
+
+
+@dataclass(frozen=True)
+class Level:
+    """The load a step was measured at; None where the step's test or mode has no such knob."""
+
+    concurrency: int | None = None
+    pipeline: int | None = None
+    queries: int | None = None
+    offered_rps: float | None = None
+
+    def value(self, dimension: str) -> float | None:
+        """One of ``LEVEL_DIMENSIONS`` by name (a chart's x axis is chosen by name)."""
+        if dimension not in LEVEL_DIMENSIONS:
+            raise KeyError(dimension)
+        return getattr(self, dimension)
+
+    def without_rate(self) -> Level:
+        """The level with no offered rate: open-loop steps of one sweep share it."""
+        return Level(self.concurrency, self.pipeline, self.queries, None)
+
+    def with_rate(self, offered_rps: float | None) -> Level:
+        return Level(self.concurrency, self.pipeline, self.queries, offered_rps)
+
+    @property
+    def label(self) -> str:
+        """``c=512 q=20``, ``c=256 p=16``, ``1000 rps offered``: how a level reads in tables."""
+        parts = []
+        if self.offered_rps is not None:
+            parts.append(f"{self.offered_rps:g} rps offered")
+        if self.concurrency is not None:
+            parts.append(f"c={self.concurrency}")
+        if self.pipeline is not None and self.pipeline > 1:
+            parts.append(f"p={self.pipeline}")
+        if self.queries is not None:
+            parts.append(f"q={self.queries}")
+        return " ".join(parts) or "-"
+
+    @property
+    def sort_key(self) -> tuple[float, ...]:
+        return tuple(-1 if v is None else v for v in (self.concurrency, self.pipeline, self.queries, self.offered_rps))
+
+
+def axis(short: str, title: str) -> dict[str, Any]:
+    """Marks an ``Axes`` field as a dimension a scenario can sweep (``short`` labels points:
+    ``w=2``; ``title`` names it in the report)."""
+    return {"axis": (short, title)}
+
+
+@dataclass(frozen=True)
+class Axes:
+    """The lab setup a step ran on. ``cpus`` is recorded, not swept: it follows ``workers``."""
+
+    workers: int | None = field(default=None, metadata=axis("w", "workers"))
+    cpus: str | None = None  # the targets' cpuset its workers were pinned to ("0-1")
+    python: str | None = field(default=None, metadata=axis("py", "Python"))
+
+    def value(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def label(self, names: tuple[str, ...]) -> str:
+        """``w=2 py=3.13.1`` for the named axes (those that vary in a run)."""
+        return " ".join(f"{AXIS_SHORT[n]}={v}" for n in names if (v := getattr(self, n)) is not None)
+
+    @property
+    def sort_key(self) -> tuple[Any, ...]:
+        return tuple(_sortable(getattr(self, n)) for n in AXIS_NAMES)
+
+
+def _sortable(value: Any) -> tuple[Any, ...]:
+    """None first, numbers by value, versions (``3.9.1`` < ``3.13.0``) part by part."""
+    if value is None:
+        return (0,)
+    if isinstance(value, int | float):
+        return (1, value)
+    parts = str(value).replace("t", ".0").split(".")
+    return (2, *(int(p) if p.isdigit() else -1 for p in parts), str(value))
+
+
+AXIS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Axes))  # every Axes column
+AXIS_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Axes) if "axis" in f.metadata)  # the sweepable ones
+AXIS_SHORT: dict[str, str] = {f.name: f.metadata["axis"][0] for f in fields(Axes) if "axis" in f.metadata}
+AXIS_TITLE: dict[str, str] = {f.name: f.metadata["axis"][1] for f in fields(Axes) if "axis" in f.metadata}

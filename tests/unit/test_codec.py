@@ -1,0 +1,51 @@
+"""results.csv read and written through the one codec, from a run recorded before the format
+stamp (tests/fixtures/smoke-v1: a real smoke run of the three core targets). No lab starts."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from benchlab.model.codec import COLUMNS, CSV_NAME, FORMAT_VERSION, ResultsWriter, decode, encode, read_rows, read_steps
+from benchlab.model.level import Axes, Level
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import Status, StepStatus
+from benchlab.model.step import Step
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+OLD = FIXTURES / "smoke-v1"
+
+
+def test_a_run_without_the_stamp_reads_as_format_1() -> None:
+    steps = read_steps(OLD)
+    assert len(steps) == 21 and all(s.ok for s in steps)
+    first = steps[0]
+    assert first.mode is LoadMode.CLOSED and first.level == Level(concurrency=32, pipeline=1)
+    assert first.axes == Axes(workers=2)  # the workers column was there; cpus and python were not
+    assert {s.test for s in steps} == {"json", "plaintext", "db", "queries", "fortunes", "updates", "cached-queries"}
+
+
+def test_every_old_row_survives_a_round_trip_cell_for_cell() -> None:
+    rows = read_rows(OLD)
+    for n, row in enumerate(rows, start=2):
+        again = encode(decode(row, n))
+        assert {c: again[c] for c in COLUMNS if row[c]} == {c: row[c] for c in COLUMNS if row[c]}
+        assert again["format"] == str(FORMAT_VERSION)
+
+
+def test_the_writer_stamps_each_row_and_upgrades_an_old_file(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(OLD, run)
+    new = Step(target="fastapi-uvicorn", test="json", mode=LoadMode.OPEN, level=Level(64, 1, None, 500.0),
+               repeat=2, status=StepStatus(Status.SKIPPED, "no peak"), axes=Axes(workers=1, cpus="0", python="3.11.7"))
+    with ResultsWriter(run) as writer:
+        writer.write(new)
+    with (run / CSV_NAME).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        rows = list(reader)
+    assert [r["format"] for r in rows] == ["1"] * 21 + [str(FORMAT_VERSION)]
+    back = read_steps(run)
+    assert back[:21] == read_steps(OLD)
+    assert back[-1] == new
