@@ -112,7 +112,7 @@ class Side:
 
 
 @dataclass
-class Run:
+class Measured:
     """One wrk run on one side, and the CPU seconds its server tree spent during it."""
 
     measurement: Measurement
@@ -130,7 +130,7 @@ class Run:
 @dataclass
 class Row:
     test: str
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {"ours": [], "theirs": []})
+    runs: dict[str, list[Measured]] = field(default_factory=lambda: {"ours": [], "theirs": []})
     skipped: str = ""
 
     def median(self, side: str) -> float:
@@ -512,7 +512,7 @@ def not_stored(dsn: str, rows: list[dict[str, int]]) -> int:
     return sum(stored.get(row["id"]) != row["randomNumber"] for row in rows)
 
 
-def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Run:
+def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Measured:
     """One wrk run, then a pause until the side has drained what wrk left queued (a server keeps
     working on requests whose connections wrk closed): the other side's next run gets the CPUs.
     The CPU counted includes that drain, work the run caused."""
@@ -523,7 +523,7 @@ def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, d
     time.sleep(PAUSE_S)
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, headers=spec.headers(), timeout=SETTLE_TIMEOUT_S)  # answered once the queue ahead is done
-    return Run(m, tree_cpu_seconds(side.pid) - cpu_before)
+    return Measured(m, tree_cpu_seconds(side.pid) - cpu_before)
 
 
 def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, dsn: str) -> list[Row]:

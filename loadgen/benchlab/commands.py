@@ -156,7 +156,7 @@ def verify_command(args: argparse.Namespace) -> int:
     with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
         checks = verify_targets(targets, tests, lab.dsn)
     print(format_checks(checks))
-    return 1 if any(c.status == "fail" for c in checks) else 0
+    return 1 if any(c.status is Status.FAIL for c in checks) else 0
 
 
 def calibrate_command(args: argparse.Namespace) -> int:

@@ -184,9 +184,9 @@ def _has_errors(m: Measurement) -> bool:
 
 
 def _verdict(check: ContractCheck | None) -> StepStatus:
-    if check is None or check.status == "pass":
+    if check is None or check.status is Status.PASS:
         return StepStatus(Status.PASS)
-    return StepStatus(Status(check.status), "; ".join(check.reasons))
+    return StepStatus(check.status, "; ".join(check.reasons))
 
 
 def _raw_name(sid: str, kind: str) -> str:
