@@ -27,6 +27,7 @@ import pytest
 from conftest import NATIVE_RUN_PORTS
 from helpers import assert_healthy_rows, read_csv, rows_in, run_benchlab
 
+from benchlab.config.scenario import load_scenario
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab
 from benchlab.model.codec import ResultsWriter, read_rows
@@ -37,7 +38,6 @@ from benchlab.model.step import Step
 from benchlab.postgres import OWNER_FILE
 from benchlab.rundir import write_run_json
 from benchlab.runner import step_id
-from benchlab.scenarios import load_scenario
 from benchlab.targets import load_targets
 
 TARGET = "fastapi-uvicorn"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from benchlab.config.scenario import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.contract import TESTS
 from benchlab.errors import BenchlabError
-from benchlab.scenarios import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.targets import load_targets
 
 TARGETS = load_targets(env={})

@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchlab.config.scenario import PlannedStep, load_scenario
 from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus
 from benchlab.engines import BY_MODE, for_mode
@@ -23,7 +24,6 @@ from benchlab.progress import Progress
 from benchlab.rundir import SCENARIO_COPY, check_out_dir, new_run_dir, read_run_json, write_run_json
 from benchlab.runner import Runner, now, peaks_from, step_id
 from benchlab.sampling import owner_alive, process_identity
-from benchlab.scenarios import PlannedStep, load_scenario
 from benchlab.targets import parse_overrides, split_names
 from benchlab.verification import format_checks, verify_targets
 

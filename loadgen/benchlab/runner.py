@@ -15,6 +15,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from benchlab.config.scenario import PlannedStep, Scenario
 from benchlab.contract import COUNTED_TESTS, TEST_TYPES
 from benchlab.engines import Engine, Load, Request, for_mode
 from benchlab.errors import BenchlabError
@@ -26,7 +27,6 @@ from benchlab.model.status import Status, StepStatus, judge
 from benchlab.model.step import Step
 from benchlab.progress import Progress
 from benchlab.sampling import StepSampler
-from benchlab.scenarios import PlannedStep, Scenario
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 

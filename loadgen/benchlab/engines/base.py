@@ -21,7 +21,7 @@ from benchlab.measurement import Measurement
 from benchlab.model.modes import LoadMode
 
 if TYPE_CHECKING:
-    from benchlab.scenarios import PlannedStep
+    from benchlab.config.scenario import PlannedStep
 
 DEFAULT_TIMEOUT_S = 8.0  # TechEmpower's wrk --timeout 8
 SCRIPTS = Path(__file__).with_name("scripts")

@@ -38,7 +38,7 @@ from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, er
 from benchlab.model.modes import LoadMode
 
 if TYPE_CHECKING:
-    from benchlab.scenarios import PlannedStep
+    from benchlab.config.scenario import PlannedStep
 
 SCRIPT = SCRIPTS / "open_loop.js"
 # k6's trend stats by our latency key (open_loop.js asks k6 for exactly these).

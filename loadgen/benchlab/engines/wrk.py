@@ -32,7 +32,7 @@ from benchlab.metadata import tool_version
 from benchlab.model.modes import LoadMode
 
 if TYPE_CHECKING:
-    from benchlab.scenarios import PlannedStep
+    from benchlab.config.scenario import PlannedStep
 
 REPORT_LUA = SCRIPTS / "report.lua"
 PIPELINE_LUA = SCRIPTS / "pipeline.lua"
