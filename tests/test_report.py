@@ -24,9 +24,10 @@ from derived_runs import copy_run, edit_run_json, rewrite_rows, successful, with
 from helpers import run_benchlab
 from matplotlib import image
 
+from benchlab.analysis.analyse import SUMMARY_COLUMNS
 from benchlab.errors import BenchlabError
 from benchlab.model.codec import COLUMNS, CSV_NAME, read_rows
-from benchlab.report import CHARTS_DIR, SUMMARY_COLUMNS, SUMMARY_CSV, build_report
+from benchlab.report.build import CHARTS_DIR, SUMMARY_CSV, build_report
 from benchlab.rundir import RUN_JSON
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchlab.analysis.run import Point, Run, target_order
+from benchlab.analysis.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
 from benchlab.contract import TESTS
 from benchlab.measurement import LATENCY_COLUMNS
 from benchlab.model.level import LEVEL_DIMENSIONS, Level
 from benchlab.model.modes import LoadMode
-from benchlab.rundata import Point, Run, target_order
-from benchlab.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
 from benchlab.validate import Checker
 from benchlab.yamlfile import load_yaml
 

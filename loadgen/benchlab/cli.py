@@ -32,18 +32,34 @@ def _targets_args(p: argparse.ArgumentParser) -> None:
 
 def _native_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native", action="store_true", help="start Postgres and the targets here, without Docker")
-    p.add_argument("--workers", type=_positive_int, help="worker processes per target (default: its CPUs)")
+    p.add_argument(
+        "--workers", type=_workers, metavar="N[,N...]",
+        help="worker processes per target, each value pinned to as many of the targets' CPUs; "
+        "`run` sweeps a list, e.g. 1,2 (default: the scenario's, else one per CPU)",
+    )  # fmt: skip
 
 
-def _positive_int(raw: str) -> int:
-    """``--workers 0`` is refused rather than read as "auto"."""
+def _workers(raw: str) -> tuple[int, ...]:
+    """``--workers 0`` is refused rather than read as "auto"; so is a value given twice."""
     try:
-        value = int(raw)
+        values = tuple(int(v) for v in raw.split(","))
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
-    return value
+        values = (0,)
+    if min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers of at least 1, comma-separated, got {raw!r}")
+    return values
+
+
+def one_workers_value(args: argparse.Namespace) -> int | None:
+    """``up`` and ``verify`` start the targets once: one ``--workers`` value, checked against the CPUs."""
+    if not args.workers:
+        return None
+    if len(args.workers) > 1:
+        raise BenchlabError(f"`benchlab {args.command}` takes one --workers value; `benchlab run` sweeps a list")
+    from benchlab.cpus import RoleCpus, check_workers
+
+    check_workers(args.workers, RoleCpus.from_env())
+    return args.workers[0]
 
 
 def _claims_arg(p: argparse.ArgumentParser) -> None:
@@ -124,7 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from benchlab.cpus import RoleCpus
     from benchlab.harness import NativeLab
 
-    with NativeLab(_selected(args), cpus=RoleCpus.from_env(), workers=args.workers) as lab:
+    with NativeLab(_selected(args), cpus=RoleCpus.from_env(), workers=one_workers_value(args)) as lab:
         for t in lab.targets:
             print(f"{t.name} {t.url}", flush=True)
         print(lab.dsn, flush=True)
@@ -153,7 +169,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchlab.report import build_report
+    from benchlab.report.build import build_report
 
     print(build_report(args.run_dir, claims_path=args.claims))
     return 0

@@ -9,9 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchlab.cli import one_workers_value
 from benchlab.config.scenario import PlannedStep, load_scenario
 from benchlab.contract import TESTS
-from benchlab.cpus import RoleCpus
+from benchlab.cpus import RoleCpus, check_workers
 from benchlab.engines import BY_MODE, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.lab import choose_targets, open_lab
@@ -63,9 +64,15 @@ def run_command(args: argparse.Namespace) -> int:
         tests = meta.get("tests_selected") or []
     else:
         scenario = load_scenario(args.scenario)
+        if args.workers:
+            scenario = scenario.model_copy(update={"workers": args.workers})
         names = split_names(args.targets) or scenario.target_names()
         tests = split_names(args.tests, "--tests")
         meta = {}
+    if scenario.workers:
+        if not args.native:
+            raise BenchlabError("a workers sweep restarts the targets, which only a native lab can: add --native")
+        check_workers(scenario.workers, cpus)
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps)
@@ -81,7 +88,7 @@ def run_command(args: argparse.Namespace) -> int:
         write_run_json(run_dir, meta)
     status, finished = "interrupted", False
     try:
-        with open_lab(args, targets, cpus) as lab:
+        with open_lab(args, targets, cpus, workers=steps[0].workers) as lab:
             if cpus.loadgen:
                 os.sched_setaffinity(0, cpus.loadgen)
             target_meta = {t.name: target_info(t) for t in targets}
@@ -139,7 +146,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
     """The run ends with its report; a report that cannot be made does not fail the run."""
-    from benchlab.report import build_report
+    from benchlab.report.build import build_report
 
     try:
         progress.message(f"report: {build_report(run_dir, claims_path=claims)}")
@@ -153,7 +160,8 @@ def verify_command(args: argparse.Namespace) -> int:
     unknown = [t for t in tests or [] if t not in TESTS]
     if unknown:  # before any wait for the targets or start of the lab
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
-    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
+    workers = one_workers_value(args) if args.native else None
+    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30", workers=workers) as lab:
         checks = verify_targets(targets, tests, lab.dsn)
     print(format_checks(checks))
     return 1 if any(c.status is Status.FAIL for c in checks) else 0

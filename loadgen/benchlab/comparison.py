@@ -23,11 +23,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from benchlab.analysis.run import Point, Run, load_run
+from benchlab.analysis.stats import ALPHA, RatioEstimate, bh_adjust, welch_log_ratio
 from benchlab.errors import BenchlabError
 from benchlab.model.level import AXIS_NAMES, AXIS_SHORT, Level
 from benchlab.model.modes import LoadMode
-from benchlab.rundata import Point, Run, load_run
-from benchlab.stats import ALPHA, RatioEstimate, bh_adjust, welch_log_ratio
 
 COMPARE_CSV = "compare.csv"  # in RUN_B unless --csv says otherwise
 

@@ -95,5 +95,20 @@ class RoleCpus:
             values[role] = parse_cpuset(env[key], key) if env.get(key) else None
         return cls(**values)
 
+    def targets_set(self) -> set[int]:
+        """The CPUs the targets may use (all of ours when not pinned)."""
+        return self.targets or available()
+
     def describe(self) -> dict[str, str]:
         return {r: format_cpuset(getattr(self, r) or available()) for r in ROLES}
+
+
+def check_workers(workers: tuple[int, ...], cpus: RoleCpus) -> None:
+    """A workers value pins N workers to N of the targets' CPUs: more than the set has is refused."""
+    have = cpus.targets_set()
+    if workers and max(workers) > len(have):
+        n = max(workers)
+        raise BenchlabError(
+            f"workers {n} needs {n} of the targets' CPUs but they have {len(have)} ({format_cpuset(have)}): "
+            "lower the workers or give the targets more CPUs (BENCHLAB_CPUS_TARGETS)"
+        )

@@ -153,7 +153,7 @@ class NativeLab:
         )
         if self.workers:
             env["BENCHLAB_WORKERS"] = str(self.workers)
-        cpus = self.cpus.targets
+        cpus = self.target_cpus()
         arm = death_signal(signal.SIGTERM)  # its supervisor then stops the workers
 
         def child_setup() -> None:
@@ -173,6 +173,25 @@ class NativeLab:
             )  # fmt: skip
         return RunningTarget(target, proc, log_path)
 
+    def target_cpus(self) -> set[int] | None:
+        """What a target may run on: with ``workers`` set, that many of the targets' CPUs (the
+        lowest), so N workers get N cores; else the targets' whole set (None: not pinned)."""
+        if not self.workers:
+            return self.cpus.targets
+        return set(sorted(self.cpus.targets_set())[: self.workers])
+
+    def restart_targets(self, workers: int | None) -> None:
+        """Every target again with ``workers`` workers (one value of a workers sweep); Postgres stays."""
+        self._stop_targets()
+        self.workers = workers
+        pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
+        for t in self.targets:
+            check_port_free(t.port, t.name)
+            with _signals_deferred():
+                self.running[t.name] = self._spawn(t, pythons[t.service])
+        for t in self.targets:
+            self._wait_ready(self.running[t.name])
+
     def _target_kit(self) -> Path:
         return target_kit_dir(self.log_dir)
 
@@ -191,6 +210,13 @@ class NativeLab:
 
     def stop(self) -> None:
         """SIGTERM to each server's process group, SIGKILL after a grace period; drop the data."""
+        self._stop_targets()
+        if self.postgres:
+            self.postgres.stop()
+            self.postgres = None
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def _stop_targets(self) -> None:
         for rt in self.running.values():
             _signal_group(rt.process, signal.SIGTERM)
         deadline = time.monotonic() + 15
@@ -202,10 +228,6 @@ class NativeLab:
                 rt.process.wait()
             _signal_group(rt.process, signal.SIGKILL)  # any straggler left in the group
         self.running.clear()
-        if self.postgres:
-            self.postgres.stop()
-            self.postgres = None
-        shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def __enter__(self) -> NativeLab:
         try:

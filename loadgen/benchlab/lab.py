@@ -42,19 +42,34 @@ class Lab:
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
+    workers: int | None = None  # what the targets run with now (None: each its default)
+    restart: Callable[[int | None], None] | None = None  # the targets again with N workers (native only)
+
+    def set_workers(self, workers: int | None) -> bool:
+        """Restarts the targets with ``workers`` unless they run so already; True when it did."""
+        if workers == self.workers:
+            return False
+        if self.restart is None:
+            raise BenchlabError("a workers sweep restarts the targets, which only a native lab can: add --native")
+        self.restart(workers)
+        self.workers = workers
+        return True
 
 
 @contextmanager
 def open_lab(
-    args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120"
+    args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120",
+    workers: int | None = None,
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``) or waits, bounded, for targets running elsewhere."""
+    """Starts the lab (``--native``, its targets with ``workers`` workers) or waits, bounded, for
+    targets running elsewhere."""
     if args.native:
         from benchlab.harness import NativeLab
 
-        with NativeLab(targets, cpus=cpus, workers=args.workers) as native:
+        with NativeLab(targets, cpus=cpus, workers=workers) as native:
             assert native.postgres is not None
-            yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}))
+            yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
+                      workers, native.restart_targets)  # fmt: skip
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None

@@ -21,6 +21,7 @@ from benchlab.engines import Engine, Load, Request, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.lab import Lab
 from benchlab.measurement import Measurement
+from benchlab.metadata import target_info
 from benchlab.model.codec import RAW_DIR, ResultsWriter, read_steps
 from benchlab.model.level import Axes, Level
 from benchlab.model.status import Status, StepStatus, judge
@@ -41,12 +42,13 @@ def now() -> str:
 
 def step_id(step: PlannedStep) -> str:
     """A stable name for a step: the resume key and the raw file's name."""
+    where = f"{step.target}" if step.workers is None else f"{step.target}/w{step.workers}"
     level = f"c{step.concurrency}-p{step.pipeline}-q{step.queries if step.queries is not None else '-'}"
     if step.rate:
         level += f"-rate{step.rate:g}"
     elif step.rate_fraction:
         level += f"-frac{step.rate_fraction:g}"
-    return f"r{step.repeat}/{step.target}/{step.test}/{step.mode}/{level}"
+    return f"r{step.repeat}/{where}/{step.test}/{step.mode}/{level}"
 
 
 @dataclass
@@ -76,12 +78,22 @@ class Runner:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
         self.progress.message(format_checks(list(checks.values())))
         with ResultsWriter(self.run_dir) as writer:
-            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.target, s.test))
-            for (_, target_name, test), group in blocks:
+            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.workers, s.target, s.test))
+            for (_, workers, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
                 if pending:
+                    self._set_workers(workers)
                     check = checks.get((target_name, test))
                     self._run_group(writer, by_name[target_name], test, pending, check)
+
+    def _set_workers(self, workers: int | None) -> None:
+        """One value of a workers sweep: the targets restarted with it, and what they now report
+        (workers, CPUs) is what the next rows record."""
+        if workers == self.lab.workers:
+            return
+        self.progress.message(f"restarting the targets with {workers} worker(s) each")
+        self.lab.set_workers(workers)
+        self.target_meta.update({t.name: target_info(t) for t in self.lab.targets})
 
     def _run_group(
         self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None

@@ -9,9 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from benchlab.findings import leads
-from benchlab.report import SUMMARY_COLUMNS, summary_rows
-from benchlab.rundata import load_run
+from benchlab.analysis.analyse import analyse
+from benchlab.analysis.run import load_run
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 OLD = FIXTURES / "smoke-v1"
@@ -25,12 +24,15 @@ def test_an_old_run_gives_the_summary_it_gave_then() -> None:
     run = load_run(OLD)
     with (OLD / "summary.csv").open(newline="") as fh:
         recorded = list(csv.DictReader(fh))
-    now = [{c: _text(row[c]) for c in SUMMARY_COLUMNS} for row in summary_rows(run)]
-    assert now == [{c: r.get(c, "") for c in SUMMARY_COLUMNS} for r in recorded]
+    then = list(recorded[0])
+    now = [{c: _text(row[c]) for c in then} for row in analyse(run).summary]
+    assert now == recorded
 
 
 def test_an_old_run_has_no_swept_axes_and_one_lead_per_test() -> None:
     run = load_run(OLD)
     assert run.varying_axes == ()
-    assert [lead.test for lead in leads(run)] == run.tests
+    analysis = analyse(run)
+    assert [lead.test for lead in analysis.leads] == run.tests
+    assert analysis.scaling == [] and all(f.kind != "workers" for f in analysis.factors)
     assert all(p.label_in(run) == p.level.label for p in run.points)

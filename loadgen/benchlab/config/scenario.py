@@ -155,7 +155,7 @@ class OpenLoop(Strict):
     vus: PosInt = 64
     max_vus: PosInt | None = None  # None: 4 x vus
     queries: Annotated[int, BeforeValidator(_one_query_count)] | None = None
-    p99_ms: PosNumber = DEFAULT_P99_MS  # the latency bound of the sustainable rate (benchlab.capacity)
+    p99_ms: PosNumber = DEFAULT_P99_MS  # the latency bound of the sustainable rate (benchlab.analysis.capacity)
 
     @model_validator(mode="after")
     def _consistent(self) -> OpenLoop:

@@ -56,17 +56,18 @@ class Level:
         return tuple(-1 if v is None else v for v in (self.concurrency, self.pipeline, self.queries, self.offered_rps))
 
 
-def axis(short: str, title: str) -> dict[str, Any]:
+def axis(short: str, title: str, per_unit: bool = False) -> dict[str, Any]:
     """Marks an ``Axes`` field as a dimension a scenario can sweep (``short`` labels points:
-    ``w=2``; ``title`` names it in the report)."""
-    return {"axis": (short, title)}
+    ``w=2``; ``title`` names it in the report). ``per_unit``: its value counts a resource that
+    ideal scaling multiplies throughput by (workers), so the report gives scaling efficiency."""
+    return {"axis": (short, title, per_unit)}
 
 
 @dataclass(frozen=True)
 class Axes:
     """The lab setup a step ran on. ``cpus`` is recorded, not swept: it follows ``workers``."""
 
-    workers: int | None = field(default=None, metadata=axis("w", "workers"))
+    workers: int | None = field(default=None, metadata=axis("w", "workers", per_unit=True))
     cpus: str | None = None  # the targets' cpuset its workers were pinned to ("0-1")
     python: str | None = field(default=None, metadata=axis("py", "Python"))
 
@@ -96,3 +97,4 @@ AXIS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Axes))  # every Axes
 AXIS_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Axes) if "axis" in f.metadata)  # the sweepable ones
 AXIS_SHORT: dict[str, str] = {f.name: f.metadata["axis"][0] for f in fields(Axes) if "axis" in f.metadata}
 AXIS_TITLE: dict[str, str] = {f.name: f.metadata["axis"][1] for f in fields(Axes) if "axis" in f.metadata}
+PER_UNIT: frozenset[str] = frozenset(f.name for f in fields(Axes) if "axis" in f.metadata and f.metadata["axis"][2])

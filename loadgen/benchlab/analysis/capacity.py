@@ -14,10 +14,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from benchlab.analysis.run import Run, lookup
 from benchlab.config.scenario import DEFAULT_P99_MS
 from benchlab.model.modes import LoadMode
 from benchlab.model.step import Step
-from benchlab.rundata import Run, lookup
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import measurement
+from benchlab.analysis.stats import Spread, pooled_spread
 from benchlab.contract import TEST_TYPES, TESTS
 from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
@@ -24,7 +25,6 @@ from benchlab.model.modes import MODE_ORDER, LoadMode
 from benchlab.model.status import Status
 from benchlab.model.step import Step
 from benchlab.rundir import read_run_json
-from benchlab.stats import Spread, pooled_spread
 from benchlab.targets import registry_names
 
 # Latency columns in percentile order, with the percentile each stands for.

@@ -16,10 +16,20 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from benchlab.capacity import p99_bound_ms
-from benchlab.findings import Factor, decomposition
+from benchlab.analysis.analyse import Analysis
+from benchlab.analysis.capacity import p99_bound_ms
+from benchlab.analysis.findings import Factor
+from benchlab.analysis.run import (
+    PERCENTILES,
+    Point,
+    Run,
+    cpu_list,
+    lookup,
+    x_dimension,
+)  # fmt: skip
 from benchlab.model.modes import LoadMode
-from benchlab.plotting import (
+from benchlab.report.axes import axis_chart
+from benchlab.report.plotting import (
     FLAG_COLOUR,
     MARKERS,
     PALETTE,
@@ -35,14 +45,6 @@ from benchlab.plotting import (
     ring,
     save,
 )
-from benchlab.rundata import (
-    PERCENTILES,
-    Point,
-    Run,
-    cpu_list,
-    lookup,
-    x_dimension,
-)  # fmt: skip
 
 RATIO_TICKS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 AXIS_LABELS = {
@@ -50,18 +52,20 @@ AXIS_LABELS = {
     "queries": "queries per request",
     "offered_rps": "offered rate (requests/s)",
 }
-def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
+def render_charts(analysis: Analysis, out_dir: Path) -> dict[str, list[Chart]]:
     """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
+    run = analysis.run
     footer = context_line(run.meta)
     sections: dict[str, list[Chart]] = {}
     with matplotlib.rc_context(RC):
         for test in run.tests:
-            drawn = (_peak(run, test), _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
+            along = [axis_chart(analysis.scaling_for(test), axis) for axis in run.varying_axes]
+            drawn = (_peak(run, test), *along, _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
             sections[test] = [save(c, footer, out_dir) for c in drawn if c is not None]
         resources = _resources(run)
         if resources is not None:
             sections["resources"] = [save(resources, footer, out_dir)]
-        factors = _decomposition(decomposition(run), run.tests)
+        factors = _decomposition(analysis.factors, run.tests)
         if factors is not None:
             sections["decomposition"] = [save(factors, footer, out_dir)]
     return sections

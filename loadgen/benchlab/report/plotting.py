@@ -18,7 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from benchlab.rundata import cpusets, lookup, show, target_order
+from benchlab.analysis.run import cpusets, lookup, show, target_order
 
 WARN = "⚠"
 FLAG_COLOUR = "#d62728"
