@@ -39,6 +39,11 @@ def _native_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _versions(raw: str) -> list[str]:
+    """``3.11,3.13,3.14t``: checked with the scenario's own rule (``config.scenario``)."""
+    return [v.strip() for v in raw.split(",") if v.strip()]
+
+
 def _workers(raw: str) -> tuple[int, ...]:
     """``--workers 0`` is refused rather than read as "auto"; so is a value given twice."""
     try:
@@ -94,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
     p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
+    p.add_argument(
+        "--python", type=_versions, metavar="V[,V...]",
+        help="run the targets on each of these Pythons, e.g. 3.11,3.13,3.14t (native: python3.13 on PATH or "
+        "BENCHLAB_PYTHON_3_13=/path; default: the scenario's, else benchlab's own)",
+    )  # fmt: skip
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     _claims_arg(p)
     p.set_defaults(func=cmd_run)

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from benchlab.cli import one_workers_value
-from benchlab.config.scenario import PlannedStep, load_scenario
+from benchlab.config.scenario import PlannedStep, Scenario, load_scenario, with_sweeps
 from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus, check_workers
 from benchlab.engines import BY_MODE, for_mode
 from benchlab.errors import BenchlabError
+from benchlab.interpreters import find_interpreter
 from benchlab.lab import choose_targets, open_lab
 from benchlab.measurement import ensure_open_files
 from benchlab.metadata import run_metadata, target_info
 from benchlab.model.codec import CSV_NAME, iter_done_steps, read_steps
+from benchlab.model.level import AXIS_NAMES
 from benchlab.model.modes import LoadMode
 from benchlab.model.status import MEASURED, Status
 from benchlab.progress import Progress
@@ -36,6 +38,18 @@ def check_limits(steps: list[PlannedStep]) -> dict[str, Any]:
     engines = {BY_MODE[m].name: BY_MODE[m]().provenance() for m in BY_MODE if m in modes}
     ensure_open_files(max((for_mode(s.mode).connections(s) for s in steps), default=0))
     return engines
+
+
+def check_setups(scenario: Scenario, cpus: RoleCpus, native: bool) -> None:
+    """Swept axes the lab can give, before anything starts: a native lab (it restarts the
+    targets), the CPUs the workers need, every Python installed (refused with how to get it)."""
+    swept = [a for a in AXIS_NAMES if getattr(scenario, a)]
+    if swept and not native:
+        raise BenchlabError(f"sweeping {', '.join(swept)} restarts the targets, which only a native lab can: "
+                            "add --native")  # fmt: skip
+    check_workers(scenario.workers or (), cpus)
+    for version in scenario.python or ():
+        find_interpreter(version)
 
 
 def _select_tests(steps: list[PlannedStep], wanted: list[str]) -> list[PlannedStep]:
@@ -64,15 +78,11 @@ def run_command(args: argparse.Namespace) -> int:
         tests = meta.get("tests_selected") or []
     else:
         scenario = load_scenario(args.scenario)
-        if args.workers:
-            scenario = scenario.model_copy(update={"workers": args.workers})
+        scenario = with_sweeps(scenario, workers=args.workers, python=args.python)
         names = split_names(args.targets) or scenario.target_names()
         tests = split_names(args.tests, "--tests")
         meta = {}
-    if scenario.workers:
-        if not args.native:
-            raise BenchlabError("a workers sweep restarts the targets, which only a native lab can: add --native")
-        check_workers(scenario.workers, cpus)
+    check_setups(scenario, cpus, args.native)
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps)
@@ -88,7 +98,7 @@ def run_command(args: argparse.Namespace) -> int:
         write_run_json(run_dir, meta)
     status, finished = "interrupted", False
     try:
-        with open_lab(args, targets, cpus, workers=steps[0].workers) as lab:
+        with open_lab(args, targets, cpus, setup=steps[0].setup) as lab:
             if cpus.loadgen:
                 os.sched_setaffinity(0, cpus.loadgen)
             target_meta = {t.name: target_info(t) for t in targets}

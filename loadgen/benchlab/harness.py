@@ -29,6 +29,8 @@ import psutil
 
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
+from benchlab.interpreters import find_interpreter
+from benchlab.model.level import Axes
 from benchlab.ports import check_port_free
 from benchlab.postgres import (
     OWNER_ENV,
@@ -97,6 +99,7 @@ class NativeLab:
         *,
         cpus: RoleCpus | None = None,
         workers: int | None = None,
+        setup: Axes | None = None,
         db_port: int | None = None,
         ready_timeout_s: float = 90,
         log: Callable[[str], None] = _stderr,
@@ -104,7 +107,7 @@ class NativeLab:
         self.root = repo_root()
         self.targets = targets
         self.cpus = cpus or RoleCpus()
-        self.workers = workers
+        self.setup = setup or Axes(workers=workers)  # the swept axes' values the targets run with
         self.db_port = db_port
         self.ready_timeout_s = ready_timeout_s
         self.log = log
@@ -124,7 +127,7 @@ class NativeLab:
         for t in self.targets:
             check_port_free(t.port, t.name)
         found = find_bindir()  # a bad BENCHLAB_PG_BINDIR fails before minutes of venv building
-        pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
+        pythons = self._pythons()
         self.log("starting PostgreSQL")
         with _signals_deferred():  # a few seconds; no window where it runs unrecorded
             self.postgres = start_postgres(self.root / "db", found, port=self.db_port, cpus=self.cpus.db)
@@ -151,8 +154,8 @@ class NativeLab:
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(filter(None, [str(self._target_kit()), env.get("PYTHONPATH")])),
         )
-        if self.workers:
-            env["BENCHLAB_WORKERS"] = str(self.workers)
+        if self.setup.workers:
+            env["BENCHLAB_WORKERS"] = str(self.setup.workers)
         cpus = self.target_cpus()
         arm = death_signal(signal.SIGTERM)  # its supervisor then stops the workers
 
@@ -176,15 +179,20 @@ class NativeLab:
     def target_cpus(self) -> set[int] | None:
         """What a target may run on: with ``workers`` set, that many of the targets' CPUs (the
         lowest), so N workers get N cores; else the targets' whole set (None: not pinned)."""
-        if not self.workers:
+        if not self.setup.workers:
             return self.cpus.targets
-        return set(sorted(self.cpus.targets_set())[: self.workers])
+        return set(sorted(self.cpus.targets_set())[: self.setup.workers])
 
-    def restart_targets(self, workers: int | None) -> None:
-        """Every target again with ``workers`` workers (one value of a workers sweep); Postgres stays."""
+    def _pythons(self) -> dict[str, str]:
+        """Each service's interpreter: its venv for the setup's Python (the lab's own when unset)."""
+        base = find_interpreter(self.setup.python).path if self.setup.python else None
+        return {t.service: service_python(self.root / "services" / t.service, self.log, base) for t in self.targets}
+
+    def restart_targets(self, setup: Axes) -> None:
+        """Every target again with another ``setup`` (one combination of a sweep); Postgres stays."""
         self._stop_targets()
-        self.workers = workers
-        pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
+        self.setup = setup
+        pythons = self._pythons()
         for t in self.targets:
             check_port_free(t.port, t.name)
             with _signals_deferred():

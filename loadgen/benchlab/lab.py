@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import pairwise
 from typing import Any
@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.metadata import database_info
+from benchlab.model.level import Axes
 from benchlab.sampling import process_tree
 from benchlab.targets import DEFAULT_SELECTION, Target, load_targets
 
@@ -42,34 +43,35 @@ class Lab:
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
-    workers: int | None = None  # what the targets run with now (None: each its default)
-    restart: Callable[[int | None], None] | None = None  # the targets again with N workers (native only)
+    setup: Axes = field(default_factory=Axes)  # the swept axes' values the targets run with now
+    restart: Callable[[Axes], None] | None = None  # the targets again with another setup (native only)
 
-    def set_workers(self, workers: int | None) -> bool:
-        """Restarts the targets with ``workers`` unless they run so already; True when it did."""
-        if workers == self.workers:
-            return False
+    def apply(self, setup: Axes) -> None:
+        """Restarts the targets with ``setup`` unless they run so already."""
+        if setup == self.setup:
+            return
         if self.restart is None:
-            raise BenchlabError("a workers sweep restarts the targets, which only a native lab can: add --native")
-        self.restart(workers)
-        self.workers = workers
-        return True
+            raise BenchlabError(f"sweeping {', '.join(setup.swept)} restarts the targets, which only a native lab "
+                                "can: add --native")  # fmt: skip
+        self.restart(setup)
+        self.setup = setup
 
 
 @contextmanager
 def open_lab(
     args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120",
-    workers: int | None = None,
+    setup: Axes | None = None,
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``, its targets with ``workers`` workers) or waits, bounded, for
-    targets running elsewhere."""
+    """Starts the lab (``--native``, its targets with ``setup``) or waits, bounded, for targets
+    running elsewhere."""
     if args.native:
         from benchlab.harness import NativeLab
 
-        with NativeLab(targets, cpus=cpus, workers=workers) as native:
+        setup = setup or Axes()
+        with NativeLab(targets, cpus=cpus, setup=setup) as native:
             assert native.postgres is not None
             yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
-                      workers, native.restart_targets)  # fmt: skip
+                      setup, native.restart_targets)  # fmt: skip
         return
     wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
     db_processes = None

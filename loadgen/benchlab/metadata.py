@@ -86,6 +86,7 @@ def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
     info["workers"] = reported.get("workers")
     info["cpus"] = format_cpuset(reported["cpus"]) if reported.get("cpus") else None
     info["python"] = reported.get("python")
+    info["python_build"] = reported.get("python_build")
     info["packages"] = reported.get("packages", {})
     return info
 

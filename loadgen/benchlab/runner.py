@@ -23,7 +23,7 @@ from benchlab.lab import Lab
 from benchlab.measurement import Measurement
 from benchlab.metadata import target_info
 from benchlab.model.codec import RAW_DIR, ResultsWriter, read_steps
-from benchlab.model.level import Axes, Level
+from benchlab.model.level import AXIS_FIELDS, AXIS_NAMES, AXIS_SHORT, Axes, Level
 from benchlab.model.status import Status, StepStatus, judge
 from benchlab.model.step import Step
 from benchlab.progress import Progress
@@ -42,7 +42,7 @@ def now() -> str:
 
 def step_id(step: PlannedStep) -> str:
     """A stable name for a step: the resume key and the raw file's name."""
-    where = f"{step.target}" if step.workers is None else f"{step.target}/w{step.workers}"
+    where = "/".join([step.target, *(f"{AXIS_SHORT[a]}{v}" for a, v in step.setup.swept.items())])
     level = f"c{step.concurrency}-p{step.pipeline}-q{step.queries if step.queries is not None else '-'}"
     if step.rate:
         level += f"-rate{step.rate:g}"
@@ -78,21 +78,21 @@ class Runner:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
         self.progress.message(format_checks(list(checks.values())))
         with ResultsWriter(self.run_dir) as writer:
-            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.workers, s.target, s.test))
-            for (_, workers, target_name, test), group in blocks:
+            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
+            for (_, setup, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
                 if pending:
-                    self._set_workers(workers)
+                    self._apply(setup)
                     check = checks.get((target_name, test))
                     self._run_group(writer, by_name[target_name], test, pending, check)
 
-    def _set_workers(self, workers: int | None) -> None:
-        """One value of a workers sweep: the targets restarted with it, and what they now report
-        (workers, CPUs) is what the next rows record."""
-        if workers == self.lab.workers:
+    def _apply(self, setup: Axes) -> None:
+        """One combination of the swept axes: the targets restarted with it, and what they now
+        report (workers, CPUs, Python) is what the next rows record."""
+        if setup == self.lab.setup:
             return
-        self.progress.message(f"restarting the targets with {workers} worker(s) each")
-        self.lab.set_workers(workers)
+        self.progress.message(f"restarting the targets with {setup.label(AXIS_NAMES)}")
+        self.lab.apply(setup)
         self.target_meta.update({t.name: target_info(t) for t in self.lab.targets})
 
     def _run_group(
@@ -172,7 +172,7 @@ class Runner:
         record = Step(
             run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
             test=step.test, mode=step.mode, level=Level(step.concurrency, step.pipeline, step.queries),
-            axes=Axes(workers=meta.get("workers"), cpus=meta.get("cpus"), python=meta.get("python")),
+            axes=Axes(**{a: meta.get(a) for a in AXIS_FIELDS}),
             repeat=step.repeat, status=status, started_at=started, finished_at=now(), step_id=step_id(step),
         )  # fmt: skip
         if m is not None:

@@ -33,6 +33,7 @@ import platform
 import signal
 import socket
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -332,6 +333,7 @@ class Info:
             "workers": workers,
             "cpus": sorted(os.sched_getaffinity(0)),
             "python": platform.python_version(),
+            "python_build": "free-threading" if sysconfig.get_config_var("Py_GIL_DISABLED") else "default",
             "packages": installed_packages(),
         }
 

@@ -2,7 +2,7 @@
 
 A scenario names the tests and their levels (concurrency, pipelining depth, query counts),
 the step duration, pauses, primer and warm-up, repeats, optional open-loop steps and the lab
-axes to sweep (``workers``). ``plan()`` expands it into the ordered list of measured steps:
+axes to sweep (``workers``, ``python``). ``plan()`` expands it into the ordered list of measured steps:
 repeats outermost (so slow drift on the host spreads over every target), then the axes, then
 target, then test; within a test the closed-loop levels come first and its open-loop steps
 last, since a rate given as a fraction is a fraction of the peak the closed-loop levels just
@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import product
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, model_validator
+from pydantic import AfterValidator, BeforeValidator, ValidationError, model_validator
 
 from benchlab.config.fields import (
     NonNegNumber,
@@ -32,11 +33,13 @@ from benchlab.config.fields import (
     at,
     expected,
     int_list,
+    one_line,
     read_model,
     wrong,
 )
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
+from benchlab.model.level import AXIS_NAMES, Axes
 from benchlab.model.modes import LoadMode
 from benchlab.targets import GROUPS, Target, selection_error
 from benchlab.yamlfile import load_yaml
@@ -44,6 +47,7 @@ from benchlab.yamlfile import load_yaml
 SCENARIO_DIR = Path(__file__).parents[1] / "scenarios"
 DEFAULT_P99_MS = 100.0  # open loop: the p99 bound of the sustainable rate, unless the scenario states one
 SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+PYTHON_VERSION = re.compile(r"3\.\d{1,2}t?")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class PlannedStep:
     """One measured step. Closed loop: ``concurrency`` wrk connections (``pipeline`` requests
     per write). Open loop: k6 at ``rate`` req/s, or at ``rate_fraction`` of the peak closed-loop
     rps measured for the same target and test, with ``concurrency`` pre-allocated VUs and at
-    most ``max_vus``. ``workers``: the target's worker processes (None: its default)."""
+    most ``max_vus``. ``setup``: the swept axes' values the target runs with (unset: its default)."""
 
     target: str
     test: str
@@ -64,7 +68,7 @@ class PlannedStep:
     rate: float | None = None
     rate_fraction: float | None = None
     max_vus: int | None = None
-    workers: int | None = None
+    setup: Axes = field(default_factory=Axes)
 
     def url_path(self) -> str:
         """``/queries?queries=5``, ``/cached-queries?count=20``, ``/json``."""
@@ -128,6 +132,20 @@ def _one_query_count(v: Any) -> int:
     return v
 
 
+def _pythons(v: Any) -> tuple[str, ...]:
+    """Interpreter versions: ``3.13``, ``"3.14t"`` (free-threaded); YAML reads 3.13 as a number."""
+    values = v if isinstance(v, list) else None
+    if not values:
+        raise expected("a list of Python versions like 3.13 or '3.14t'", v)
+    out = tuple(f"{x:g}" if isinstance(x, float) else str(x) for x in values)
+    for x in out:
+        if not PYTHON_VERSION.fullmatch(x):
+            raise expected("a list of Python versions like 3.13 or '3.14t'", x)
+    if len(set(out)) != len(out):
+        raise expected("a list of Python versions without repeats", v)
+    return out
+
+
 def _rates(v: tuple[float, ...]) -> tuple[float, ...]:
     # k6 starts whole iterations per second: a rate is a whole number, or it would be rounded.
     for r in v:
@@ -180,7 +198,9 @@ class Scenario(Strict):
     targets: Annotated[tuple[str, ...], BeforeValidator(_targets)] | None = None  # None: the default selection
     tests: dict[TestName, TestLevels]
     open_loop: OpenLoop | None = None
+    # The axes to sweep, one field per sweepable ``model.level.Axes`` field of the same name.
     workers: Annotated[tuple[int, ...], int_list()] | None = None  # None: each target's default
+    python: Annotated[tuple[str, ...], BeforeValidator(_pythons)] | None = None  # None: the lab's own
 
     @model_validator(mode="before")
     @classmethod
@@ -228,25 +248,28 @@ class Scenario(Strict):
         targets = list(targets)
         steps: list[PlannedStep] = []
         for repeat in range(1, self.repeats + 1):
-            for workers in self.workers or (None,):
+            for setup in self.setups():
                 for target in targets:
                     for test, levels in self.tests.items():
                         if only is None or test in only:
-                            steps += self._closed(target.name, test, levels, repeat, workers)
-                            steps += self._open(target.name, test, levels, repeat, workers)
+                            steps += self._closed(target.name, test, levels, repeat, setup)
+                            steps += self._open(target.name, test, levels, repeat, setup)
         return steps
 
-    def _closed(self, target: str, test: str, levels: TestLevels, repeat: int, workers: int | None
-                ) -> list[PlannedStep]:  # fmt: skip
+    def setups(self) -> list[Axes]:
+        """Every combination of the swept axes' values, in sweep order (one, unset, when none is swept)."""
+        swept = {a: values for a in AXIS_NAMES if (values := getattr(self, a, None))}
+        return [Axes(**dict(zip(swept, combo, strict=True))) for combo in product(*swept.values())]
+
+    def _closed(self, target: str, test: str, levels: TestLevels, repeat: int, setup: Axes) -> list[PlannedStep]:
         return [
             PlannedStep(target, test, LoadMode.CLOSED, c, levels.pipeline, q, repeat, float(self.duration_s),
-                        workers=workers)
+                        setup=setup)
             for q in levels.queries or (None,)
             for c in levels.concurrency
         ]
 
-    def _open(self, target: str, test: str, levels: TestLevels, repeat: int, workers: int | None
-              ) -> list[PlannedStep]:  # fmt: skip
+    def _open(self, target: str, test: str, levels: TestLevels, repeat: int, setup: Axes) -> list[PlannedStep]:
         ol = self.open_loop
         if ol is None or test not in ol.tests:
             return []
@@ -255,7 +278,7 @@ class Scenario(Strict):
             queries = None
         common = {"target": target, "test": test, "mode": LoadMode.OPEN, "concurrency": ol.vus, "pipeline": 1,
                   "queries": queries, "repeat": repeat, "duration_s": ol.duration_s, "max_vus": ol.max_vus,
-                  "workers": workers}  # fmt: skip
+                  "setup": setup}  # fmt: skip
         by_rate = [PlannedStep(**common, rate=r) for r in ol.rates]
         return by_rate + [PlannedStep(**common, rate_fraction=f) for f in ol.fractions]
 
@@ -264,11 +287,11 @@ class Scenario(Strict):
         targets; verification and start-up come on top."""
         per_test = 0.0
         for test in self.tests:
-            closed = self._closed("-", test, self.tests[test], 1, None)
-            opened = self._open("-", test, self.tests[test], 1, None)
+            closed = self._closed("-", test, self.tests[test], 1, Axes())
+            opened = self._open("-", test, self.tests[test], 1, Axes())
             per_test += self.primer.duration_s + self.warmup_duration_s
             per_test += sum(self.pause_s + s.duration_s for s in closed + opened)
-        return per_test * n_targets * self.repeats * len(self.workers or (None,))
+        return per_test * n_targets * self.repeats * len(self.setups())
 
     def to_dict(self) -> dict[str, Any]:
         """The scenario as run, every default filled in (for run.json and ``to_yaml``)."""
@@ -301,3 +324,15 @@ def load_scenario(name_or_path: str) -> Scenario:
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
     return read_model(Scenario, path, data)
+
+
+def with_sweeps(scenario: Scenario, **sweeps: list[Any] | tuple[Any, ...] | None) -> Scenario:
+    """The scenario with axes swept from the command line (``--workers 1,2``, ``--python 3.11,3.13``),
+    checked as if they were written in it."""
+    given = {axis: list(values) for axis, values in sweeps.items() if values}
+    if not given:
+        return scenario
+    try:
+        return Scenario.model_validate({**scenario.to_dict(), **given})
+    except ValidationError as exc:
+        raise one_line("command line", Scenario, exc) from None

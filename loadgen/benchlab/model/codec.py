@@ -20,12 +20,12 @@ from typing import Any
 
 from benchlab.errors import BenchlabError
 from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
-from benchlab.model.level import AXIS_FIELDS, Axes, Level
+from benchlab.model.level import AXIS_FIELDS, AXIS_TYPES, Axes, Level
 from benchlab.model.modes import LoadMode
 from benchlab.model.status import StepStatus
 from benchlab.model.step import RESOURCE_COLUMNS, Step
 
-FORMAT_VERSION = 2  # 2: the axes columns (cpus, python) and this stamp; 1: none
+FORMAT_VERSION = 2  # 2: the axes columns (cpus, python, python_build) and this stamp; 1: none
 CSV_NAME = "results.csv"
 RAW_DIR = "raw"
 
@@ -82,12 +82,12 @@ def decode(row: Mapping[str, str], line: int) -> Step:
             f"{CSV_NAME} line {line}: written in format {version}, this benchlab reads up to {FORMAT_VERSION}: "
             "upgrade benchlab"
         )
-    text = {a: (row.get(a) or "").strip() or None for a in AXIS_FIELDS}
+    axes = {a: whole(a) if AXIS_TYPES[a] is int else ((row.get(a) or "").strip() or None) for a in AXIS_FIELDS}
     return Step(
         run_id=row.get("run_id") or "", target=row["target"], framework=row.get("framework") or "",
         server=row.get("server") or "", test=row["test"], mode=LoadMode.parse(row.get("mode")),
         level=Level(whole("concurrency"), whole("pipeline"), whole("queries"), num("offered_rps")),
-        axes=Axes(workers=whole("workers"), cpus=text["cpus"], python=text["python"]),
+        axes=Axes(**axes),
         repeat=whole("repeat") or 1, status=StepStatus.parse(row.get("verification") or ""),
         step_id=row.get("step_id") or "", started_at=row.get("started_at") or "",
         finished_at=row.get("finished_at") or "", requests=whole("requests"), duration_s=num("duration_s"),

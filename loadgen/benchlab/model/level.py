@@ -65,14 +65,21 @@ def axis(short: str, title: str, per_unit: bool = False) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Axes:
-    """The lab setup a step ran on. ``cpus`` is recorded, not swept: it follows ``workers``."""
+    """The lab setup a step ran on, as the target reported it. ``cpus`` and ``python_build`` are
+    recorded, not swept: they follow ``workers`` and ``python``."""
 
     workers: int | None = field(default=None, metadata=axis("w", "workers", per_unit=True))
     cpus: str | None = None  # the targets' cpuset its workers were pinned to ("0-1")
-    python: str | None = field(default=None, metadata=axis("py", "Python"))
+    python: str | None = field(default=None, metadata=axis("py", "Python"))  # exact: "3.13.1"
+    python_build: str | None = None  # "default" or "free-threading"
 
     def value(self, name: str) -> Any:
         return getattr(self, name)
+
+    @property
+    def swept(self) -> dict[str, Any]:
+        """The sweepable axes this setup sets (a planned step's: the rest is each target's default)."""
+        return {n: v for n in AXIS_NAMES if (v := getattr(self, n)) is not None}
 
     def label(self, names: tuple[str, ...]) -> str:
         """``w=2 py=3.13.1`` for the named axes (those that vary in a run)."""
@@ -94,6 +101,7 @@ def _sortable(value: Any) -> tuple[Any, ...]:
 
 
 AXIS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Axes))  # every Axes column
+AXIS_TYPES: dict[str, type] = {f.name: int if "int" in str(f.type) else str for f in fields(Axes)}
 AXIS_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Axes) if "axis" in f.metadata)  # the sweepable ones
 AXIS_SHORT: dict[str, str] = {f.name: f.metadata["axis"][0] for f in fields(Axes) if "axis" in f.metadata}
 AXIS_TITLE: dict[str, str] = {f.name: f.metadata["axis"][1] for f in fields(Axes) if "axis" in f.metadata}
