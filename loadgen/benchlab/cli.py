@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 
 EXIT_USAGE = 2
@@ -88,17 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     _targets_args(p)
     _native_args(p)
     p.add_argument("--tests", help="comma-separated tests (default: all)")
-    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN: values and query counts")
+    p.add_argument("--dsn", default=settings().dsn, help="Postgres DSN: values and query counts")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", help="verify, then load-test the targets with a scenario")
     _targets_args(p)
     _native_args(p)
     p.add_argument("--scenario", default=os.environ.get("SCENARIO", "smoke"), help="scenario name or YAML file")
-    p.add_argument("--out", default=os.environ.get("BENCHLAB_OUT", "results"), help="results directory")
+    p.add_argument("--out", default=settings().out, help="results directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
-    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
+    p.add_argument("--dsn", default=settings().dsn, help="Postgres DSN for verification")
     p.add_argument(
         "--python", type=_versions, metavar="V[,V...]",
         help="run the targets on each of these Pythons, e.g. 3.11,3.13,3.14t (native: python3.13 on PATH or "

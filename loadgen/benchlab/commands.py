@@ -11,6 +11,7 @@ from typing import Any
 
 from benchlab.cli import one_workers_value
 from benchlab.config.scenario import PlannedStep, Scenario, load_scenario, with_sweeps
+from benchlab.config.settings import settings
 from benchlab.contract import TESTS
 from benchlab.cpus import RoleCpus, check_workers
 from benchlab.engines import BY_MODE, for_mode
@@ -69,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         meta = read_run_json(run_dir)
         run_id = meta["run_id"]
-        mode = "native" if args.native else os.environ.get("BENCHLAB_MODE", "external")
+        mode = "native" if args.native else settings().mode
         if meta.get("mode", mode) != mode:  # its figures would mix two labs
             hint = ": add --native" if meta["mode"] == "native" else ""
             raise BenchlabError(f"{run_dir} is a {meta['mode']} run; it cannot be resumed in {mode} mode{hint}")

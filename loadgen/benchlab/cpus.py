@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 
 ROLES = ("targets", "db", "loadgen")
@@ -88,11 +89,11 @@ class RoleCpus:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoleCpus:
-        env = os.environ if env is None else env
+        given = settings(env)
         values = {}
         for role in ROLES:
-            key = f"BENCHLAB_CPUS_{role.upper()}"
-            values[role] = parse_cpuset(env[key], key) if env.get(key) else None
+            raw = given.cpus(role)
+            values[role] = parse_cpuset(raw, f"BENCHLAB_CPUS_{role.upper()}") if raw else None
         return cls(**values)
 
     def targets_set(self) -> set[int]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.interpreters import find_interpreter
@@ -49,7 +50,7 @@ from benchlab.venvs import service_python
 
 def repo_root() -> Path:
     """The checkout holding ``db/`` and ``services/`` (``BENCHLAB_ROOT`` overrides)."""
-    root = Path(os.environ.get("BENCHLAB_ROOT") or Path(__file__).resolve().parents[2])
+    root = Path(settings().root or Path(__file__).resolve().parents[2])
     if not (root / "db").is_dir() or not (root / "services").is_dir():
         raise BenchlabError(
             f"native mode needs a benchlab checkout: no db/ and services/ under {root} "

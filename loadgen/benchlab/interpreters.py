@@ -10,12 +10,12 @@ line and exit 2, never a lab half started. The service venvs are cached per inte
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlab.config.settings import python_key, settings
 from benchlab.errors import BenchlabError
 
 # What an interpreter says of itself: exact version, its sys.version (the venv cache key), and
@@ -35,13 +35,9 @@ class Interpreter:
     build: str  # "default" or "free-threading"
 
 
-def env_key(version: str) -> str:
-    return "BENCHLAB_PYTHON_" + version.upper().replace(".", "_")
-
-
 def find_interpreter(version: str) -> Interpreter:
     """The interpreter for ``version``, checked: it runs, is that version and that build."""
-    return _find(version, os.environ.get(env_key(version), ""))
+    return _find(version, settings().python(version))
 
 
 @functools.cache
@@ -50,7 +46,7 @@ def _find(version: str, given: str) -> Interpreter:
     how = (
         f"install Python {version} (e.g. `uv python install {version}`, `pyenv install {version}` or your "
         f"distribution's python{version} package) and put python{version} on PATH, or set "
-        f"{env_key(version)}=/path/to/python{version}"
+        f"{python_key(version)}=/path/to/python{version}"
     )
     if not path:
         raise BenchlabError(f"Python {version} is not installed here (no python{version} on PATH): {how}")

@@ -8,7 +8,6 @@ sampled, and how long to wait for targets that someone else starts.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import httpx
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.metadata import database_info
@@ -73,11 +73,11 @@ def open_lab(
             yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
                       setup, native.restart_targets)  # fmt: skip
         return
-    wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
+    wait_ready(targets, settings().ready_timeout_s or float(ready_timeout_s))
     db_processes = None
-    if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
+    if settings().sample_db_on_host and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
-    mode = os.environ.get("BENCHLAB_MODE", "external")
+    mode = settings().mode
     yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn))
 
 
@@ -87,7 +87,7 @@ def choose_targets(
     """The targets ``names`` selects (default: the core group). In compose with nothing named,
     also every group started beside it (``docker compose --profile matrix|GROUP up``): the
     loadgen cannot wait for those through depends_on, so it looks for them."""
-    if names or native or os.environ.get("BENCHLAB_MODE") != "compose":
+    if names or native or settings().mode != "compose":
         return load_targets(names, overrides)
     every = load_targets(["all"], overrides)
     others = [t for t in every if t.group != DEFAULT_SELECTION]

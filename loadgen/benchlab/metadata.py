@@ -13,6 +13,7 @@ import psutil
 import psycopg
 
 from benchlab import __version__
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus, format_cpuset
 from benchlab.measurement import ensure_open_files
 from benchlab.targets import Target
@@ -46,7 +47,7 @@ def git_commit() -> str:
     """The commit baked into an image (``BENCHLAB_GIT_COMMIT``), or the checkout's.
 
     The image's build argument defaults to ``unknown``, which counts as not given."""
-    given = os.environ.get("BENCHLAB_GIT_COMMIT", "").strip()
+    given = settings().git_commit
     if given and given != "unknown":
         return given
     try:

@@ -8,7 +8,6 @@ only the first run (or a change of pins) pays for the install.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,20 +15,20 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.interpreters import interpreter_version
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("BENCHLAB_VENVS", Path(base) / "benchlab" / "venvs"))
+    return settings().venvs
 
 
 def service_python(service_dir: Path, log: Callable[[str], None] = print, base: str | None = None) -> str:
     """The interpreter to run a service with, in a venv made from ``base`` (default: the lab's
     own Python), cached per interpreter; ``BENCHLAB_SERVICE_PYTHON`` overrides it unless a
     Python was asked for."""
-    override = os.environ.get("BENCHLAB_SERVICE_PYTHON")
+    override = settings().service_python
     if override and base is None:
         return sys.executable if override == "current" else override
     base = base or sys.executable

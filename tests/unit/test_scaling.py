@@ -64,3 +64,17 @@ def test_the_report_has_a_scaling_chart_per_test_and_the_workers_step(tmp_path: 
     assert {p.name for p in (run / "charts").glob("workers-*.png")} == {"workers-json.png", "workers-db.png"}
     assert 'id="chart-workers-json"' in html and "scaling efficiency" in html.lower()
     assert "fastapi-uvicorn w=1 → fastapi-uvicorn w=2" in html
+
+
+PYTHONS = Path(__file__).parents[1] / "fixtures" / "python-311-313"  # the same two targets on 3.11 and 3.13
+
+
+def test_a_python_sweep_is_the_same_analysis_along_another_axis() -> None:
+    run = load_run(PYTHONS)
+    assert run.varying_axes == ("python",)
+    assert {s.axes.python for s in run.steps} == {"3.11.7", "3.13.0"}
+    assert {s.axes.python_build for s in run.steps} == {"default"}
+    analysis = analyse(run)
+    steps = {(f.base, f.other) for f in analysis.factors if f.kind == "python"}
+    assert steps == {(f"{t} py=3.11.7", f"{t} py=3.13.0") for t in TARGETS}
+    assert all(v.efficiency is None for s in analysis.scaling for v in s.values)  # not a count of CPUs

