@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from derived_runs import LATENCY, copy_run, rewrite_rows, scaled, successful, with_repeats
 
+from benchlab.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, evaluate_claims, unmeasured
 from benchlab.analysis.run import load_run
-from benchlab.claims import FAILS, HOLDS, INCONCLUSIVE, evaluate_claims, load_claims, unmeasured
+from benchlab.config.claims import load_claims
 from benchlab.errors import BenchlabError
 from benchlab.model.codec import read_rows
 from benchlab.targets import load_targets

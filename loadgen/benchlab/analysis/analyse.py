@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchlab.analysis.capacity import Sustainable, p99_bound_ms, sustainable_rate
+from benchlab.analysis.claims import PairingResult, evaluate_claims, unmeasured
 from benchlab.analysis.findings import Factor, Lead, decomposition, leads
 from benchlab.analysis.run import Point, Run
 from benchlab.analysis.scaling import Scaling, scaling
-from benchlab.claims import Claim, PairingResult, evaluate_claims, unmeasured
+from benchlab.config.claims import Claim
 from benchlab.model.level import AXIS_NAMES
 from benchlab.model.modes import LoadMode
 

@@ -37,6 +37,11 @@ def at(key: str, problem: str) -> PydanticCustomError:
     return PydanticCustomError("at", "{problem}", {"key": key, "problem": problem})
 
 
+def within(sub: str, problem: str) -> PydanticCustomError:
+    """A problem a model's rule finds in one of its own keys (``sub``), reported there."""
+    return PydanticCustomError("within", "{problem}", {"sub": sub, "problem": problem})
+
+
 def wrong(problem: str) -> PydanticCustomError:
     """A value that is wrong in a way ``expected`` does not say, reported at its own key."""
     return PydanticCustomError("wrong", "{problem}", {"problem": problem})
@@ -127,15 +132,20 @@ def read_model(model: type[M], path: Path, data: Any = None, name: str | None = 
 _FIRST = {"extra_forbidden": 0, "missing": 1}  # as a reader checks: unknown keys, then missing ones
 
 
-def one_line(name: str, model: type[BaseModel], exc: ValidationError) -> BenchlabError:
+def one_line(
+    name: str, model: type[BaseModel], exc: ValidationError, label: Callable[[tuple[Any, ...], str], str] | None = None
+) -> BenchlabError:
+    """The first problem (unknown keys first, then missing ones) as ``NAME: KEY: problem``;
+    ``label`` may name a key better than its dotted path (a claim by its id)."""
     err = min(exc.errors(include_url=False), key=lambda e: _FIRST.get(e["type"], 2))
-    loc, ctx = tuple(err["loc"]), err.get("ctx") or {}
+    loc, ctx, kind = tuple(err["loc"]), err.get("ctx") or {}, err["type"]
     if "[key]" in loc:  # a mapping's key is wrong: the mapping is where it goes wrong
         loc = loc[: loc.index("[key]") - 1]
-    while loc and isinstance(loc[-1], int) and err["type"] not in _FIRST:  # a list's item: the list
+    if ctx.get("sub"):  # a model's rule about one of its keys
+        loc = (*loc, ctx["sub"])
+    while loc and isinstance(loc[-1], int) and kind not in (*_FIRST, "model_type"):  # a list's item: the list
         loc = loc[:-1]
-    key = ctx.get("key") or dotted(loc)
-    kind = err["type"]
+    key = ctx.get("key") or (label or (lambda where, _: dotted(where)))(loc, kind)
     if kind == "extra_forbidden":
         problem = f"unknown key; expected one of {', '.join(_fields_at(model, loc[:-1]))}"
     elif kind == "missing":

@@ -21,7 +21,7 @@ from benchlab import __version__
 from benchlab.analysis.analyse import SUMMARY_COLUMNS, Analysis, analyse
 from benchlab.analysis.run import PERCENTILES, UNKNOWN, Run, cpusets, load_run, lookup, show
 from benchlab.analysis.stats import CONFIDENCE
-from benchlab.claims import load_claims
+from benchlab.config.claims import load_claims
 from benchlab.model.level import AXIS_TITLE
 from benchlab.model.step import Step
 from benchlab.report.charts import render_charts
