@@ -49,3 +49,16 @@ def test_the_writer_stamps_each_row_and_upgrades_an_old_file(tmp_path: Path) -> 
     back = read_steps(run)
     assert back[:21] == read_steps(OLD)
     assert back[-1] == new
+
+
+def test_compare_reads_a_run_written_before_the_stamp_against_one_written_after(tmp_path: Path) -> None:
+    from benchlab.comparison import compare_runs
+
+    new = tmp_path / "new"
+    shutil.copytree(OLD, new)
+    with ResultsWriter(new):  # rewrites the CSV in today's format, rows unchanged
+        pass
+    assert read_rows(new)[0]["format"] == "1" and "python" in read_rows(new)[0]
+    result = compare_runs(OLD, new, None, tmp_path / "compare.csv")
+    assert {r.present for r in result.table} == {"both"} and len(result.table) == 21
+    assert all(r.rps.pct == 0 for r in result.table)
