@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 
 from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.interpreters import find_interpreter
-from benchlab.model.level import Axes
+from benchlab.model.level import AXIS_NAMES, Axes
 from benchlab.ports import check_port_free
 from benchlab.postgres import (
     OWNER_ENV,
@@ -115,6 +116,7 @@ class NativeLab:
         self.postgres: Postgres | None = None
         self.database_info: dict[str, str | bool] | None = None  # Postgres.info, kept after stop()
         self.running: dict[str, RunningTarget] = {}
+        self.refused: dict[str, str] = {}  # targets the current setup could not run, and why
         self.log_dir = Path(tempfile.mkdtemp(prefix="benchlab-logs-"))
         mark_owned(self.log_dir)
 
@@ -128,7 +130,8 @@ class NativeLab:
         for t in self.targets:
             check_port_free(t.port, t.name)
         found = find_bindir()  # a bad BENCHLAB_PG_BINDIR fails before minutes of venv building
-        pythons = self._pythons()
+        if self.setup.python:
+            find_interpreter(self.setup.python)  # before Postgres starts
         self.log("starting PostgreSQL")
         with _signals_deferred():  # a few seconds; no window where it runs unrecorded
             self.postgres = start_postgres(self.root / "db", found, port=self.db_port, cpus=self.cpus.db)
@@ -139,11 +142,7 @@ class NativeLab:
                 "query counts will not be verified (install your distribution's postgresql package, "
                 "e.g. `apt-get install postgresql`)"
             )
-        for t in self.targets:
-            with _signals_deferred():
-                self.running[t.name] = self._spawn(t, pythons[t.service])
-        for t in self.targets:
-            self._wait_ready(self.running[t.name])
+        self.refused = self._start_targets()
         return self
 
     def _spawn(self, target: Target, python: str) -> RunningTarget:
@@ -184,22 +183,50 @@ class NativeLab:
             return self.cpus.targets
         return set(sorted(self.cpus.targets_set())[: self.setup.workers])
 
-    def _pythons(self) -> dict[str, str]:
-        """Each service's interpreter: its venv for the setup's Python (the lab's own when unset)."""
-        base = find_interpreter(self.setup.python).path if self.setup.python else None
-        return {t.service: service_python(self.root / "services" / t.service, self.log, base) for t in self.targets}
-
-    def restart_targets(self, setup: Axes) -> None:
+    def restart_targets(self, setup: Axes) -> dict[str, str]:
         """Every target again with another ``setup`` (one combination of a sweep); Postgres stays."""
         self._stop_targets()
         self.setup = setup
-        pythons = self._pythons()
+        self.refused = self._start_targets()
+        return self.refused
+
+    def _start_targets(self) -> dict[str, str]:
+        """The targets on the current setup, each in its service's venv for the setup's Python.
+        In a sweep a target that cannot run on a setup (its packages do not install on that
+        Python, it does not start, a worker of a free-threaded build runs with the GIL on) is
+        refused, why in one line, and the others run: returns ``{target: why}``. Without a sweep
+        any of that fails the lab, as it always has."""
+        setup = self.setup
+        refused: dict[str, str] = {}
+        base = find_interpreter(setup.python).path if setup.python else None
+        pythons: dict[str, str] = {}
+        for service in dict.fromkeys(t.service for t in self.targets):
+            try:
+                pythons[service] = service_python(self.root / "services" / service, self.log, base)
+            except BenchlabError as exc:
+                if not setup.swept:
+                    raise
+                refused.update({t.name: str(exc) for t in self.targets if t.service == service})
         for t in self.targets:
-            check_port_free(t.port, t.name)
-            with _signals_deferred():
-                self.running[t.name] = self._spawn(t, pythons[t.service])
+            if t.name not in refused:
+                check_port_free(t.port, t.name)
+                with _signals_deferred():
+                    self.running[t.name] = self._spawn(t, pythons[t.service])
         for t in self.targets:
-            self._wait_ready(self.running[t.name])
+            if t.name in refused:
+                continue
+            try:
+                self._wait_ready(self.running[t.name])
+                if setup.python and setup.python.endswith("t"):
+                    gil_off(t, setup.workers or len(self.target_cpus() or self.cpus.targets_set()))
+            except BenchlabError as exc:
+                if not setup.swept:
+                    raise
+                refused[t.name] = str(exc)
+                self._stop_targets([t.name])
+        for name, why in refused.items():
+            self.log(f"{name} refused with {setup.label(AXIS_NAMES)}: {why}")
+        return refused
 
     def _target_kit(self) -> Path:
         return target_kit_dir(self.log_dir)
@@ -225,18 +252,19 @@ class NativeLab:
             self.postgres = None
         shutil.rmtree(self.log_dir, ignore_errors=True)
 
-    def _stop_targets(self) -> None:
-        for rt in self.running.values():
+    def _stop_targets(self, names: list[str] | None = None) -> None:
+        stopping = {n: rt for n, rt in self.running.items() if names is None or n in names}
+        for rt in stopping.values():
             _signal_group(rt.process, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for rt in self.running.values():
+        for name, rt in stopping.items():
             try:
                 rt.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal_group(rt.process, signal.SIGKILL)
                 rt.process.wait()
             _signal_group(rt.process, signal.SIGKILL)  # any straggler left in the group
-        self.running.clear()
+            del self.running[name]
 
     def __enter__(self) -> NativeLab:
         try:
@@ -247,6 +275,20 @@ class NativeLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def gil_off(target: Target, workers: int) -> None:
+    """On a free-threaded build every worker must run with the GIL off: an extension module that
+    does not declare free-threading support turns it back on, silently. Asked of as many answers
+    as there are workers, twice over, so that each worker is likely asked."""
+    for _ in range(2 * max(1, workers)):
+        try:
+            info = httpx.get(target.url + "/benchlab/info", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BenchlabError(f"no /benchlab/info to check the GIL ({exc})") from None
+        if info.get("gil_enabled") is not False:
+            raise BenchlabError("a worker runs with the GIL on (a module without free-threading support "
+                                f"turned it back on, or an older target_kit): gil_enabled={info.get('gil_enabled')}")
 
 
 def reap_leftovers(log: Callable[[str], None]) -> None:

@@ -44,7 +44,8 @@ class Lab:
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
     setup: Axes = field(default_factory=Axes)  # the swept axes' values the targets run with now
-    restart: Callable[[Axes], None] | None = None  # the targets again with another setup (native only)
+    restart: Callable[[Axes], dict[str, str]] | None = None  # the targets again with another setup (native)
+    refused: dict[str, str] = field(default_factory=dict)  # targets that cannot run on this setup, and why
 
     def apply(self, setup: Axes) -> None:
         """Restarts the targets with ``setup`` unless they run so already."""
@@ -53,7 +54,7 @@ class Lab:
         if self.restart is None:
             raise BenchlabError(f"sweeping {', '.join(setup.swept)} restarts the targets, which only a native lab "
                                 "can: add --native")  # fmt: skip
-        self.restart(setup)
+        self.refused = self.restart(setup)
         self.setup = setup
 
 
@@ -71,7 +72,7 @@ def open_lab(
         with NativeLab(targets, cpus=cpus, setup=setup) as native:
             assert native.postgres is not None
             yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
-                      setup, native.restart_targets)  # fmt: skip
+                      setup, native.restart_targets, native.refused)  # fmt: skip
         return
     wait_ready(targets, settings().ready_timeout_s or float(ready_timeout_s))
     db_processes = None

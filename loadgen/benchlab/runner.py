@@ -68,7 +68,27 @@ class Runner:
 
     def execute(self) -> None:
         by_name = {t.name: t for t in self.lab.targets}
-        pending_targets = [t for t in self.lab.targets if any(
+        checks = self._verify()
+        with ResultsWriter(self.run_dir) as writer:
+            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
+            for (_, setup, target_name, test), group in blocks:
+                pending = [s for s in group if step_id(s) not in self.done]
+                if pending:
+                    if self._apply(setup):
+                        checks = self._verify()
+                    check = checks.get((target_name, test))
+                    why = self.lab.refused.get(target_name)
+                    if why is not None:
+                        refused = StepStatus(Status.SKIPPED, f"refused with {setup.label(AXIS_NAMES)}: {why}")
+                        for s in pending:
+                            self._write(writer, by_name[target_name], s, None, None, refused, now())
+                        continue
+                    self._run_group(writer, by_name[target_name], test, pending, check)
+
+    def _verify(self) -> dict[tuple[str, str], ContractCheck]:
+        """The contract checked for every target still to measure (again after each restart: a
+        target on another Python is another build of it)."""
+        pending_targets = [t for t in self.lab.targets if t.name not in self.lab.refused and any(
             s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
@@ -77,23 +97,17 @@ class Runner:
         if counted:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
         self.progress.message(format_checks(list(checks.values())))
-        with ResultsWriter(self.run_dir) as writer:
-            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
-            for (_, setup, target_name, test), group in blocks:
-                pending = [s for s in group if step_id(s) not in self.done]
-                if pending:
-                    self._apply(setup)
-                    check = checks.get((target_name, test))
-                    self._run_group(writer, by_name[target_name], test, pending, check)
+        return checks
 
-    def _apply(self, setup: Axes) -> None:
+    def _apply(self, setup: Axes) -> bool:
         """One combination of the swept axes: the targets restarted with it, and what they now
-        report (workers, CPUs, Python) is what the next rows record."""
+        report (workers, CPUs, Python) is what the next rows record. True when they restarted."""
         if setup == self.lab.setup:
-            return
+            return False
         self.progress.message(f"restarting the targets with {setup.label(AXIS_NAMES)}")
         self.lab.apply(setup)
-        self.target_meta.update({t.name: target_info(t) for t in self.lab.targets})
+        self.target_meta.update({t.name: target_info(t) for t in self.lab.targets if t.name not in self.lab.refused})
+        return True
 
     def _run_group(
         self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None

@@ -338,4 +338,6 @@ class Info:
         }
 
     def payload(self) -> dict[str, Any]:
-        return {**self.static, **tree_usage(self.pid)}
+        # Asked now, not at start: an extension imported later may have turned the GIL back on.
+        gil = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+        return {**self.static, "gil_enabled": gil, **tree_usage(self.pid)}
