@@ -96,8 +96,7 @@ def _sortable(value: Any) -> tuple[Any, ...]:
         return (0,)
     if isinstance(value, int | float):
         return (1, value)
-    parts = str(value).replace("t", ".0").split(".")
-    return (2, *(int(p) if p.isdigit() else -1 for p in parts), str(value))
+    return (2, *(int(p) if p.isdigit() else -1 for p in str(value).split(".")), str(value))
 
 
 AXIS_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Axes))  # every Axes column
