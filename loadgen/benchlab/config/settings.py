@@ -79,7 +79,7 @@ class Settings:
 
     def python(self, version: str) -> str:
         """``BENCHLAB_PYTHON_3_13`` for ``3.13``, ``BENCHLAB_PYTHON_3_14T`` for ``3.14t``."""
-        return self._get(python_key(version))
+        return self.env.get(python_key(version), "")
 
     # --- the database
     @property
