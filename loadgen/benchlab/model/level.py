@@ -3,8 +3,11 @@
 A level is how hard the load pushed (connections, pipelining, queries, offered rate); the axes
 are what the lab held still before a scenario could sweep them (worker processes and the CPUs
 they were pinned to, the interpreter). Every field is a ``results.csv`` column of the same name.
-A new axis is one field of ``Axes`` (with ``axis()`` metadata) and one analysis step: labels,
-grouping, the CSV codec and ``compare`` read the fields from here.
+A new axis is one field of ``Axes`` (with ``axis()`` metadata), the scenario's sweep list of the
+same name, and how the lab applies a value (``harness``: the target's environment or affinity, and
+the target reporting it in ``/benchlab/info``). The CSV codec, grouping, labels, ``compare``, the
+axis charts, scaling and the decomposition's step for it read the fields from here; a measure
+peculiar to the axis (efficiency for workers) is one analysis step more.
 """
 
 from __future__ import annotations
