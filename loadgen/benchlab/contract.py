@@ -113,7 +113,7 @@ class QueryCount:
 
     table: str
     rows_per_select: int | None = None  # None: every row read is its own one-row SELECT
-    writes_back: bool = False  # also at least one UPDATE per response, writing every row read
+    writes_back: bool = False  # also every row read written once: one UPDATE per response, or one per row
 
 
 @dataclass(frozen=True)

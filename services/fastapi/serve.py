@@ -13,6 +13,7 @@ from the apps' lifespan) if it is killed.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import multiprocessing
 import signal
 import sys
@@ -39,9 +40,6 @@ BACKLOG = 4096
 KEEP_ALIVE_S = 10
 # Graceful stop (SIGTERM): in-flight requests get this long, then the worker exits anyway.
 GRACEFUL_S = 5
-# Hypercorn h11 and Granian (hyper): bytes of a request head (line and headers) not yet complete;
-# beyond it, 431.
-MAX_HEAD = 64 * 1024
 # Granian (hyper): from a connection's start, or the end of its last response, to the end of the
 # next request head. One timer for both, so it is the idle keep-alive as well as the slowloris
 # bound: KEEP_ALIVE_S.
@@ -62,6 +60,18 @@ def _probe(url: str, timeout_s: float) -> None:
         await (await asyncpg.connect(url, timeout=timeout_s)).close()
 
     asyncio.run(connect())
+
+
+def limited_app(module: str, attr: str) -> target_kit.AsgiHeadLimit:
+    """This folder's ``module.attr`` behind target_kit's bound on a complete request head: for
+    Hypercorn, as an app factory in its application path, and as Granian's target loader."""
+    return target_kit.AsgiHeadLimit(getattr(importlib.import_module(module), attr))
+
+
+def load_limited(target: str) -> target_kit.AsgiHeadLimit:
+    """Granian's target loader: ``MODULE:APP`` through limited_app."""
+    module, _, attr = target.partition(":")
+    return limited_app(module, attr)
 
 
 def run_uvicorn(app: str, host: str, port: int, workers: int) -> None:
@@ -149,7 +159,10 @@ def run_granian(app: str, host: str, port: int, workers: int) -> None:
         websockets=False,
         backlog=BACKLOG,
         backpressure=GRANIAN_CONNECTIONS,
-        http1_settings=HTTP1Settings(header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=MAX_HEAD),
+        # hyper's buffer bounds a head still arriving (431 beyond); load_limited one that arrived whole.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=target_kit.MAX_HEAD
+        ),
         log_level=LogLevels.warning,
         log_access=False,
         respawn_failed_workers=True,
@@ -157,14 +170,16 @@ def run_granian(app: str, host: str, port: int, workers: int) -> None:
         # installs its handlers there, it runs the master's inherited ones and never stops itself.
         workers_kill_timeout=GRACEFUL_S,
         working_dir=HERE,
-    ).serve()
+    ).serve(target_loader=load_limited)
 
 
 def run_hypercorn(app: str, host: str, port: int, workers: int) -> None:
     from hypercorn.config import Config
 
     config = Config()
-    config.application_path = str(HERE / app)
+    module, _, attr = app.partition(":")
+    # An app factory (Hypercorn evaluates what follows the colon in the module): serve.limited_app.
+    config.application_path = f"{HERE / NAME}:limited_app({module!r}, {attr!r})"
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.workers = workers
     config.worker_class = "uvloop"
@@ -173,7 +188,8 @@ def run_hypercorn(app: str, host: str, port: int, workers: int) -> None:
     config.backlog = BACKLOG
     config.keep_alive_timeout = KEEP_ALIVE_S
     config.graceful_timeout = GRACEFUL_S
-    config.h11_max_incomplete_size = MAX_HEAD
+    # h11 bounds a head still arriving (431 beyond); limited_app one that arrived whole.
+    config.h11_max_incomplete_size = target_kit.MAX_HEAD
     # Hypercorn closes a connection after 1000 requests by default; wrk keeps connections for a
     # whole step (and pipelines plaintext 16 deep), so that cap would only add reconnects.
     config.keep_alive_max_requests = 2**31

@@ -33,8 +33,6 @@ WORKER_CONNECTIONS = 10_000
 # (backpressure / 2) would be 5,000.
 BLOCKING_THREADS = 16
 HEAD_TIMEOUT_MS = 10_000  # hyper's header read timeout (slowloris), as the other targets'
-# hyper's read buffer, which a request head must fit (else 431); 64 KiB as the other targets.
-MAX_HEAD = 64 * 1024
 GRACEFUL_S = 5  # SIGTERM: in-flight requests get this long, then the worker is killed
 
 
@@ -46,7 +44,8 @@ def _probe(url: str, timeout_s: float) -> None:
 
 
 def load_app(target: str) -> Callable[..., Any]:
-    """Run in each worker to load the app. Granian has no worker start hook, and its workers
+    """Run in each worker to load the app, behind target_kit's bound on a complete request head
+    (hyper's buffer bounds only a head still arriving). Granian has no worker start hook, and its workers
     outlive a SIGKILLed master, so this is where a worker asks to die with it.
 
     Until Granian sets the worker's own handlers (after this), the worker has the master's,
@@ -56,8 +55,7 @@ def load_app(target: str) -> Callable[..., Any]:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
     module, _, attr = target.partition(":")
-    app: Callable[..., Any] = getattr(importlib.import_module(module), attr)
-    return app
+    return target_kit.WsgiHeadLimit(getattr(importlib.import_module(module), attr))
 
 
 def run(app: str, host: str, port: int, workers: int) -> None:
@@ -76,7 +74,10 @@ def run(app: str, host: str, port: int, workers: int) -> None:
         backlog=BACKLOG,
         backpressure=WORKER_CONNECTIONS,
         http=HTTPModes.http1,
-        http1_settings=HTTP1Settings(header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=MAX_HEAD),
+        # hyper's buffer bounds a head still arriving (431 beyond); load_app one that arrived whole.
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=target_kit.MAX_HEAD
+        ),
         log_level=LogLevels.info,
         log_access=False,
         respawn_failed_workers=True,

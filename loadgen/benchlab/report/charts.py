@@ -52,22 +52,31 @@ AXIS_LABELS = {
     "queries": "queries per request",
     "offered_rps": "offered rate (requests/s)",
 }
+
+
 def render_charts(analysis: Analysis, out_dir: Path) -> dict[str, list[Chart]]:
     """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
     run = analysis.run
     footer = context_line(run.meta)
-    sections: dict[str, list[Chart]] = {}
+    with matplotlib.rc_context(RC):
+        return {section: [save(c, footer, out_dir) for c in drawn] for section, drawn in draw_charts(analysis).items()}
+
+
+def draw_charts(analysis: Analysis) -> dict[str, list[Drawn]]:
+    """render_charts' figures, drawn but not yet saved (nor given their footer)."""
+    run = analysis.run
+    sections: dict[str, list[Drawn]] = {}
     with matplotlib.rc_context(RC):
         for test in run.tests:
             along = [axis_chart(analysis.scaling_for(test), axis) for axis in run.varying_axes]
             drawn = (_peak(run, test), *along, _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
-            sections[test] = [save(c, footer, out_dir) for c in drawn if c is not None]
+            sections[test] = [c for c in drawn if c is not None]
         resources = _resources(run)
         if resources is not None:
-            sections["resources"] = [save(resources, footer, out_dir)]
+            sections["resources"] = [resources]
         factors = _decomposition(analysis.factors, run.tests)
         if factors is not None:
-            sections["decomposition"] = [save(factors, footer, out_dir)]
+            sections["decomposition"] = [factors]
     return sections
 
 
