@@ -85,10 +85,11 @@ def bridge_targets(targets: list[Target]) -> list[str]:
         lines += [
             f"{t.name}:",
             "  network_mode: bridge",
-            "  links: [db]",
+            "  links: [db, upstream]",
             "  environment:",
             "    BENCHLAB_HOST: 0.0.0.0",
             "    DATABASE_URL: *dsn",
+            "    UPSTREAM_URL: *upstream",
             "  ports:",
             f"    - {publish}",
             "",
@@ -98,7 +99,7 @@ def bridge_targets(targets: list[Target]) -> list[str]:
 
 def bridge_links(targets: list[Target]) -> list[str]:
     core = [t.name for t in targets if t.group == DEFAULT_SELECTION]
-    return [f"links: [db, {', '.join(core)}]"]
+    return [f"links: [db, upstream, {', '.join(core)}]"]
 
 
 def bridge_urls(targets: list[Target]) -> list[str]:

@@ -1,6 +1,6 @@
-"""Every chart shows its text in full, with the matrix's eleven targets and their longest names.
+"""Every chart shows its text in full, with every registered target and their longest names.
 
-From recorded results (tests/fixtures/eleven-targets: a native run of every registered target,
+From recorded results (tests/fixtures/every-target: a native run of every registered target,
 json and db at 32 connections, 2 repeats), no lab: once as matplotlib lays each figure out for
 its PNG, and once as headless Chromium shows report.html at 1,400 px. A label of the
 decomposition chart was cut there ("erver: fastapi-uvicorn → fastapi-hypercorn") while its PNG
@@ -29,7 +29,7 @@ from benchlab.report.plotting import PNG_DPI, add_footer, context_line
 from benchlab.rundir import RUN_JSON
 from benchlab.targets import load_targets
 
-FIXTURE = Path(__file__).with_name("fixtures") / "eleven-targets"
+FIXTURE = Path(__file__).with_name("fixtures") / "every-target"
 CHROMIUM = "/usr/bin/chromium"
 REPORT_WIDTH_PX = 1400
 SLACK_PX = 0.5  # rounding of a text's box, not a cut letter (a letter at 8 pt is 4-6 px)
@@ -50,7 +50,7 @@ document.body.setAttribute('data-measured', JSON.stringify(
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eleven") / "run"
+    out = tmp_path_factory.mktemp("every-target") / "run"
     out.mkdir()
     for name in (CSV_NAME, RUN_JSON, "scenario.yaml"):
         shutil.copy(FIXTURE / name, out / name)
@@ -60,7 +60,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_fixture_holds_every_registered_target(run_dir: Path) -> None:
     run = load_run(run_dir)
     assert set(run.targets) == {t.name for t in load_targets(["all"])}
-    assert len(run.targets) == 11
+    assert len(run.targets) == 12
 
 
 def test_every_chart_fits_its_text_at_the_png_dpi(run_dir: Path) -> None:

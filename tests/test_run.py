@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import PERCENTILES, assert_healthy_rows, read_csv, rows_in, run_benchlab
 
-from benchlab.contract import TESTS
+from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.harness import NativeLab
 from benchlab.targets import load_targets
 

@@ -16,14 +16,15 @@ from pathlib import Path
 
 from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
+from benchlab.hosts.spec import add_arguments as add_hosts_arguments
 
 EXIT_USAGE = 2
 
 
-def _targets_args(p: argparse.ArgumentParser) -> None:
+def _targets_args(p: argparse.ArgumentParser, default: str = "core") -> None:
     p.add_argument(
         "--targets",
-        help="comma-separated target names or groups: core, servers, style, baselines, all (default: core)",
+        help=f"comma-separated target names or groups: core, servers, style, baselines, all (default: {default})",
     )
     p.add_argument(
         "--target", action="append", default=[], metavar="NAME=URL",
@@ -81,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _native_args(p)
     p.set_defaults(func=cmd_up)
 
-    p = sub.add_parser("targets", help="list the known targets")
-    _targets_args(p)
+    p = sub.add_parser("targets", help="list every known target, marking those a plain run measures")
+    _targets_args(p, default="all")
     p.set_defaults(func=cmd_targets)
 
     p = sub.add_parser("verify", help="check every target x test against the TechEmpower contract")
@@ -106,7 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         "BENCHLAB_PYTHON_3_13=/path; default: the scenario's, else benchlab's own)",
     )  # fmt: skip
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument(
+        "--profile", action="store_true", default=os.environ.get("PROFILE") == "1",
+        help="after each test, one more step at its peak with py-spy attached (also PROFILE=1)",
+    )  # fmt: skip
     _claims_arg(p)
+    add_hosts_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.html, PNG charts and summary.csv for a run")
@@ -123,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--csv", type=Path, help="where to write the table as CSV (default: RUN_B/compare.csv)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("profile", help="CPU per request by component and function: one target against another")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--target", required=True, help="the target to explain")
+    p.add_argument("--vs", required=True, metavar="TARGET", help="the target it is set against")
+    p.add_argument("--test", required=True)
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("calibrate", help="measure the load engine's ceiling against a trivial server")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
@@ -161,9 +174,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from benchlab.targets import describe_targets
+    from benchlab.targets import describe_targets, load_targets, parse_overrides, split_names
 
-    print(describe_targets(_selected(args)))
+    # every known target by default (marked when a plain run measures it), so the matrix is visible
+    print(describe_targets(load_targets(split_names(args.targets) or ["all"], parse_overrides(args.target))))
     return 0
 
 
@@ -175,6 +189,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchlab.commands import run_command
+    from benchlab.hosts.lab import prepare
+
+    prepare(args)  # --hosts: the targets' URLs and the DSN on their hosts
 
     return run_command(args)
 
@@ -194,6 +211,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(result.render_text())
     print(f"wrote {out_csv}")
     return result.exit_code
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from benchlab.profiling.diff import profile_diff
+
+    profile_diff(args.run_dir, args.target, args.vs, args.test)
+    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

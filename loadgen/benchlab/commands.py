@@ -21,7 +21,7 @@ from benchlab.lab import choose_targets, open_lab
 from benchlab.measurement import ensure_open_files
 from benchlab.metadata import run_metadata, target_info
 from benchlab.model.codec import CSV_NAME, iter_done_steps, read_steps
-from benchlab.model.level import AXIS_NAMES
+from benchlab.model.level import AXIS_NAMES, Axes
 from benchlab.model.modes import LoadMode
 from benchlab.model.status import MEASURED, Status
 from benchlab.progress import Progress
@@ -87,8 +87,14 @@ def run_command(args: argparse.Namespace) -> int:
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
     engines = check_limits(steps)
+    profiler, profile_meta = None, None
+    if args.profile or scenario.profile or meta.get("profile"):
+        from benchlab.profiling.prepare import prepare_profiler
+
+        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats, scenario.setups()[-1])
     check_out_dir(run_dir if args.resume else Path(args.out))
-    progress = Progress(total=len(steps))
+    profiled = len({(s.target, s.test) for s in steps}) if profiler else 0  # one profiled step each
+    progress = Progress(total=len(steps) + profiled)
     progress.message(f"scenario {scenario.name}: {len(steps)} steps over {len(targets)} target(s)")
     progress.message("CPUs: " + ", ".join(f"{r} {c}" for r, c in cpus.describe().items()))
     if meta.get("status") == "running":  # or its process was killed (-9, a crash, a full disk)
@@ -115,13 +121,20 @@ def run_command(args: argparse.Namespace) -> int:
                     started_at=now(),
                 )  # fmt: skip
                 meta["tests_selected"] = tests  # --resume finishes the same selection
+                if profile_meta:
+                    meta["profile"] = profile_meta  # --resume profiles too
             meta["process"] = process_identity()  # a resume tells a dead run from a running one by it
+            if lab.annotate:
+                lab.annotate(meta)
             progress.message(f"run {run_id} -> {run_dir}")
             write_run_json(run_dir, meta)
             runner = Runner(
                 run_dir=run_dir, run_id=run_id, scenario=scenario, lab=lab, steps=steps, progress=progress,
                 done=set(iter_done_steps(run_dir)), peaks=peaks_from(run_dir), target_meta=target_meta,
+                profiler=profiler,
             )  # fmt: skip
+            if profiler is not None and args.resume:
+                profiler.seed(read_steps(run_dir, warn=False), steps)
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:
                 runner.execute()
@@ -172,8 +185,9 @@ def verify_command(args: argparse.Namespace) -> int:
     if unknown:  # before any wait for the targets or start of the lab
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
     workers = one_workers_value(args) if args.native else None
-    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30", workers=workers) as lab:
-        checks = verify_targets(targets, tests, lab.dsn)
+    setup = Axes(workers=workers)
+    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30", setup=setup) as lab:
+        checks = verify_targets(targets, tests, lab.dsn, upstream_url=lab.upstream_url)
     print(format_checks(checks))
     return 1 if any(c.status is Status.FAIL for c in checks) else 0
 

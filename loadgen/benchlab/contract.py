@@ -44,6 +44,15 @@ EXTRA_FORTUNE = (0, "Additional fortune added at request time.")
 FORTUNE_ORDER: tuple[int, ...] = (11, 4, 5, 2, 8, 0, 3, 7, 10, 6, 9, 1, 12)
 
 
+# benchlab's own upstream test: GET /upstream?ms=N waits N ms on the upstream service. The
+# parameter cases, read as leniently as TFB's counts, with the wait each must give.
+DEFAULT_WAIT_MS = 20
+MAX_WAIT_MS = 10_000
+WAIT_CASES: tuple[tuple[str, int], ...] = (("", 20), ("foo", 20), ("0", 0), ("-5", 0), ("50", 50), ("10001", 10_000))
+# Who defined a test: TechEmpower, or benchlab (its own tests, labelled so wherever they are shown).
+Origin = Literal["tfb", "benchlab"]
+
+
 def clamp_queries(raw: str | None) -> int:
     """TFB's rule: missing, empty, non-integer or < 1 gives 1; > 500 gives 500."""
     try:
@@ -132,6 +141,10 @@ class TestType:
     uses_db: bool = False
     stored: Stored | None = None
     query_count: QueryCount | None = None
+    origin: Origin = "tfb"
+    param_cases: tuple[tuple[str, int], ...] = PARAM_CASES
+    param_max: int = MAX_QUERIES  # the largest value a scenario may give the parameter
+    waits: bool = False  # the parameter is a wait in ms on the upstream (verified in time and calls)
 
     def __post_init__(self) -> None:
         if (self.body is None) != (self.body_type is None):
@@ -159,7 +172,12 @@ class TestType:
     def cases(self) -> tuple[tuple[str | None, int], ...]:
         """The requests verification makes, with the rows each must return: TFB's parameter
         cases for a parameterised test, else the bare path (one row where rows are returned)."""
-        return PARAM_CASES if self.param is not None else ((None, 1),)
+        return self.param_cases if self.param is not None else ((None, 1),)
+
+    @property
+    def label(self) -> str:
+        """The test's name as every output shows it: benchlab's own tests say so."""
+        return self.name if self.origin == "tfb" else f"{self.name} (benchlab's own, not TechEmpower's)"
 
 
 def short(value: Any, limit: int = 60) -> str:
@@ -244,6 +262,27 @@ def check_fortunes(content: bytes, rows: int) -> list[Row]:
     return []
 
 
+def check_upstream(content: bytes, ms: int) -> list[Row]:
+    """The upstream's answer, passed through: exactly ``{"upstream": "benchlab", "ms": ms}``."""
+    body = _json(content)
+    want = {"upstream": "benchlab", "ms": ms}
+    if body != want:
+        raise BodyProblem(f"body {short(body)}, expected {want}")
+    return []
+
+
+ROUTES_ID = 4242  # the id GET /r999/{id} is asked for
+
+
+def check_routes(content: bytes, rows: int) -> list[Row]:
+    """The last of an app's 1,000 parameterised routes: exactly ``{"route": 999, "id": ROUTES_ID}``."""
+    body = _json(content)
+    want = {"route": 999, "id": ROUTES_ID}
+    if body != want:
+        raise BodyProblem(f"body {short(body)}, expected {want}")
+    return []
+
+
 _ONE_SELECT_PER_ROW = QueryCount("world")
 TEST_TYPES: dict[str, TestType] = {
     t.name: t
@@ -260,7 +299,17 @@ TEST_TYPES: dict[str, TestType] = {
                  uses_db=True, stored="written", query_count=QueryCount("world", writes_back=True)),
         TestType("cached-queries", "/cached-queries", JSON_TYPE, ACCEPT_JSON, check_rows, param="count",
                  uses_db=True, stored="cached"),
+        TestType("upstream", "/upstream", JSON_TYPE, ACCEPT_JSON, check_upstream, param="ms", origin="benchlab",
+                 param_cases=WAIT_CASES, param_max=MAX_WAIT_MS, waits=True),
+        TestType("routes", f"/r999/{ROUTES_ID}", JSON_TYPE, ACCEPT_JSON, check_routes, origin="benchlab"),
     )
 }  # fmt: skip
 TESTS: tuple[str, ...] = tuple(TEST_TYPES)
+def test_label(name: str) -> str:
+    """How outputs name a test: its spec's label (benchlab's own tests say so), else the name."""
+    spec = TEST_TYPES.get(name)
+    return spec.label if spec else name
+
+
+TFB_TESTS: tuple[str, ...] = tuple(name for name, t in TEST_TYPES.items() if t.origin == "tfb")
 COUNTED_TESTS: tuple[str, ...] = tuple(name for name, t in TEST_TYPES.items() if t.query_count is not None)

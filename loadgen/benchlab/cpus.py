@@ -1,4 +1,4 @@
-"""CPU sets per role (targets, database, loadgen): parsed, checked and recorded.
+"""CPU sets per role (targets, database, upstream, loadgen): parsed, checked and recorded.
 
 The same ``BENCHLAB_CPUS_*`` variables drive compose's ``cpuset`` and the native harness's
 affinity, so every run records what each role was given.
@@ -14,7 +14,7 @@ from pathlib import Path
 from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 
-ROLES = ("targets", "db", "loadgen")
+ROLES = ("targets", "db", "upstream", "loadgen")
 
 
 def available() -> set[int]:
@@ -85,6 +85,7 @@ class RoleCpus:
 
     targets: set[int] | None = None
     db: set[int] | None = None
+    upstream: set[int] | None = None
     loadgen: set[int] | None = None
 
     @classmethod

@@ -1,4 +1,4 @@
-"""The native harness: a real Postgres and the real target servers on 127.0.0.1, no Docker.
+"""The native harness: a real Postgres, the upstream and the real target servers on 127.0.0.1, no Docker.
 
 ``benchlab up --native``, ``benchlab run --native`` and the tests all start the lab through
 ``NativeLab``, so what the tests prove is what users run.
@@ -46,6 +46,7 @@ from benchlab.postgres import (
 )
 from benchlab.sampling import owner_alive, process_tree
 from benchlab.targets import Target
+from benchlab.upstream import Upstream, start_upstream
 from benchlab.venvs import service_python
 
 
@@ -114,6 +115,7 @@ class NativeLab:
         self.ready_timeout_s = ready_timeout_s
         self.log = log
         self.postgres: Postgres | None = None
+        self.upstream: Upstream | None = None
         self.database_info: dict[str, str | bool] | None = None  # Postgres.info, kept after stop()
         self.running: dict[str, RunningTarget] = {}
         self.refused: dict[str, str] = {}  # targets the current setup could not run, and why
@@ -136,6 +138,9 @@ class NativeLab:
         with _signals_deferred():  # a few seconds; no window where it runs unrecorded
             self.postgres = start_postgres(self.root / "db", found, port=self.db_port, cpus=self.cpus.db)
         self.database_info = self.postgres.info
+        self.log("starting the upstream")
+        with _signals_deferred():
+            self.upstream = start_upstream(self.root, self.log_dir, self.cpus.upstream, self.log)
         if not self.postgres.has_stat_statements:
             self.log(
                 f"PostgreSQL {self.postgres.version} in {self.postgres.found.path} has no pg_stat_statements: "
@@ -149,6 +154,7 @@ class NativeLab:
         env = owned_env()
         env.update(
             DATABASE_URL=self.dsn,
+            UPSTREAM_URL=self.upstream.url if self.upstream else "",
             BENCHLAB_HOST="127.0.0.1",
             BENCHLAB_PORT=str(target.port),
             PYTHONUNBUFFERED="1",
@@ -247,6 +253,9 @@ class NativeLab:
     def stop(self) -> None:
         """SIGTERM to each server's process group, SIGKILL after a grace period; drop the data."""
         self._stop_targets()
+        if self.upstream:
+            self.upstream.down()
+            self.upstream = None
         if self.postgres:
             self.postgres.stop()
             self.postgres = None

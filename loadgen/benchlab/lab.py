@@ -46,6 +46,8 @@ class Lab:
     setup: Axes = field(default_factory=Axes)  # the swept axes' values the targets run with now
     restart: Callable[[Axes], dict[str, str]] | None = None  # the targets again with another setup (native)
     refused: dict[str, str] = field(default_factory=dict)  # targets that cannot run on this setup, and why
+    annotate: Callable[[dict[str, Any]], None] | None = None  # adds what this lab knows to run.json
+    upstream_url: str | None = None  # the upstream service (benchlab's own upstream test), if known
 
     def apply(self, setup: Axes) -> None:
         """Restarts the targets with ``setup`` unless they run so already."""
@@ -63,8 +65,14 @@ def open_lab(
     args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120",
     setup: Axes | None = None,
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``, its targets with ``setup``) or waits, bounded, for targets
-    running elsewhere."""
+    """Starts the lab (``--native``, its targets with ``setup``; or on Docker hosts: ``--hosts``)
+    or waits, bounded, for targets running elsewhere."""
+    if getattr(args, "host_specs", None):
+        from benchlab.hosts.lab import hosts_lab
+
+        with hosts_lab(args, targets) as lab:
+            yield lab
+        return
     if args.native:
         from benchlab.harness import NativeLab
 
@@ -72,14 +80,15 @@ def open_lab(
         with NativeLab(targets, cpus=cpus, setup=setup) as native:
             assert native.postgres is not None
             yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
-                      setup, native.restart_targets, native.refused)  # fmt: skip
+                      setup=setup, restart=native.restart_targets, refused=native.refused,
+                      upstream_url=native.upstream.url if native.upstream else None)  # fmt: skip
         return
     wait_ready(targets, settings().ready_timeout_s or float(ready_timeout_s))
     db_processes = None
     if settings().sample_db_on_host and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
     mode = settings().mode
-    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn))
+    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn), upstream_url=settings().upstream_url)
 
 
 def choose_targets(

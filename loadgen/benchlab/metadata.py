@@ -13,6 +13,7 @@ import psutil
 import psycopg
 
 from benchlab import __version__
+from benchlab.checkout import NoCommit, read_commit
 from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus, format_cpuset
 from benchlab.measurement import ensure_open_files
@@ -38,26 +39,29 @@ def host_info() -> dict[str, Any]:
     }
 
 
-# What run.json says when no commit is known, with how to give one: an image has no .git
-# and compose cannot run git, so the commit comes in as a build argument or not at all.
-UNKNOWN_COMMIT = "unknown (set BENCHLAB_GIT_COMMIT)"
-
-
 def git_commit() -> str:
-    """The commit baked into an image (``BENCHLAB_GIT_COMMIT``), or the checkout's.
-
-    The image's build argument defaults to ``unknown``, which counts as not given."""
+    """The commit a run measured: ``BENCHLAB_GIT_COMMIT`` when given; in compose, the mounted
+    checkout's (``BENCHLAB_CHECKOUT``, read without git); natively, ``git rev-parse``.
+    Otherwise "unknown" with the reason."""
     given = settings().git_commit
     if given and given != "unknown":
         return given
+    mounted = settings().checkout
+    if mounted:
+        try:
+            return read_commit(Path(mounted))
+        except NoCommit as why:
+            return f"unknown ({why})"
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
             capture_output=True, text=True, timeout=5,
         )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return UNKNOWN_COMMIT
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else UNKNOWN_COMMIT
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown (git rev-parse: {exc})"
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip()
+    return f"unknown (git rev-parse: {(out.stderr.strip().splitlines() or ['no answer'])[-1][:120]})"
 
 
 def tool_version(argv: list[str]) -> str:

@@ -9,7 +9,7 @@ the moment it ends; ``--resume`` skips the steps whose ``step_id`` is already in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
@@ -27,7 +27,7 @@ from benchlab.model.level import AXIS_FIELDS, AXIS_NAMES, AXIS_SHORT, Axes, Leve
 from benchlab.model.status import Status, StepStatus, judge
 from benchlab.model.step import Step
 from benchlab.progress import Progress
-from benchlab.sampling import StepSampler
+from benchlab.sampling import CLIENT_BOUND_SHARE, WAITING_BOUND_SHARE, StepSampler
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
@@ -65,15 +65,16 @@ class Runner:
     peaks: dict[tuple[str, str], float] = field(default_factory=dict)
     target_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     query_counts_verified: bool | None = None  # None: no test that counts queries was verified
+    profiler: Any = None  # a profiling.step.Profiler when --profile: one more step per test, py-spy attached
 
     def execute(self) -> None:
         by_name = {t.name: t for t in self.lab.targets}
         checks = self._verify()
         with ResultsWriter(self.run_dir) as writer:
             blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
-            for (_, setup, target_name, test), group in blocks:
+            for (repeat, setup, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
-                if pending:
+                if pending or self.profiler is not None:  # a resumed run may owe only the profiled step
                     if self._apply(setup):
                         checks = self._verify()
                     check = checks.get((target_name, test))
@@ -83,7 +84,7 @@ class Runner:
                         for s in pending:
                             self._write(writer, by_name[target_name], s, None, None, refused, now())
                         continue
-                    self._run_group(writer, by_name[target_name], test, pending, check)
+                    self._run_group(writer, by_name[target_name], test, pending, check, repeat)
 
     def _verify(self) -> dict[tuple[str, str], ContractCheck]:
         """The contract checked for every target still to measure (again after each restart: a
@@ -92,7 +93,8 @@ class Runner:
             s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
-        checks = {(c.target, c.test): c for c in verify_targets(pending_targets, tests, self.lab.dsn)}
+        verdicts = verify_targets(pending_targets, tests, self.lab.dsn, upstream_url=self.lab.upstream_url)
+        checks = {(c.target, c.test): c for c in verdicts}
         counted = [c for c in checks.values() if c.test in COUNTED_TESTS]
         if counted:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
@@ -110,8 +112,9 @@ class Runner:
         return True
 
     def _run_group(
-        self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None
-    ) -> None:
+        self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None,
+        repeat: int,
+    ) -> None:  # fmt: skip
         verdict = _verdict(check)
         if not verdict.measured:
             for s in steps:
@@ -130,6 +133,8 @@ class Runner:
             self._prime(target, primed)
         for s in steps:
             self._measure(writer, target, s, verdict)
+        if self.profiler is not None:
+            self.profiler.after_test(self, writer, target, test, repeat, verdict)
 
     def _prime(self, target: Target, closed: list[PlannedStep]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
@@ -162,7 +167,7 @@ class Runner:
         label = engine.label(step, load)
         q = f" q={step.queries}" if step.queries is not None else ""
         self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
-        sampler = StepSampler(target.url, db_processes=self.lab.db_processes)
+        sampler = self.sampler(target, step.test)
         try:
             with sampler:
                 m = engine.run(_request(target, step), load, raw)
@@ -173,12 +178,24 @@ class Runner:
         if engine.sets_peak and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
+        if self.profiler is not None:
+            self.profiler.observe(step, m, status)
         self._write(writer, target, step, m, sampler.result, status, started)
         shown = "" if status.status is Status.PASS else f" [{status}]"
         self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s{shown}")
 
+    def sampler(self, target: Target, test: str) -> StepSampler:
+        """The step's sampler; a test that waits on the upstream samples it too, and flags the
+        step at half the load generator's CPUs (issue 24's rule)."""
+        waits = TEST_TYPES[test].waits
+        return StepSampler(
+            target.url, db_processes=self.lab.db_processes, upstream_url=self.lab.upstream_url if waits else None,
+            bound_share=WAITING_BOUND_SHARE if waits else CLIENT_BOUND_SHARE,
+        )  # fmt: skip
+
     def _write(self, writer: ResultsWriter, target: Target, step: PlannedStep, m: Measurement | None,
-               samples: Any, status: StepStatus, started: str) -> None:  # fmt: skip
+               samples: Any, status: StepStatus, started: str,
+               profiler_overhead: float | None = None) -> None:  # fmt: skip
         if samples is not None and samples.lost and status.measured:  # its server cells are empty, not 0
             lost = f"sampler lost the target ({samples.lost})"
             status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
@@ -192,7 +209,10 @@ class Runner:
         if m is not None:
             record = record.measured(m)
         if samples is not None:
-            record = record.sampled(vars(samples), samples.client_bound)
+            upstream_bound = samples.upstream_bound if samples.upstream_cpu_cores is not None else None
+            record = record.sampled(vars(samples), samples.client_bound, upstream_bound)
+        if profiler_overhead is not None:
+            record = replace(record, profiler_overhead=profiler_overhead)
         writer.write(record)
         self.done.add(step_id(step))
         if m is None:

@@ -38,6 +38,11 @@ from benchlab.measurement import ENGINE_PIDS
 INFO_PATH = "/benchlab/info"
 FINAL_TIMEOUT_S = 5.0  # the end sample is needed for any CPU figure: wait for it longer
 CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share of its CPUs
+# In a step that waits on the upstream, the lab must stay far from its limits to measure the
+# stack: the upstream (one process, so one core) and the load generator are each flagged at
+# half of their CPUs (issue 24's rule).
+WAITING_BOUND_SHARE = 0.5
+UPSTREAM_STATS = "/stats"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class Samples:
     client_bound: bool
     server_samples: int = 0
     lost: str | None = None  # why the server figures cannot be trusted (then they are None)
+    upstream_cpu_cores: float | None = None  # the upstream service's CPU (upstream_url given)
+    upstream_bound: bool = False  # the upstream used WAITING_BOUND_SHARE of its core or more
 
 
 @dataclass(frozen=True)
@@ -175,13 +182,20 @@ class StepSampler:
         interval_s: float = 0.5,
         request_timeout_s: float = 1.0,
         loadgen_cpus: int | None = None,
+        upstream_url: str | None = None,
+        bound_share: float = CLIENT_BOUND_SHARE,
     ) -> None:
+        """``upstream_url``: also sample the upstream service (its ``/stats``); ``bound_share``:
+        the share of the load generator's CPUs at which the step is client-bound."""
         self.info_url = target_url.rstrip("/") + INFO_PATH if target_url else None
         self.db_processes = db_processes
         self.interval_s = interval_s
         self.request_timeout_s = request_timeout_s
         self.loadgen_cpus = loadgen_cpus or len(os.sched_getaffinity(0))
         self.result: Samples | None = None
+        self.upstream_stats = upstream_url.rstrip("/") + UPSTREAM_STATS if upstream_url else None
+        self.bound_share = bound_share
+        self._upstream: list[_Point] = []
         self._server: list[_Point] = []
         self._rss: list[float] = []
         self._pss: list[float] = []
@@ -209,6 +223,15 @@ class StepSampler:
         except (httpx.HTTPError, ValueError, KeyError, TypeError):
             return
 
+    def _sample_upstream(self, timeout_s: float) -> None:
+        if not self.upstream_stats:
+            return
+        try:
+            stats = _client().get(self.upstream_stats, timeout=timeout_s).json()
+            self._keep(self._upstream, _Point(time.monotonic(), float(stats["cpu_seconds"]), stats.get("pid")))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return
+
     def _sample_local(self) -> None:
         if self.db_processes is not None:
             try:
@@ -229,6 +252,7 @@ class StepSampler:
 
     def _sample(self, timeout_s: float) -> None:
         self._sample_local()
+        self._sample_upstream(timeout_s)
         self._sample_server(timeout_s)
 
     def _loop(self) -> None:
@@ -256,9 +280,11 @@ class StepSampler:
             db_cpu_cores=_rate(self._db),
             loadgen_cpu_cores=loadgen,
             loadgen_cpus=self.loadgen_cpus,
-            client_bound=loadgen is not None and loadgen >= CLIENT_BOUND_SHARE * self.loadgen_cpus,
+            client_bound=loadgen is not None and loadgen >= self.bound_share * self.loadgen_cpus,
             server_samples=len(self._server),
             lost=lost,
+            upstream_cpu_cores=(upstream := _rate(self._upstream)),
+            upstream_bound=upstream is not None and upstream >= WAITING_BOUND_SHARE,
         )
         return self.result
 

@@ -154,6 +154,40 @@ def clamp_queries(raw: str | None) -> int:
     return 1 if n < 1 else min(n, MAX_QUERIES)
 
 
+# benchlab's own upstream test (not TechEmpower's): GET /upstream?ms=N waits on the upstream
+# service (UPSTREAM_URL) for N ms. N is read as leniently as TFB reads query counts: missing,
+# empty or non-integer gives the default, clamped to 0..MAX_WAIT_MS.
+DEFAULT_WAIT_MS = 20
+MAX_WAIT_MS = 10_000
+# A target gives the upstream its wait plus this long to answer, then says 504: long enough for
+# queueing at thousands of connections, short enough that a frozen upstream never hangs a client.
+UPSTREAM_GRACE_S = 5.0
+# Connections each worker's upstream client may hold: above any level the lab sends (4,096),
+# so for async and gevent stacks the client's pool is never the first limit.
+UPSTREAM_POOL = 10_000
+UPSTREAM_UNAVAILABLE = b'{"error":"upstream unavailable"}'  # 503: refused, reset, not there
+UPSTREAM_TIMEOUT = b'{"error":"upstream timeout"}'  # 504: no answer within the wait + grace
+
+
+def clamp_wait_ms(raw: str | None) -> int:
+    """``ms=`` of /upstream: missing, empty or non-integer gives DEFAULT_WAIT_MS; clamped to
+    0..MAX_WAIT_MS (never an error). The verifier keeps its own copy (benchlab.contract)."""
+    try:
+        n = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return DEFAULT_WAIT_MS
+    return max(0, min(n, MAX_WAIT_MS))
+
+
+def upstream_url() -> str:
+    """Where the upstream service listens (the harness and compose set UPSTREAM_URL)."""
+    return (os.environ.get("UPSTREAM_URL") or "http://127.0.0.1:8079").rstrip("/")
+
+
+def upstream_timeout_s(ms: int) -> float:
+    return ms / 1000 + UPSTREAM_GRACE_S
+
+
 def fail(name: str, message: str, code: int) -> NoReturn:
     """A launcher's one-line refusal."""
     print(f"{name}: {message}", file=sys.stderr, flush=True)

@@ -188,12 +188,18 @@ def split_names(value: str | None, option: str = "--targets") -> list[str]:
 
 
 def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = None) -> str:
-    """The ``benchlab targets`` table: name, framework, server, worker class, workers, URL."""
+    """The ``benchlab targets`` table: name, whether a plain run measures it (the default group,
+    marked ``*``), framework, server, worker class, interface, style, group, workers, URL."""
     workers = settings(env).workers or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
-    rows = [("NAME", "FRAMEWORK", "SERVER", "WORKER CLASS", "INTERFACE", "STYLE", "GROUP", "WORKERS", "URL")]
+    header = ("NAME", "PLAIN RUN", "FRAMEWORK", "SERVER", "WORKER CLASS", "INTERFACE", "STYLE", "GROUP", "WORKERS")
+    header += ("URL",)
+    rows = [header]
     rows += [
-        (t.name, t.framework, t.server, t.worker_class, t.interface, t.style, t.group, workers, t.url)
+        (t.name, "*" if t.group == DEFAULT_SELECTION else "", t.framework, t.server, t.worker_class,
+         t.interface, t.style, t.group, workers, t.url)
         for t in targets
-    ]
+    ]  # fmt: skip
+    footer = f"* measured by a plain run (the {DEFAULT_SELECTION} group); the others: --targets all or a group name"
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+    table = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join([*table, "", footer])

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import many_routes
 import orjson
 import target_kit
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
+from upstream_client import UPSTREAM_ERRORS, Upstream
 
 from db import DB_ERRORS, UNAVAILABLE, Database, render_fortunes, worker_lifespan
 
@@ -31,11 +33,16 @@ class JSONBytes(Response):
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Per worker: db.py's pool and cache, and the /benchlab/info data."""
+    """Per worker: db.py's pool and cache, the upstream client, and the /benchlab/info data."""
     async with worker_lifespan() as (db, info):
         app.state.db = db
         app.state.info = info
-        yield
+        app.state.upstream = await Upstream().open()
+        info.static["upstream"] = Upstream.describe()
+        try:
+            yield
+        finally:
+            await app.state.upstream.close()
 
 
 # Off, as the docs: FastAPI's built-in OpenTelemetry bridge asks on every request whether any
@@ -53,6 +60,15 @@ async def database_unavailable(request: Request, exc: Exception) -> Response:
 
 for error in DB_ERRORS:
     app.add_exception_handler(error, database_unavailable)
+
+
+async def upstream_failed(request: Request, exc: Exception) -> Response:
+    """503 for an upstream that is not there, 504 for one that does not answer in time."""
+    return JSONBytes(exc.body, status_code=exc.status)  # type: ignore[attr-defined]
+
+
+for error in UPSTREAM_ERRORS:
+    app.add_exception_handler(error, upstream_failed)
 
 
 def database(request: Request) -> Database:
@@ -97,6 +113,17 @@ async def cached_queries(request: Request) -> Response:
     return JSONBytes(orjson.dumps(await database(request).cached_rows(count)))
 
 
+@app.get("/upstream")
+async def upstream(request: Request) -> Response:
+    """benchlab's own test (not TechEmpower's): one call to the upstream, its JSON returned."""
+    ms = target_kit.clamp_wait_ms(request.query_params.get("ms"))
+    return JSONBytes(await request.app.state.upstream.wait(ms))
+
+
 @app.get("/benchlab/info")
 async def benchlab_info(request: Request) -> Response:
     return JSONBytes(orjson.dumps(request.app.state.info.payload()))
+
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_fast(app)

@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+import many_routes
 import orjson
 import target_kit
+from upstream_client import UPSTREAM_ERRORS, Upstream
 
 from db import DB_ERRORS, UNAVAILABLE, Database, render_fortunes, worker_lifespan
 
@@ -50,6 +52,7 @@ class Worker:
 
     db: Database
     info: target_kit.Info
+    upstream: Upstream
 
 
 worker = Worker()
@@ -95,6 +98,11 @@ async def cached_queries(query_string: bytes) -> Answer:
     return JSON, orjson.dumps(await worker.db.cached_rows(count))
 
 
+async def upstream(query_string: bytes) -> Answer:
+    """benchlab's own test (not TechEmpower's): one call to the upstream, its JSON returned."""
+    return JSON, await worker.upstream.wait(target_kit.clamp_wait_ms(query_value(query_string, b"ms")))
+
+
 async def benchlab_info(query_string: bytes) -> Answer:
     return JSON, orjson.dumps(worker.info.payload())
 
@@ -107,16 +115,21 @@ ROUTES: dict[str, Callable[[bytes], Awaitable[Answer]]] = {
     "/fortunes": fortunes,
     "/updates": updates,
     "/cached-queries": cached_queries,
+    "/upstream": upstream,
     "/benchlab/info": benchlab_info,
 }
+UPSTREAM_STARTS = {error: start(error.status, b"application/json") for error in UPSTREAM_ERRORS}
 
 
 async def lifespan(receive: Receive, send: Send) -> None:
     """db.py's per-worker start and stop, on the server's lifespan messages."""
     await receive()  # lifespan.startup
     async with worker_lifespan() as (worker.db, worker.info):
+        worker.upstream = await Upstream().open()
+        worker.info.static["upstream"] = Upstream.describe()
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        await worker.upstream.close()
     await send({"type": "lifespan.shutdown.complete"})
 
 
@@ -126,7 +139,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await lifespan(receive, send)
         return
     route = ROUTES.get(scope["path"])
-    if route is None:
+    if route is None and scope["method"] == "GET" and (hit := many_routes.parse(scope["path"])):
+        head, body = JSON, orjson.dumps({"route": hit[0], "id": hit[1]})  # benchlab's own routes test
+    elif route is None:
         head, body = NOT_FOUND, b"Not Found"
     elif scope["method"] != "GET":
         head, body = NOT_ALLOWED, b"Method Not Allowed"
@@ -136,5 +151,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         except DB_ERRORS:
             # The pool reconnects by itself once the database is back; until then, say so quickly.
             head, body = UNAVAILABLE_START, UNAVAILABLE
+        except UPSTREAM_ERRORS as exc:
+            head, body = UPSTREAM_STARTS[type(exc)], exc.body
     await send(head)
     await send({"type": "http.response.body", "body": body})

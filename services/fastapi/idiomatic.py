@@ -36,6 +36,8 @@ from random import randint, sample
 from typing import Annotated, Any
 
 import asyncpg
+import idiomatic_upstream
+import many_routes
 import target_kit
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -208,7 +210,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             app.state.world_cache = {w.id: WorldOut.model_validate(w) for w in await session.scalars(select(World))}
     except (SQLAlchemyError, OSError):
         pass  # the database went away since the launcher saw it: rows are cached on demand
+    app.state.http = idiomatic_upstream.new_client()
+    app.state.info.static["upstream"] = idiomatic_upstream.describe()
     yield
+    await app.state.http.aclose()
     watcher.cancel()
     await engine.dispose()
 
@@ -304,6 +309,14 @@ async def cached_queries(request: Request, count: Count = None) -> list[WorldOut
     return [cache[i] for i in ids]
 
 
+app.include_router(idiomatic_upstream.router)
+idiomatic_upstream.add_error_handlers(app)
+
+
 @app.get("/benchlab/info")
 async def benchlab_info(request: Request) -> dict[str, Any]:
     return request.app.state.info.payload()
+
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_idiomatic(app)

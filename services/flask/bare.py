@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+import many_routes
 import orjson
 import target_kit
+import upstream_client
 from jinja2 import Environment, FileSystemLoader
 
 import db
@@ -27,6 +29,7 @@ JSON = "application/json"
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).resolve().parent / "templates"), autoescape=True)
 FORTUNES = TEMPLATES.get_template("fortunes.html")
 INFO = target_kit.Info(db.WORKERS)
+INFO.static["upstream"] = upstream_client.describe()
 
 
 def param(environ: Environ, name: str) -> str | None:
@@ -66,6 +69,11 @@ def cached_queries(environ: Environ) -> Reply:
     return "200 OK", JSON, orjson.dumps(db.cached_worlds(target_kit.clamp_queries(param(environ, "count"))))
 
 
+def upstream(environ: Environ) -> Reply:
+    """benchlab's own test (not TechEmpower's): one call to the upstream, its JSON returned."""
+    return "200 OK", JSON, upstream_client.wait(target_kit.clamp_wait_ms(param(environ, "ms")))
+
+
 def benchlab_info(environ: Environ) -> Reply:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return "200 OK", JSON, orjson.dumps(INFO.payload())
@@ -79,6 +87,7 @@ ROUTES: dict[str, Callable[[Environ], Reply]] = {
     "/updates": updates,
     "/fortunes": fortunes,
     "/cached-queries": cached_queries,
+    "/upstream": upstream,
     "/benchlab/info": benchlab_info,
 }
 NOT_FOUND: Reply = ("404 Not Found", "text/plain", b"Not Found")
@@ -87,9 +96,12 @@ UNAVAILABLE: Reply = ("503 Service Unavailable", JSON, db.UNAVAILABLE)
 
 
 def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    handler = ROUTES.get(environ.get("PATH_INFO", ""))
+    path = environ.get("PATH_INFO", "")
+    handler = ROUTES.get(path)
     extra: list[tuple[str, str]] = []
-    if handler is None:
+    if handler is None and environ["REQUEST_METHOD"] == "GET" and (hit := many_routes.parse(path)):
+        status, content_type, body = "200 OK", JSON, orjson.dumps({"route": hit[0], "id": hit[1]})  # routes test
+    elif handler is None:
         status, content_type, body = NOT_FOUND
     elif environ["REQUEST_METHOD"] not in ("GET", "HEAD"):
         status, content_type, body = NOT_ALLOWED
@@ -99,5 +111,7 @@ def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
             status, content_type, body = handler(environ)
         except db.DB_ERRORS:
             status, content_type, body = UNAVAILABLE
+        except upstream_client.UPSTREAM_ERRORS as exc:
+            status, content_type, body = exc.status, JSON, exc.body
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *extra])
     return [body]

@@ -23,6 +23,8 @@ from random import randint, sample
 from typing import Any
 
 import gevent
+import idiomatic_upstream
+import many_routes
 import psycogreen.gevent
 import target_kit
 from flask import Blueprint, Flask, Response, render_template, request
@@ -270,10 +272,16 @@ def cached_queries() -> list[dict[str, int]]:
 
 
 app.register_blueprint(database_views)
+app.register_blueprint(idiomatic_upstream.blueprint)  # benchlab's own test, not TechEmpower's
 INFO = target_kit.Info(WORKERS)
+INFO.static["upstream"] = idiomatic_upstream.describe()
 
 
 @app.get("/benchlab/info")
 def benchlab_info() -> dict[str, Any]:
     """What ran and what it costs, so the loadgen need not see the server's processes."""
     return INFO.payload()
+
+
+# benchlab's own routes test (not TechEmpower's): registered after every other route.
+many_routes.add_idiomatic(app)

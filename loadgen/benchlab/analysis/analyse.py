@@ -13,6 +13,7 @@ from benchlab.analysis.claims import PairingResult, evaluate_claims, unmeasured
 from benchlab.analysis.findings import Factor, Lead, decomposition, leads
 from benchlab.analysis.run import Point, Run
 from benchlab.analysis.scaling import Scaling, scaling
+from benchlab.analysis.sweep import Sweep, concurrency_sweeps
 from benchlab.config.claims import Claim
 from benchlab.model.level import AXIS_NAMES
 from benchlab.model.modes import LoadMode
@@ -36,6 +37,11 @@ class Analysis:
     p99_bound_ms: float
     claims: list[PairingResult]
     claims_unmeasured: list[tuple[Claim, list[str]]]
+    sweeps: list[Sweep]  # concurrency sweeps: every level, measured or not
+
+    @property
+    def sweep_findings(self) -> list[str]:
+        return [f for s in self.sweeps for f in s.findings()]
 
     def scaling_for(self, test: str) -> list[Scaling]:
         return [s for s in self.scaling if s.test == test]
@@ -54,6 +60,7 @@ def analyse(run: Run, claims: Sequence[Claim] = ()) -> Analysis:
         p99_bound_ms=p99_bound_ms(run),
         claims=evaluate_claims(run, claims),
         claims_unmeasured=unmeasured(run, claims),
+        sweeps=concurrency_sweeps(run),
     )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchlab.analysis.run import Point, Run
-from benchlab.analysis.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio
+from benchlab.analysis.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio, welch_log_ratio
 from benchlab.config.claims import Claim, ClaimCheck
 from benchlab.model.level import LEVEL_DIMENSIONS, Level
 
@@ -31,6 +31,14 @@ class PairingResult:
     claim: Claim
     contender: str
     results: tuple[CheckResult, ...]
+
+    def split(self) -> str:
+        """Where the claim holds on one workload and not on another, which ones; else ""."""
+        held = [r.check.describe() for r in self.results if r.verdict == HOLDS]
+        failed = [r.check.describe() for r in self.results if r.verdict == FAILS]
+        if not (held and failed):
+            return ""
+        return f"holds on {'; '.join(held)}, but does not hold on {'; '.join(failed)}"
 
     @property
     def verdict(self) -> str:
@@ -69,6 +77,8 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     if missing:
         note = f"no successful {check.test} ({check.mode}) steps for {', '.join(missing)}"
         return CheckResult(check, None, INCONCLUSIVE, note, ())
+    if check.relative_to:
+        return _relative(run, baseline, contender, check)
     if check.where_kind == "peak":
         a, b = run.peak(baseline, check.test, check.mode), run.peak(contender, check.test, check.mode)
         assert a is not None and b is not None
@@ -87,6 +97,29 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     pairs = [pair for lv in common for pair in _repeat_pairs(base[lv], cont[lv], check.metric)]
     used = [base[lv] for lv in common] + [cont[lv] for lv in common]
     return _judge(check, paired_log_ratio(pairs), used)
+
+
+def _relative(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:
+    """Each target's metric on ``test`` (at its peak) over its own on ``relative_to`` (at the same
+    connections and pipeline if measured there, else its peak), repeat by repeat, contender
+    against baseline: what the test costs each beyond the reference (the 1,000th route against
+    /json), apart from how fast each framework is anyway."""
+    assert check.relative_to is not None
+    samples, points = [], []
+    for target in (baseline, contender):
+        p = run.peak(target, check.test, check.mode)
+        refs = run.points_for(target, check.relative_to, check.mode)
+        same = [r for r in refs if p is not None and _connections(r) == _connections(p)]
+        ref = same[0] if same else run.peak(target, check.relative_to, check.mode)
+        if p is None or ref is None:
+            return CheckResult(check, None, INCONCLUSIVE, f"no successful {check.relative_to} steps for {target}", ())
+        samples.append([v / r for r, v in _repeat_pairs(ref, p, check.metric) if r > 0])
+        points += [p, ref]
+    return _judge(check, welch_log_ratio(samples[0], samples[1]), points)
+
+
+def _connections(p: Point) -> tuple[int | None, int | None]:
+    return p.level.concurrency, p.level.pipeline
 
 
 def _point_ratio(run: Run, a: Point, b: Point, check: ClaimCheck) -> RatioEstimate:

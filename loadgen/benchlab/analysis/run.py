@@ -73,6 +73,8 @@ class Point:
         out: list[str] = sorted({str(s.status) for s in self.steps if s.status.status is Status.WARN})
         if any(s.client_bound for s in self.steps):
             out.append("client-bound")
+        if any(s.upstream_bound for s in self.steps):
+            out.append("upstream-bound")
         if any(s.overloaded for s in self.steps):
             out.append("overloaded: offered rate not delivered")
         if self.errors:
@@ -99,6 +101,7 @@ class Run:
     meta: Mapping[str, Any]
     steps: tuple[Step, ...]
     points: tuple[Point, ...]
+    profiled: tuple[Step, ...] = ()  # py-spy attached (--profile): shown apart, never counted
 
     @property
     def run_id(self) -> str:
@@ -177,7 +180,8 @@ def x_dimension(test: str, mode: str) -> str:
 def load_run(run_dir: Path) -> Run:
     """Reads and validates a run; a run with no successful step at all is a user error."""
     run_dir = Path(run_dir)
-    steps = tuple(read_steps(run_dir))
+    every = read_steps(run_dir)
+    steps = tuple(s for s in every if s.counted)  # a profiled step is no measurement
     try:
         meta = read_run_json(run_dir)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -188,7 +192,8 @@ def load_run(run_dir: Path) -> Run:
         raise BenchlabError(
             f"{run_dir}: no successful steps ({len(steps)} recorded, none measured: see the verification column)"
         )
-    return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps))
+    profiled = tuple(s for s in every if not s.counted)
+    return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps), profiled=profiled)
 
 
 def group_points(steps: Iterable[Step]) -> tuple[Point, ...]:

@@ -1,7 +1,8 @@
 """Published performance claims as pydantic models, declared once: a baseline target, the
 contenders compared with it, and checks. Each check is a ratio contender/baseline of one metric
 (``rps`` or a latency column) on one test, at each target's peak, at every common level, or at
-one named level, and the range that ratio must fall in. The packaged file is ``claims.yaml``
+one named level, and the range that ratio must fall in; with ``relative_to``, each target's
+metric is first taken over its own on another test (what the test costs beyond it). The packaged file is ``claims.yaml``
 beside this module (see it for the schema by example); ``analysis.claims`` gives the verdicts.
 """
 
@@ -13,15 +14,15 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ValidationError, model_validator
 
 from benchlab.config.fields import PosNumber, Strict, Text, at, choice, dotted, expected, one_line, within, wrong
-from benchlab.contract import TESTS
+from benchlab.contract import TEST_TYPES, TESTS, TFB_TESTS, test_label
 from benchlab.measurement import LATENCY_COLUMNS
 from benchlab.model.level import LEVEL_DIMENSIONS
-from benchlab.model.modes import LoadMode
+from benchlab.model.modes import MODE_ORDER, LoadMode
 from benchlab.yamlfile import load_yaml
 
 DEFAULT_CLAIMS = Path(__file__).with_name("claims.yaml")
 METRICS: tuple[str, ...] = ("rps", *LATENCY_COLUMNS)
-MODES: tuple[str, ...] = tuple(LoadMode)
+MODES: tuple[str, ...] = tuple(m.value for m in MODE_ORDER)  # counted modes: a profiled step is no measurement
 AT = ("peak", "all")
 
 
@@ -99,6 +100,7 @@ class ClaimCheck(Strict):
     at: Annotated[str, choice(AT)] | None = None  # None with a level; else "peak" (the default) or "all"
     level: LevelFilter | None = None
     ratio: Ratio
+    relative_to: Annotated[str, BeforeValidator(_test)] | None = None  # over each target's own on this test
 
     @model_validator(mode="before")
     @classmethod
@@ -113,6 +115,11 @@ class ClaimCheck(Strict):
     def _level_named(self) -> ClaimCheck:
         if self.level is not None and not self.level_items:
             raise within("level", f"name at least one of {', '.join(LEVEL_DIMENSIONS)}")
+        if self.relative_to is not None:
+            if self.relative_to == self.test:
+                raise within("relative_to", f"expected another test (known: {', '.join(TESTS)})")
+            if self.where_kind != "peak":
+                raise within("relative_to", "compares each target's peaks: leave out 'at' and 'level'")
         return self
 
     @property
@@ -141,17 +148,20 @@ class ClaimCheck(Strict):
     @property
     def where(self) -> str:
         if self.where_kind == "level":
-            return "at " + " ".join(f"{k}={v:g}" for k, v in self.level_items)
+            param = TEST_TYPES[self.test].param or "queries"  # a level's `queries` is the test's parameter
+            return "at " + " ".join(f"{param if k == 'queries' else k}={v:g}" for k, v in self.level_items)
         return "at each target's peak" if self.where_kind == "peak" else "over all common levels"
 
     def describe(self) -> str:
-        return f"{self.test} ({self.mode}): {self.metric} ratio {self.expectation}, {self.where}"
+        what = test_label(self.test) + (f" relative to {self.relative_to}" if self.relative_to else "")
+        return f"{what} ({self.mode}): {self.metric} ratio {self.expectation}, {self.where}"
 
 
 class Claim(Strict):
     id: Text
     text: Text
     source: Text = ""
+    workload: Text = ""  # what the claim is judged on, as the claims file names it
     baseline: Annotated[str, BeforeValidator(_target)]
     contenders: Annotated[tuple[Annotated[str, BeforeValidator(_target)], ...], _non_empty("target names")]
     checks: Annotated[tuple[ClaimCheck, ...], _non_empty("checks")]
@@ -161,6 +171,15 @@ class Claim(Strict):
         if self.baseline in self.contenders:
             raise within("contenders", f"{self.baseline!r} is also the baseline")
         return self
+
+    @property
+    def workload_label(self) -> str:
+        """The workload as the report gives it with the verdict: a verdict on TechEmpower's
+        tests alone says so, whatever the claim is about."""
+        tests = list(dict.fromkeys(t for c in self.checks for t in (c.test, c.relative_to) if t))
+        if all(t in TFB_TESTS for t in tests):
+            return f"TechEmpower's tests only ({', '.join(tests)})" + (f": {self.workload}" if self.workload else "")
+        return self.workload or ", ".join(map(test_label, tests))
 
 
 class ClaimsFile(Strict):

@@ -120,6 +120,12 @@ def _targets(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
+def _flag(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise expected("true or false", v)
+    return v
+
+
 def _open_tests(v: Any) -> Any:
     if not isinstance(v, list) or not v:
         raise expected("a list of test names", v)
@@ -162,7 +168,7 @@ class Primer(Strict):
 class TestLevels(Strict):
     concurrency: Annotated[tuple[int, ...], int_list()]
     pipeline: PosInt = 1
-    queries: Annotated[tuple[int, ...], int_list(MAX_QUERIES)] | None = None
+    queries: Annotated[tuple[int, ...], int_list()] | None = None  # at most the test's param_max
 
 
 class OpenLoop(Strict):
@@ -201,6 +207,8 @@ class Scenario(Strict):
     # The axes to sweep, one field per sweepable ``model.level.Axes`` field of the same name.
     workers: Annotated[tuple[int, ...], int_list()] | None = None  # None: each target's default
     python: Annotated[tuple[str, ...], BeforeValidator(_pythons)] | None = None  # None: the lab's own
+    # One more step per target x test at its peak, py-spy attached (--profile; never counted).
+    profile: Annotated[bool, BeforeValidator(_flag)] = False
 
     @model_validator(mode="before")
     @classmethod
@@ -218,6 +226,10 @@ class Scenario(Strict):
                 raise at(f"tests.{test}.queries", "required key missing")
             if not takes and levels.queries is not None:
                 raise at(f"tests.{test}.queries", "unknown key; expected one of concurrency, pipeline")
+            top = TEST_TYPES[test].param_max
+            over = [q for q in levels.queries or () if q > top]
+            if over:
+                raise at(f"tests.{test}.queries", f"expected a list of positive integers up to {top}, got {over[0]}")
         ol = self.open_loop
         if ol is not None:
             if ol.fractions:

@@ -63,10 +63,24 @@ class Settings:
     def git_commit(self) -> str:
         return self._get("GIT_COMMIT").strip()
 
+    @property
+    def checkout(self) -> str:
+        """The checkout compose mounts into the loadgen (its commit is read from it, without git)."""
+        return self._get("CHECKOUT")
+
+    @property
+    def upstream_url(self) -> str | None:
+        """Where the targets and the loadgen find the upstream service, outside ``--native``."""
+        return self._get("UPSTREAM_URL") or None
+
     # --- tools and interpreters
     @property
     def k6(self) -> str:
         return self._get("K6")
+
+    @property
+    def py_spy(self) -> str:
+        return self._get("PY_SPY")
 
     @property
     def venvs(self) -> Path:

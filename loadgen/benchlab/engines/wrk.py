@@ -190,3 +190,13 @@ class Wrk(Engine):
 
     def provenance(self) -> str:
         return tool_version([find_wrk(), "-v"])
+
+
+class ProfiledWrk(Wrk):
+    """Closed loop with py-spy attached to the target (``--profile``): wrk's load, but its step
+    is no measurement, so it neither primes nor sets the peak open-loop rates scale from."""
+
+    name: ClassVar[str] = "wrk-profiled"
+    mode: ClassVar[LoadMode] = LoadMode.PROFILED
+    primes: ClassVar[bool] = False
+    sets_peak: ClassVar[bool] = False

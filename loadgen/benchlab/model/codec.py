@@ -26,6 +26,7 @@ from benchlab.model.status import StepStatus
 from benchlab.model.step import RESOURCE_COLUMNS, Step
 
 FORMAT_VERSION = 2  # 2: the axes columns (cpus, python, python_build) and this stamp; 1: none
+# (upstream_cpu_cores, upstream_bound and profiler_overhead came before the stamp: later columns of 1)
 CSV_NAME = "results.csv"
 RAW_DIR = "raw"
 
@@ -33,12 +34,16 @@ COLUMNS: tuple[str, ...] = (
     "run_id", "target", "framework", "server", "workers", "test", "mode", "concurrency",
     "pipeline", "queries", "repeat", "offered_rps", "duration_s", "requests", "rps",
     *LATENCY_COLUMNS, *ERROR_COLUMNS, "dropped", "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores",
-    "loadgen_cpu_cores", "client_bound", "overloaded", "verification", "started_at", "finished_at", "step_id",
+    "loadgen_cpu_cores", "client_bound", "upstream_cpu_cores", "upstream_bound", "overloaded", "profiler_overhead",
+    "verification", "started_at", "finished_at", "step_id",
     *(a for a in AXIS_FIELDS if a != "workers"), "format",
 )  # fmt: skip
 
 # Columns added after runs were first recorded: an older CSV without them reads as empty cells.
-LATER_COLUMNS: frozenset[str] = frozenset({"overloaded", "server_pss_mb", *AXIS_FIELDS, "format"} - {"workers"})
+LATER_COLUMNS: frozenset[str] = frozenset(
+    {"overloaded", "server_pss_mb", "upstream_cpu_cores", "upstream_bound", "profiler_overhead", *AXIS_FIELDS, "format"}
+    - {"workers"}
+)
 
 
 def encode(step: Step) -> dict[str, str]:
@@ -47,6 +52,7 @@ def encode(step: Step) -> dict[str, str]:
         "run_id": step.run_id, "target": step.target, "framework": step.framework, "server": step.server,
         "test": step.test, "mode": str(step.mode), "repeat": step.repeat, "requests": step.requests,
         "duration_s": step.duration_s, "rps": step.rps, "dropped": step.dropped, "client_bound": step.client_bound,
+        "upstream_bound": step.upstream_bound, "profiler_overhead": step.profiler_overhead,
         "overloaded": step.overloaded, "verification": str(step.status), "started_at": step.started_at,
         "finished_at": step.finished_at, "step_id": step.step_id, "format": FORMAT_VERSION,
         **{d: step.level.value(d) for d in ("concurrency", "pipeline", "queries", "offered_rps")},
@@ -94,7 +100,8 @@ def decode(row: Mapping[str, str], line: int) -> Step:
         rps=num("rps"), latency={c: num(c) for c in LATENCY_COLUMNS},
         errors_by_kind={c: whole(c) for c in ERROR_COLUMNS}, dropped=whole("dropped"),
         overloaded=flag("overloaded"), resources={c: num(c) for c in RESOURCE_COLUMNS},
-        client_bound=flag("client_bound"),
+        client_bound=flag("client_bound"), upstream_bound=flag("upstream_bound"),
+        profiler_overhead=num("profiler_overhead"),
     )  # fmt: skip
 
 
@@ -184,17 +191,19 @@ def _upgrade(path: Path) -> None:
     tmp.replace(path)
 
 
-def read_rows(run_dir: Path) -> list[dict[str, str]]:
+def read_rows(run_dir: Path, *, warn: bool = True) -> list[dict[str, str]]:
     """The rows of a run's CSV as text, every column present; a missing file or missing columns
-    is a user error."""
+    is a user error. ``warn``: say so when the last row is cut off (once per reading of a run:
+    a second reader passes False)."""
     path = run_dir / CSV_NAME
     if not path.is_file():
         raise BenchlabError(f"{run_dir} is not a benchlab run: no {CSV_NAME}")
     with path.open(newline="", encoding="utf-8") as fh:
         text = fh.read()
     if text and not text.endswith("\n"):  # a hard kill mid-write; the writer drops it on --resume
-        print(f"benchlab: warning: {path}: the last row is cut off mid-write and is left out",
-              file=sys.stderr, flush=True)  # fmt: skip
+        if warn:
+            print(f"benchlab: warning: {path}: the last row is cut off mid-write and is left out",
+                  file=sys.stderr, flush=True)  # fmt: skip
         text = text[: text.rfind("\n") + 1]
     reader = csv.DictReader(io.StringIO(text, newline=""))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
@@ -203,9 +212,9 @@ def read_rows(run_dir: Path) -> list[dict[str, str]]:
     return [{**dict.fromkeys(missing, ""), **row} for row in reader]
 
 
-def read_steps(run_dir: Path) -> list[Step]:
+def read_steps(run_dir: Path, *, warn: bool = True) -> list[Step]:
     """Every recorded step of a run, in CSV order."""
-    return [decode(row, n) for n, row in enumerate(read_rows(run_dir), start=2)]
+    return [decode(row, n) for n, row in enumerate(read_rows(run_dir, warn=warn), start=2)]
 
 
 def iter_done_steps(run_dir: Path) -> Iterator[str]:

@@ -7,10 +7,18 @@ from enum import StrEnum
 
 class LoadMode(StrEnum):
     """``closed``: a fixed number of connections, each sending when answered (wrk).
-    ``open``: a fixed arrival rate, whatever the server's pace (k6)."""
+    ``open``: a fixed arrival rate, whatever the server's pace (k6).
+    ``profiled``: closed loop with py-spy attached (``--profile``): its figures describe the
+    profile and never count as a measurement (peaks, charts, claims)."""
 
     CLOSED = "closed"
     OPEN = "open"
+    PROFILED = "profiled"
+
+    @property
+    def counted(self) -> bool:
+        """Whether a step of this mode is a measurement (a profiled step is not)."""
+        return self in COUNTED_MODES
 
     @classmethod
     def parse(cls, text: str | None) -> LoadMode | str:
@@ -22,4 +30,5 @@ class LoadMode(StrEnum):
             return str(text)
 
 
+COUNTED_MODES: frozenset[LoadMode] = frozenset({LoadMode.CLOSED, LoadMode.OPEN})
 MODE_ORDER: tuple[LoadMode, ...] = (LoadMode.CLOSED, LoadMode.OPEN)  # how reports list modes

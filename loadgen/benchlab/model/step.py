@@ -16,7 +16,7 @@ from benchlab.model.modes import LoadMode
 from benchlab.model.status import Status, StepStatus
 
 RESOURCE_COLUMNS: tuple[str, ...] = (
-    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores",
+    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores", "upstream_cpu_cores",
 )  # fmt: skip
 
 
@@ -46,6 +46,8 @@ class Step:
     overloaded: bool | None = None
     resources: Mapping[str, float | None] = field(default_factory=lambda: dict.fromkeys(RESOURCE_COLUMNS))
     client_bound: bool | None = None
+    upstream_bound: bool | None = None  # the upstream service, not the server, may have been the limit
+    profiler_overhead: float | None = None  # a profiled step's throughput lost to py-spy (a fraction)
 
     def measured(self, m: Measurement) -> Step:
         """This step with an engine's figures (and the rate it offered) filled in."""
@@ -61,8 +63,15 @@ class Step:
             overloaded=m.overloaded,
         )
 
-    def sampled(self, resources: Mapping[str, float | None], client_bound: bool | None) -> Step:
-        return replace(self, resources={c: resources.get(c) for c in RESOURCE_COLUMNS}, client_bound=client_bound)
+    def sampled(self, resources: Mapping[str, float | None], client_bound: bool | None,
+                upstream_bound: bool | None = None) -> Step:  # fmt: skip
+        return replace(self, resources={c: resources.get(c) for c in RESOURCE_COLUMNS}, client_bound=client_bound,
+                       upstream_bound=upstream_bound)  # fmt: skip
+
+    @property
+    def counted(self) -> bool:
+        """Whether this step is a measurement at all (a profiled step, py-spy attached, is not)."""
+        return isinstance(self.mode, LoadMode) and self.mode.counted
 
     @property
     def ok(self) -> bool:
@@ -89,6 +98,8 @@ class Step:
             out.append(str(self.status))
         if self.client_bound:
             out.append("client-bound")
+        if self.upstream_bound:
+            out.append("upstream-bound")
         if self.overloaded:
             out.append("overloaded: offered rate not delivered")
         if self.errors:

@@ -8,6 +8,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from benchlab.analysis.scaling import Scaling
+from benchlab.contract import test_label
 from benchlab.model.level import Axes
 from benchlab.report.plotting import Drawn, colour, figure, flag_legend, marker, ring
 
@@ -41,7 +42,7 @@ def axis_chart(lines: list[Scaling], axis: str) -> Drawn | None:
     ax.set_ylabel("throughput at peak (requests/s)")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    title = f"{test}: throughput against {title_axis} (median, each target at its peak)"
+    title = f"{test_label(test)}: throughput against {title_axis} (median, each target at its peak)"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
     if per_unit:

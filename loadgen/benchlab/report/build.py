@@ -22,8 +22,10 @@ from benchlab.analysis.analyse import SUMMARY_COLUMNS, Analysis, analyse
 from benchlab.analysis.run import PERCENTILES, UNKNOWN, Run, cpusets, load_run, lookup, show
 from benchlab.analysis.stats import CONFIDENCE
 from benchlab.config.claims import load_claims
+from benchlab.contract import test_label
 from benchlab.model.level import AXIS_TITLE
 from benchlab.model.step import Step
+from benchlab.profiling.section import ProfileSection, profile_section
 from benchlab.report.charts import render_charts
 from benchlab.report.plotting import WARN, Chart, context_line
 
@@ -46,7 +48,7 @@ def build_report(run_dir: Path, claims_path: Path | None = None) -> Path:
     analysis = analyse(run, claims)
     charts = render_charts(analysis, charts_dir)
     _write_atomic(run_dir / SUMMARY_CSV, _csv_text(analysis.summary))
-    page = render_html(analysis, charts, claims_path)
+    page = render_html(analysis, charts, claims_path, profile_section(analysis, charts_dir))
     out = run_dir / REPORT_HTML
     _write_atomic(out, page)
     return out
@@ -70,7 +72,10 @@ def _write_atomic(path: Path, text: str) -> None:
 # ---------------------------------------------------------------- HTML
 
 
-def render_html(analysis: Analysis, charts: Mapping[str, Sequence[Chart]], claims_path: Path | None) -> str:
+def render_html(
+    analysis: Analysis, charts: Mapping[str, Sequence[Chart]], claims_path: Path | None,
+    profile: ProfileSection | None = None,
+) -> str:  # fmt: skip
     """The page: one section per part of the analysis (``templates/sections``), in reading order."""
     run = analysis.run
     claim_results = analysis.claims
@@ -80,6 +85,7 @@ def render_html(analysis: Analysis, charts: Mapping[str, Sequence[Chart]], claim
     )  # fmt: skip
     env.filters["num"] = _num
     env.filters["show"] = show
+    env.filters["test_label"] = test_label
     meta = run.meta
     return env.get_template("report.html.j2").render(
         run=run,
@@ -109,8 +115,11 @@ def render_html(analysis: Analysis, charts: Mapping[str, Sequence[Chart]], claim
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],
+        sweeps=analysis.sweeps,
+        sweep_findings=analysis.sweep_findings,
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
+        profile=profile,
     )
 
 

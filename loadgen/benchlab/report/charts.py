@@ -27,6 +27,7 @@ from benchlab.analysis.run import (
     lookup,
     x_dimension,
 )  # fmt: skip
+from benchlab.contract import test_label
 from benchlab.model.modes import LoadMode
 from benchlab.report.axes import axis_chart
 from benchlab.report.plotting import (
@@ -113,7 +114,7 @@ def _peak(run: Run, test: str) -> Drawn | None:
     ax.set_xlabel("throughput at peak (requests/s); bar = median of repeats, whisker = min..max")
     ax.set_xlim(0, max(max(p.rps_samples) for _, p in peaks) * 1.9)
     ax.grid(axis="y", visible=False)
-    title = f"{test}: peak throughput by target ({mode} loop)"
+    title = f"{test_label(test)}: peak throughput by target ({mode} loop)"
     ax.set_title(title)
     handles = flag_legend(flagged)
     if handles:
@@ -171,7 +172,7 @@ def _scaling(run: Run, test: str) -> Drawn | None:
     ax.set_ylabel("throughput (requests/s)")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    title = f"{test}: throughput against {AXIS_LABELS[dimension]} (median, whiskers min..max)"
+    title = f"{test_label(test)}: throughput against {AXIS_LABELS[dimension]} (median, whiskers min..max)"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="best")
@@ -213,7 +214,7 @@ def _spectrum(run: Run, test: str) -> Drawn | None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("percentile (tail to the right)")
     ax.set_ylabel("latency (ms, log scale)")
-    title = f"{test}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
+    title = f"{test_label(test)}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")
@@ -269,7 +270,7 @@ def _open_loop(run: Run, test: str) -> Drawn | None:
     ax.set_xlabel(AXIS_LABELS["offered_rps"])
     ax.set_ylabel("latency (ms, log scale)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    title = f"{test}: open-loop latency against offered rate, up to the first overloaded rate"
+    title = f"{test_label(test)}: open-loop latency against offered rate, up to the first overloaded rate"
     ax.set_title(title)
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")

@@ -19,10 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from benchlab.analysis.run import cpusets, lookup, show, target_order
+from benchlab.hosts.network import describe_rtt
 
 WARN = "⚠"
 FLAG_COLOUR = "#d62728"
-# One colour and one marker per registered target (eleven), in registry order.
+# One colour and one marker per registered target (twelve), in registry order.
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf", "#bcbd22",
     "#aec7e8", "#ffbb78", "#98df8a",
@@ -60,7 +61,11 @@ def context_line(meta: Mapping[str, Any]) -> str:
         f"mode {show(meta.get('mode'))}"
     )
     sets = "; ".join(f"{role} {cpus}" for role, cpus in cpusets(meta))
-    return f"host: {host} | cpusets: {sets} | run {show(meta.get('run_id'))}"
+    line = f"host: {host} | cpusets: {sets} | run {show(meta.get('run_id'))}"
+    rtt = lookup(meta, "hosts", "rtt_ms")
+    if isinstance(rtt, Mapping) and rtt:  # a split run (--hosts): the network's floor under every latency
+        line += f" | network round trip: {describe_rtt(rtt)}"
+    return line
 
 
 def colour(target: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 
-from benchlab.contract import TestType, trim
+from benchlab.contract import TestType, test_label, trim
 from benchlab.model.status import Status
 from benchlab.targets import Target
 
@@ -50,9 +50,10 @@ def format_checks(checks: Iterable[ContractCheck]) -> str:
     if not checks:
         return "no checks"
     tw = max(len(c.target) for c in checks)
-    sw = max(len(c.test) for c in checks)
+    sw = max(len(test_label(c.test)) for c in checks)
     return "\n".join(
-        f"{c.status.upper():<4}  {c.target:<{tw}}  {c.test:<{sw}}  {'; '.join(c.reasons)}".rstrip() for c in checks
+        f"{c.status.upper():<4}  {c.target:<{tw}}  {test_label(c.test):<{sw}}  {'; '.join(c.reasons)}".rstrip()
+        for c in checks
     )
 
 

@@ -21,6 +21,7 @@ from benchlab.verification.checks import ContractCheck, Verification
 from benchlab.verification.counts import query_counts
 from benchlab.verification.database import check_changed, compare_stored, connect, world
 from benchlab.verification.responses import fetch, send
+from benchlab.verification.upstream import check_elapsed, check_waits, timeout_for
 
 DATE_RECHECK_S = 3.0  # TFB's pause before fetching again to compare Date
 
@@ -30,18 +31,20 @@ def verify_targets(
     tests: list[str] | None = None,
     dsn: str | None = None,
     timeout_s: float = 10,
+    upstream_url: str | None = None,
 ) -> list[ContractCheck]:
-    """One ``ContractCheck`` per target x test, in registry x contract order. Never raises for a target."""
+    """One ``ContractCheck`` per target x test, in registry x contract order. Never raises for a target.
+    ``upstream_url``: where the upstream service is, to count the calls it sees."""
     selected = list(tests or TESTS)
     unknown = [t for t in selected if t not in TEST_TYPES]
     if unknown:
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
     specs = [spec for name, spec in TEST_TYPES.items() if name in selected]
-    return asyncio.run(_verify(targets, specs, dsn, timeout_s))
+    return asyncio.run(_verify(targets, specs, dsn, timeout_s, upstream_url))
 
 
 async def _verify(
-    targets: list[Target], specs: list[TestType], dsn: str | None, timeout_s: float
+    targets: list[Target], specs: list[TestType], dsn: str | None, timeout_s: float, upstream_url: str | None
 ) -> list[ContractCheck]:
     checks = {(t.name, spec.name): ContractCheck(t.name, spec.name) for t in targets for spec in specs}
     db, db_problem = await connect(dsn, timeout_s)
@@ -59,6 +62,7 @@ async def _verify(
             writes = [spec for spec in specs if spec.writes]
             for t, _ in live:
                 await _check_tests(client, run, t, writes)
+            await check_waits(client, run, [t for t, _ in live], upstream_url)
         await query_counts(run, [t for t, _ in live])
     finally:
         if db is not None:
@@ -114,9 +118,11 @@ async def _check_test(client: httpx.AsyncClient, run: Verification, target: Targ
     for value, expected in spec.cases():
         path = spec.path_for(value)
         before = await world(run.db) if run.db is not None and spec.writes and expected == MAX_QUERIES else None
-        resp = await fetch(client, target.url, spec, check, value, run.timeout_s)
+        resp = await fetch(client, target.url, spec, check, value, timeout_for(run, spec, expected))
         if resp is None:
             continue
+        if spec.waits:
+            check_elapsed(check, path, resp, expected)
         try:
             rows = spec.check_body(resp.content, expected)
         except BodyProblem as exc:

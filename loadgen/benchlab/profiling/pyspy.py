@@ -1,0 +1,150 @@
+"""py-spy: where it is, whether it can read the targets here, and one recording.
+
+Every check runs before the run starts and fails with one line saying what to change: the
+profiler missing, ptrace not permitted (tried for real on a process of ours, so that Yama's
+``ptrace_scope``, a dropped ``CAP_SYS_PTRACE`` or a seccomp filter all show), or a target
+interpreter py-spy cannot read (a free-threaded build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from benchlab.config.settings import settings
+from benchlab.errors import BenchlabError
+
+PY_SPY_VERSION = "0.4.3"  # pinned in pyproject.toml and the lock, as k6 is
+DEFAULT_RATE_HZ = 100  # py-spy's own default: samples per second per thread
+PTRACE_SCOPE = Path("/proc/sys/kernel/yama/ptrace_scope")
+STOP_TIMEOUT_S = 60.0  # py-spy writes its file after SIGINT; a big profile takes seconds
+
+
+def find_py_spy() -> str:
+    """``BENCHLAB_PY_SPY`` if set, else the binary the ``py-spy`` wheel put beside this Python, else PATH."""
+    override = settings().py_spy
+    if override:
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
+            raise BenchlabError(f"BENCHLAB_PY_SPY={override} is not an executable file")
+        return override
+    for scripts in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(scripts) / "py-spy"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    path = shutil.which("py-spy")
+    if not path:
+        raise BenchlabError(
+            f"--profile needs py-spy, which is not installed: `pip install py-spy=={PY_SPY_VERSION}` "
+            "(or point BENCHLAB_PY_SPY at its binary)"
+        )
+    return path
+
+
+def py_spy_version(binary: str) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    return out.stdout.strip().removeprefix("py-spy ").strip() or "unknown"
+
+
+def ptrace_scope() -> int | None:
+    try:
+        return int(PTRACE_SCOPE.read_text().strip())
+    except (OSError, ValueError):
+        return None  # no Yama: only capabilities and seccomp decide
+
+
+def check_ptrace(binary: str) -> None:
+    """Refuses unless py-spy can read a Python process started the way the targets are (a child
+    of benchlab, not of py-spy): it dumps one, and a refusal is reported with what to change."""
+    scope = ptrace_scope()
+    if scope == 3:
+        raise BenchlabError("--profile: kernel.yama.ptrace_scope is 3 (ptrace disabled until reboot); "
+                            "profiling needs it at 2 or lower")  # fmt: skip
+    probe = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+    try:
+        time.sleep(0.3)  # past the interpreter's start, so there is a thread state to read
+        out = subprocess.run([binary, "dump", "--nonblocking", "--pid", str(probe.pid)],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    finally:
+        probe.kill()
+        probe.wait()
+    if out.returncode == 0:
+        return
+    said = (out.stderr or out.stdout).strip().splitlines()
+    detail = said[-1] if said else f"exit code {out.returncode}"
+    if scope in (1, 2):
+        fix = (f"kernel.yama.ptrace_scope is {scope}: run benchlab as root or with CAP_SYS_PTRACE, "
+               "or `sysctl kernel.yama.ptrace_scope=0`")  # fmt: skip
+    else:
+        fix = "benchlab needs CAP_SYS_PTRACE (and no seccomp filter on ptrace/process_vm_readv)"
+    raise BenchlabError(f"--profile: py-spy may not read processes here ({detail}); {fix}")
+
+
+def check_interpreter(python: str, name: str) -> None:
+    """Refuses a free-threaded build (``Py_GIL_DISABLED``): py-spy reads the GIL build's thread states."""
+    code = "import sysconfig; print(sysconfig.get_config_var('Py_GIL_DISABLED') or 0)"
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise BenchlabError(f"--profile: cannot run {name}'s interpreter {python}: {exc.strerror}") from exc
+    if out.stdout.strip() == "1":
+        raise BenchlabError(f"--profile: {name} runs on a free-threaded Python ({python}), which py-spy "
+                            f"{PY_SPY_VERSION} cannot read; profile it on a build with the GIL")  # fmt: skip
+
+
+@dataclass
+class Recorder:
+    """``py-spy record`` on a target's master and every subprocess (its workers), all threads,
+    Python frames only, without pausing the target (``--nonblocking``)."""
+
+    binary: str
+    pid: int
+    output: Path
+    rate_hz: int = DEFAULT_RATE_HZ
+    _proc: subprocess.Popen[str] | None = None
+    _started: float = 0.0
+    seconds: float = 0.0  # how long it sampled, for the idle count
+    cpu_seconds: float | None = None  # py-spy's own CPU while sampling
+
+    def command(self) -> list[str]:
+        return [self.binary, "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
+                "--full-filenames", "--format", "speedscope", "--rate", str(self.rate_hz),
+                "--output", str(self.output)]  # fmt: skip
+
+    def start(self) -> None:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True)  # fmt: skip
+        self._started = time.monotonic()
+
+    def stop(self) -> str | None:
+        """Stops it (SIGINT: it writes the file); returns why there is no profile, or None."""
+        assert self._proc is not None
+        if self._proc.returncode is not None and self.seconds:
+            return None if self.output.is_file() else "py-spy wrote no profile"  # stopped already
+        self.seconds = time.monotonic() - self._started
+        with contextlib.suppress(psutil.Error):  # what py-spy itself cost, before it writes its file
+            times = psutil.Process(self._proc.pid).cpu_times()
+            self.cpu_seconds = times.user + times.system
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGINT)
+        try:
+            said, _ = self._proc.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            said, _ = self._proc.communicate()
+            return f"py-spy did not finish within {STOP_TIMEOUT_S:g} s of being stopped"
+        if not self.output.is_file():
+            lines = [ln for ln in (said or "").strip().splitlines() if ln.strip()]
+            return f"py-spy wrote no profile: {lines[-1] if lines else f'exit code {self._proc.returncode}'}"
+        return None
