@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import shutil
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from benchlab.model.codec import COLUMNS, CSV_NAME, FORMAT_VERSION, ResultsWriter, decode, encode, read_rows, read_steps
 from benchlab.model.level import Axes, Level
@@ -62,3 +65,38 @@ def test_compare_reads_a_run_written_before_the_stamp_against_one_written_after(
     result = compare_runs(OLD, new, None, tmp_path / "compare.csv")
     assert {r.present for r in result.table} == {"both"} and len(result.table) == 21
     assert all(r.rps.pct == 0 for r in result.table)
+
+
+def test_upstream_and_profiler_columns_round_trip_and_a_profiled_step_never_counts(tmp_path: Path) -> None:
+    from benchlab.analysis.run import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(OLD, run)
+    old = read_steps(OLD)
+    assert all(s.upstream_bound is None and s.profiler_overhead is None for s in old)  # not there: empty
+    assert all(s.resources["upstream_cpu_cores"] is None for s in old)
+    peak = max((s for s in old if s.target == "fastapi-uvicorn" and s.test == "json"), key=lambda s: s.rps or 0)
+    profiled = replace(peak, mode=LoadMode.PROFILED, rps=(peak.rps or 0) * 10, profiler_overhead=-9.0,
+                       step_id=peak.step_id.replace("/closed/", "/profiled/"))  # fmt: skip
+    waited = replace(old[0], upstream_bound=True, resources={**old[0].resources, "upstream_cpu_cores": 0.75})
+    with ResultsWriter(run) as writer:
+        writer.write(profiled)
+        writer.write(waited)
+    back = read_steps(run)
+    assert back[-2:] == [profiled, waited]
+    assert back[-1].flags == ("upstream-bound",) and not profiled.counted and waited.counted
+    loaded = load_run(run)
+    assert loaded.profiled == (profiled,) and profiled not in loaded.steps
+    top = loaded.peak("fastapi-uvicorn", "json", LoadMode.CLOSED)
+    assert top is not None and top.rps == peak.rps  # ten times the throughput, and still not the peak
+
+
+def test_a_second_reader_is_not_warned_again_of_a_torn_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(OLD, run)
+    with (run / CSV_NAME).open("a") as fh:
+        fh.write("run,fastapi-uvicorn,half a row")
+    assert len(read_steps(run, warn=False)) == 21
+    assert capsys.readouterr().err == ""
+    assert len(read_rows(run)) == 21
+    assert "cut off mid-write" in capsys.readouterr().err
