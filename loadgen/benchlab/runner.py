@@ -74,7 +74,8 @@ class Runner:
             blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
             for (repeat, setup, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
-                if pending or self.profiler is not None:  # a resumed run may owe only the profiled step
+                owed = self.profiler is not None and self.profiler.wants(repeat, setup)
+                if pending or owed:  # a resumed run may owe only the profiled step
                     if self._apply(setup):
                         checks = self._verify()
                     check = checks.get((target_name, test))

@@ -52,6 +52,11 @@ class Profiler:
     _levels: dict[tuple[str, str], dict[Level, list[float]]] = field(default_factory=dict)
     _steps: dict[tuple[str, str, Level], PlannedStep] = field(default_factory=dict)
 
+    def wants(self, repeat: int, setup: Axes) -> bool:
+        """Whether a test's block of steps ends with the profiled step: its last repeat, on the setup
+        profiled."""
+        return repeat == self.repeats and setup == self.setup
+
     def observe(self, step: PlannedStep, m: Measurement, status: StepStatus) -> None:
         """Keeps a measured closed-loop step's throughput (a few errors allowed: the peak level
         is where to look, even when wrk saw some timeouts there)."""
@@ -82,7 +87,7 @@ class Profiler:
     def after_test(self, runner: Runner, writer: ResultsWriter, target: Target, test: str, repeat: int,
                    verdict: StepStatus) -> None:  # fmt: skip
         """Profiles the test once, after its last repeat."""
-        if repeat != self.repeats or not verdict.measured or runner.lab.setup != self.setup:
+        if not self.wants(repeat, runner.lab.setup) or not verdict.measured:
             return
         found = self.peak(target.name, test)
         if found is None:
