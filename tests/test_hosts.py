@@ -25,7 +25,7 @@ import pytest
 from helpers import assert_healthy_rows, read_csv, run_benchlab
 from netns_hosts import ThreeHosts, netns_of, unusable
 
-from benchlab.contract import TESTS
+from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.report.plotting import context_line
 from benchlab.targets import load_targets
 

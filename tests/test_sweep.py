@@ -48,6 +48,16 @@ def test_sweep_reads_every_level_and_reports_errors_as_findings(smoke_run: Path,
     assert 'id="connections"' in page and "120 connect errors, 7 timeouts" in page
 
 
+def test_a_sweep_that_served_nothing_at_a_level_still_reports(smoke_run: Path, tmp_path: Path) -> None:
+    """A level with no successful response (a thread pool swamped by 4,096 waits) has rps 0."""
+    run = _sweep_run(smoke_run, tmp_path)
+    rewrite_rows(run, lambda r: [{**r, "rps": "0"} if r["test"] == "json" else r])
+    (sweep, *_) = [s for s in concurrency_sweeps(load_run(run)) if s.test == "json"]
+    assert sweep.holds_up() == "no throughput at one end of the sweep to compare"
+    page = build_report(run).read_text()
+    assert 'id="connections"' in page and "120 connect errors, 7 timeouts" in page
+
+
 def test_claims_name_their_workload_and_tfb_only_verdicts_say_so() -> None:
     claims = {c.id: c for c in load_claims()}
     assert claims["fastapi-outperforms-flask"].workload_label.startswith("TechEmpower's tests only")

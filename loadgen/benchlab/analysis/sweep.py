@@ -56,9 +56,13 @@ class Sweep:
         return test_label(self.test) + parameter + (f" ({self.setup})" if self.setup else "")
 
     def findings(self) -> list[str]:
-        """One line per level with connection errors, timeouts or error answers."""
+        """One line per level with connection errors, timeouts or error answers, or no response at all
+        (requests still queued when the step ended are neither answered nor timed out)."""
         out = []
         for lv in self.levels:
+            if not lv.requests and not lv.error_total:  # every request still waiting when the step ended
+                where = f"{self.target}, {self.label}, at {lv.connections:,} connections"
+                out.append(f"{where}: no response within the step")
             if lv.error_total:
                 kinds = ", ".join(f"{n:,} {KIND_WORDS[k]}" for k, n in lv.errors.items() if n)
                 share = f" ({100 * lv.error_total / max(lv.requests + lv.error_total, 1):.1f} % of requests)"
@@ -68,8 +72,8 @@ class Sweep:
     def holds_up(self) -> str:
         """Throughput and p99 at the most connections against the fewest."""
         first, last = self.levels[0], self.levels[-1]
-        if first.rps is None or last.rps is None:
-            return "no figures at one end of the sweep"
+        if not first.rps or last.rps is None:  # nothing served at the fewest connections: no base
+            return "no throughput at one end of the sweep to compare"
         text = f"{last.rps / first.rps:.2f}x the throughput"
         if first.p99_ms and last.p99_ms:
             text += f", {last.p99_ms / first.p99_ms:.1f}x the p99"
