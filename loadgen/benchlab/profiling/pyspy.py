@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from benchlab.binaries import find_binary
 from benchlab.errors import BenchlabError
 
 PY_SPY_VERSION = "0.4.3"  # pinned in pyproject.toml and the lock, as k6 is
@@ -31,22 +30,11 @@ STOP_TIMEOUT_S = 60.0  # py-spy writes its file after SIGINT; a big profile take
 
 def find_py_spy() -> str:
     """``BENCHLAB_PY_SPY`` if set, else the binary the ``py-spy`` wheel put beside this Python, else PATH."""
-    override = os.environ.get("BENCHLAB_PY_SPY")
-    if override:
-        if not (Path(override).is_file() and os.access(override, os.X_OK)):
-            raise BenchlabError(f"BENCHLAB_PY_SPY={override} is not an executable file")
-        return override
-    for scripts in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        candidate = Path(scripts) / "py-spy"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    path = shutil.which("py-spy")
-    if not path:
-        raise BenchlabError(
-            f"--profile needs py-spy, which is not installed: `pip install py-spy=={PY_SPY_VERSION}` "
-            "(or point BENCHLAB_PY_SPY at its binary)"
-        )
-    return path
+    return find_binary(
+        "py-spy", "BENCHLAB_PY_SPY",
+        f"--profile needs py-spy, which is not installed: `pip install py-spy=={PY_SPY_VERSION}` "
+        "(or point BENCHLAB_PY_SPY at its binary)",
+    )  # fmt: skip
 
 
 def py_spy_version(binary: str) -> str:
