@@ -6,8 +6,10 @@
 # defaults, or $PYTHON_IMAGE / $POSTGRES_IMAGE when set): keep it when the engine already
 # has it, pull it when a registry answers, and otherwise build a stand-in under the same
 # tag from Debian's packages:
-#   python:*   Debian bookworm's python3 in a venv at /opt/python (python, python3, pip on
-#              PATH), like the official slim image's /usr/local/bin/python.
+#   python:*   Debian's python3 in a venv at /opt/python (python, python3, pip on PATH), like
+#              the official slim image's /usr/local/bin/python, from the suite that ships the
+#              tag's version: bookworm 3.11, trixie 3.13, sid 3.14 (PYTHON_IMAGE=python:3.13-slim
+#              builds the image a target on Python 3.13 is built from).
 #   postgres:* Debian bookworm's postgresql-15 with an entrypoint honouring the official
 #              image's contract (POSTGRES_USER/PASSWORD/DB, /docker-entrypoint-initdb.d,
 #              `postgres` CMD with argument passthrough, runs as user postgres).
@@ -94,10 +96,10 @@ build_base() {
     {
         echo "Types: deb"
         echo "URIs: $mirror"
-        echo "Suites: $SUITE $SUITE-updates"
+        if [ "$SUITE" = sid ]; then echo "Suites: sid"; else echo "Suites: $SUITE $SUITE-updates"; fi
         echo "Components: main"
         echo "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg"
-        if [ -n "$security" ]; then
+        if [ -n "$security" ] && [ "$SUITE" != sid ]; then
             echo
             echo "Types: deb"
             echo "URIs: $security"
@@ -138,7 +140,8 @@ build_image() {
 }
 
 python_standin() {
-    local tag=$1 ctx
+    local tag=$1 ctx want
+    want=$(printf '%s\n' "${tag#python:}" | grep -oE '^3\.[0-9]+' || true)  # the suite must ship it
     ctx=$(mktemp -d)
     cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca.crt"
     build_image "$tag" "$ctx" <<EOF
@@ -154,7 +157,8 @@ RUN set -eux; \\
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/python/bin/pip install --no-cache-dir -q \\
         --upgrade pip setuptools wheel; \\
     for exe in python python3 pip pip3; do ln -s /opt/python/bin/\$exe /usr/local/bin/\$exe; done; \\
-    python --version; pip --version
+    python --version; pip --version; \
+    python -c "import sys; v = '%d.%d' % sys.version_info[:2]; assert v == '$want' or not '$want', (v, '$want')"
 ENV PATH=/opt/python/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \\
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
@@ -257,6 +261,16 @@ exec "$@"
 EOF
 }
 
+# The Debian suite whose python3 is the version a python tag names (bookworm otherwise).
+suite_for() {
+    case "$1" in
+        *-bookworm | python:3.11*) echo bookworm ;;
+        *-trixie | python:3.13*) echo trixie ;;
+        python:3.14*) echo sid ;;
+        *) echo bookworm ;;
+    esac
+}
+
 ensure() {
     local tag=$1 kind=$2
     if have "$tag" && [ $FORCE = 0 ]; then
@@ -267,6 +281,8 @@ ensure() {
         log "$tag pulled"
         return
     fi
+    if [ "$kind" = python ]; then SUITE=$(suite_for "$tag"); else SUITE=bookworm; fi
+    BASE_TAG=benchlab-standin/debian:$SUITE
     build_base
     "${kind}_standin" "$tag"
 }

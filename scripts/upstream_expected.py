@@ -23,7 +23,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from benchlab.results import read_rows
+from benchlab.model.codec import read_rows
 from benchlab.targets import load_targets
 
 # Threads holding one wait each, per worker, by worker class or target (the targets' settings).

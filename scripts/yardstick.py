@@ -45,53 +45,45 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
-import re
 import shlex
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
 
 import httpx
 import psycopg
+from yardstick_args import check_args, parse_args
+from yardstick_theirs import (
+    check_theirs_port,
+    copy_theirs,
+    log,
+    point_at_database,
+    run_theirs,
+    theirs_python,
+    wait_answering,
+)
 
-from benchlab.contract import TEST_TYPES, TESTS, BodyProblem, TestType, clamp_queries
+from benchlab.analysis.stats import RatioEstimate, paired_log_ratio
+from benchlab.contract import TEST_TYPES, BodyProblem, TestType, clamp_queries
 from benchlab.cpus import RoleCpus, available
 from benchlab.engines import Load, Request, Wrk
 from benchlab.engines.wrk import find_wrk
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab, repo_root
 from benchlab.measurement import Measurement
-from benchlab.ports import check_port_free
-from benchlab.postgres import death_signal, owned_env
-from benchlab.stats import RatioEstimate, paired_log_ratio
+from benchlab.postgres import owned_env
 from benchlab.target_kit import tree_cpu_seconds
-from benchlab.targets import load_targets, split_names
+from benchlab.targets import load_targets
 from benchlab.venvs import service_python
 
-PAIRS_FILE = Path(__file__).with_name("yardstick") / "pairs.toml"
-PAIRS = tomllib.loads(PAIRS_FILE.read_text())
 PIPELINE = {"plaintext": 16}  # TechEmpower pipelines plaintext 16 deep
-DB_HOST = "tfb-database"  # where every TFB app looks for Postgres
-DB_PORT = re.compile(r"(?<![\w.])5432(?!\d)")
-VENVS = Path(tempfile.gettempdir()) / "benchlab-yardstick-venvs"
-STOP_GRACE_S = 10
 PAUSE_S = 1.0  # after each wrk run, as TechEmpower pauses between steps
 SETTLE_TIMEOUT_S = 30.0  # the longest wait for a side to drain its queue after a run
-
-
-def log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -112,7 +104,7 @@ class Side:
 
 
 @dataclass
-class Run:
+class Measured:
     """One wrk run on one side, and the CPU seconds its server tree spent during it."""
 
     measurement: Measurement
@@ -130,7 +122,7 @@ class Run:
 @dataclass
 class Row:
     test: str
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {"ours": [], "theirs": []})
+    runs: dict[str, list[Measured]] = field(default_factory=lambda: {"ours": [], "theirs": []})
     skipped: str = ""
 
     def median(self, side: str) -> float:
@@ -153,326 +145,6 @@ class Row:
 
 
 # --- arguments -------------------------------------------------------------------------------------
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with a usage mistake as one line (exit 2) instead of the whole usage text."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"yardstick: {message} (see --help)\n")
-
-
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = Parser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Placeholders in --theirs-cmd: {port}, {workers}. Figures on a shared machine are not benchmarks.",
-    )  # fmt: skip
-    p.add_argument("--pair", choices=sorted(PAIRS["pairs"]), help="a pair in yardstick/pairs.toml (needs --tfb)")
-    p.add_argument("--tfb", metavar="DIR", help="a checkout of TechEmpower's FrameworkBenchmarks, for --pair")
-    p.add_argument("--ours", metavar="TARGET", help="our target's registry name")
-    p.add_argument("--theirs", metavar="DIR", help="TechEmpower's app folder (copied to a temp dir)")
-    p.add_argument("--theirs-cmd", metavar="CMD", help="their server's command line")
-    p.add_argument("--theirs-python", metavar="PATH", help="their interpreter (default: our target's venv)")
-    p.add_argument(
-        "--theirs-requirements",
-        metavar="FILE",
-        help="build their interpreter's venv from FILE (relative: looked up in DIR first)",
-    )
-    p.add_argument(
-        "--theirs-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="environment for their app (repeatable), e.g. USE_ORJSON=1",
-    )
-    p.add_argument(
-        "--theirs-path",
-        action="append",
-        default=[],
-        metavar="TEST=PATH",
-        help="their path for a test (repeatable), e.g. queries=/query for TFB's Flask",
-    )
-    p.add_argument(
-        "--theirs-replace",
-        action="append",
-        nargs=3,
-        default=[],
-        metavar=("FILE", "OLD", "NEW"),
-        help="replace text in the copy of their FILE (repeatable; OLD must occur)",
-    )
-    p.add_argument(
-        "--theirs-with",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a file of this repo copied beside their app (repeatable): a server setting of ours that "
-        "lives in code, e.g. services/fastapi/http_limits.py for --http http_limits:LimitedHttpToolsProtocol",
-    )
-    p.add_argument("--theirs-port", type=int, default=35580, help="their port (default 35580)")
-    p.add_argument("--ours-port", type=int, help="our port (default: BENCHLAB_PORT_<TARGET>, else the registry's)")
-    p.add_argument("--workers", type=int, help="workers for both sides (default: the CPUs the servers may use)")
-    p.add_argument("--tests", default=",".join(TESTS), help=f"comma-separated, from {','.join(TESTS)}")
-    p.add_argument("--queries", type=int, default=20, help="rows per request for queries/updates/cached-queries")
-    p.add_argument("--rounds", type=int, default=3, help="measured rounds per side and test (default 3)")
-    p.add_argument("--duration", type=float, default=8, help="seconds per wrk run (default 8)")
-    p.add_argument("--warmup", type=float, default=2, help="seconds of unmeasured load per side and test (0: none)")
-    p.add_argument("--connections", type=int, default=256, help="wrk connections (default 256)")
-    p.add_argument("--ready-timeout", type=float, default=90, help="seconds their app may take to answer")
-    args = p.parse_args(argv)
-    try:
-        apply_pair(args)
-    except BenchlabError as exc:
-        p.error(str(exc))
-    return args
-
-
-def apply_pair(args: argparse.Namespace) -> None:
-    """``--pair``: the pair's ours, theirs, command, venv and patches; options given beside it
-    add environment, paths and patches. Without it, --ours, --theirs and --theirs-cmd are needed."""
-    if args.pair is None:
-        missing = [opt for opt in ("ours", "theirs", "theirs_cmd") if not getattr(args, opt)]
-        if missing:
-            raise BenchlabError("give --pair NAME --tfb DIR, or all of --ours, --theirs and --theirs-cmd")
-        return
-    own = ("ours", "theirs", "theirs_cmd", "theirs_requirements")
-    given = [f"--{opt.replace('_', '-')}" for opt in own if getattr(args, opt)]
-    if given:
-        raise BenchlabError(f"--pair sets {', '.join(given)} itself")
-    if not args.tfb:
-        raise BenchlabError("--pair needs --tfb DIR, a checkout of TechEmpower's FrameworkBenchmarks")
-    pair = PAIRS["pairs"][args.pair]
-    args.ours, args.theirs = pair["ours"], str(Path(args.tfb).expanduser() / pair["theirs"])
-    args.theirs_cmd = PAIRS["servers"][pair["server"]]["cmd"].replace("{app}", pair["app"])
-    if "requirements" in pair:
-        args.theirs_requirements = str(PAIRS_FILE.with_name(pair["requirements"]))
-    args.theirs_env = [f"{k}={v}" for k, v in pair.get("env", {}).items()] + args.theirs_env
-    args.theirs_path = [f"{k}={v}" for k, v in pair.get("paths", {}).items()] + args.theirs_path
-    args.theirs_replace = [list(r) for r in pair.get("replace", [])] + args.theirs_replace
-    args.theirs_with = PAIRS["servers"][pair["server"]].get("with", []) + args.theirs_with
-    log(f"pair {args.pair}: {pair['what']}")
-
-
-def check_args(args: argparse.Namespace) -> tuple[Path, list[str], list[str], dict[str, str], dict[str, str]]:
-    """Everything a user can get wrong, before minutes of start-up: their folder, their command
-    and its placeholders, the tests, the env and path overrides. One BenchlabError each."""
-    folder = Path(args.theirs).expanduser()
-    if not folder.is_dir():
-        raise BenchlabError(f"--theirs {args.theirs}: no such folder")
-    try:
-        cmd = shlex.split(args.theirs_cmd)
-    except ValueError as exc:
-        raise BenchlabError(f"--theirs-cmd: {exc}") from None
-    if not cmd:
-        raise BenchlabError("--theirs-cmd is empty: give their server's command line")
-    try:
-        [word.format(port=0, workers=0) for word in cmd]
-    except (KeyError, IndexError, ValueError) as exc:
-        raise BenchlabError(f"--theirs-cmd: bad placeholder {exc}; only {{port}} and {{workers}} exist") from None
-    tests = split_names(args.tests, "--tests")
-    unknown = [t for t in tests if t not in TEST_TYPES]
-    if unknown:
-        raise BenchlabError(f"--tests: unknown test {unknown[0]!r}; tests: {', '.join(TESTS)}")
-    env = dict(_pair(item, "--theirs-env", "KEY=VALUE") for item in args.theirs_env)
-    paths = dict(_pair(item, "--theirs-path", "TEST=PATH") for item in args.theirs_path)
-    for test, path in paths.items():
-        if test not in TEST_TYPES or not path.startswith("/"):
-            raise BenchlabError(f"--theirs-path {test}={path}: expected TEST=/path with TEST one of {', '.join(TESTS)}")
-    for name, value, low in (("--rounds", args.rounds, 1), ("--connections", args.connections, 1),
-                             ("--queries", args.queries, 1), ("--workers", args.workers or 1, 1)):  # fmt: skip
-        if value < low:
-            raise BenchlabError(f"{name}: expected at least {low}, got {value}")
-    if args.duration < 1 or args.warmup < 0:
-        raise BenchlabError("--duration must be at least 1 s and --warmup at least 0")
-    if not 1 <= args.theirs_port <= 65535:
-        raise BenchlabError(f"--theirs-port: expected a TCP port, got {args.theirs_port}")
-    args.theirs_with = list(dict.fromkeys(args.theirs_with))  # a pair's file given again is one file
-    for name in args.theirs_with:
-        if not (repo_root() / name).is_file():
-            raise BenchlabError(f"--theirs-with {name}: no such file in {repo_root()}")
-        if (same := [n for n in args.theirs_with if Path(n).name == Path(name).name]) != [name]:
-            raise BenchlabError(f"--theirs-with: {' and '.join(same)} would both be {Path(name).name} beside their app")
-    if args.theirs_python and args.theirs_requirements:
-        raise BenchlabError("--theirs-python and --theirs-requirements exclude each other")
-    if args.theirs_python and not os.access(args.theirs_python, os.X_OK):
-        raise BenchlabError(f"--theirs-python {args.theirs_python}: not an executable")
-    return folder, cmd, tests, env, paths
-
-
-def _pair(item: str, option: str, form: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise BenchlabError(f"{option}: expected {form}, got {item!r}")
-    return key, value
-
-
-# --- their app -------------------------------------------------------------------------------------
-
-
-def copy_theirs(folder: Path, replacements: list[list[str]], ours: list[str]) -> Path:
-    """Their folder copied into a fresh temp directory, with the user's replacements applied and
-    ``ours`` (files of this repo) beside their code, never over one of their files."""
-    work = Path(tempfile.mkdtemp(prefix="benchlab-yardstick-"))
-    copy = work / folder.resolve().name
-    try:
-        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns(".git", "__pycache__", "*.pyc"))
-        log(f"their app: {folder} copied to {copy}")
-        replace_text(copy, folder, replacements)
-        for name in ours:
-            if (copy / Path(name).name).exists():
-                raise BenchlabError(f"--theirs-with {name}: their folder has a {Path(name).name} of its own")
-            shutil.copy(repo_root() / name, copy)
-            log(f"  with our {name}")
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return copy
-
-
-def replace_text(copy: Path, folder: Path, replacements: list[list[str]]) -> None:
-    for name, old, new in replacements:
-        path = copy / name
-        if not path.is_file():
-            raise BenchlabError(f"--theirs-replace: no file {name} in {folder}")
-        text = path.read_text()
-        if old not in text:
-            raise BenchlabError(f"--theirs-replace: {old!r} does not occur in {name}")
-        path.write_text(text.replace(old, new))
-        log(f"  changed {name}: {old!r} -> {new!r} ({text.count(old)}x)")
-
-
-def point_at_database(copy: Path, port: int) -> None:
-    """TFB's hard-coded ``tfb-database:5432`` becomes the lab's Postgres, in every ``*.py`` of the
-    copy that names that host; each changed line is printed, so the comparison says what it did."""
-    changed = 0
-    for path in sorted(copy.rglob("*.py")):
-        text = path.read_text()
-        if DB_HOST not in text:
-            continue
-        lines = text.splitlines(keepends=True)
-        for i, line in enumerate(lines):
-            new = DB_PORT.sub(str(port), line.replace(DB_HOST, "127.0.0.1"))
-            if new != line:
-                log(f"  changed {path.relative_to(copy)}:{i + 1}: {line.strip()}  ->  {new.strip()}")
-                lines[i] = new
-                changed += 1
-        path.write_text("".join(lines))
-    if not changed:
-        log(f"  no *.py names {DB_HOST}: their app must find the database itself (DATABASE_URL is set)")
-
-
-def theirs_python(args: argparse.Namespace, folder: Path, ours_service: Path) -> str:
-    """Their interpreter: given, a venv built from their requirements, or our target's own venv."""
-    if args.theirs_python:
-        return str(args.theirs_python)
-    if not args.theirs_requirements:
-        return service_python(ours_service, log)
-    given = Path(args.theirs_requirements).expanduser()
-    reqs = folder / given if not given.is_absolute() and (folder / given).is_file() else given
-    if not reqs.is_file():
-        raise BenchlabError(f"--theirs-requirements {args.theirs_requirements}: no such file (here or in {folder})")
-    return requirements_venv(reqs.resolve())
-
-
-def requirements_venv(reqs: Path) -> str:
-    """A venv for ``reqs`` under the temp directory, built once per content and Python version
-    (its ``-r`` includes are resolved by pip relative to the file)."""
-    digest = hashlib.sha256(reqs.read_bytes() + sys.version.encode() + str(reqs).encode()).hexdigest()[:12]
-    venv = VENVS / f"{reqs.stem}-{digest}"
-    python, done = venv / "bin" / "python", venv / ".complete"
-    if done.exists():
-        return str(python)
-    shutil.rmtree(venv, ignore_errors=True)
-    log(f"installing {reqs} into {venv} (first run only)")
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(reqs)],
-                       check=True, capture_output=True, text=True)  # fmt: skip
-    except subprocess.CalledProcessError as exc:
-        lines = (exc.stderr or exc.stdout or "").strip().splitlines()
-        detail = next((ln for ln in reversed(lines) if ln.strip().startswith("ERROR")), lines[-1] if lines else "")
-        raise BenchlabError(f"could not install {reqs}: {detail or 'no output'}") from exc
-    done.touch()
-    return str(python)
-
-
-@dataclass
-class Theirs:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self) -> str:
-        return tail(self.log_path, 3)
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise BenchlabError(f"their app exited (code {self.proc.returncode}): {tail(self.log_path)}")
-
-
-@contextlib.contextmanager
-def run_theirs(argv: list[str], cwd: Path, env: dict[str, str], cpus: set[int] | None) -> Iterator[Theirs]:
-    """Their server in its own session (on our target's CPUs, dying with us like the lab's
-    servers); stopped by signal to its whole group on the way out."""
-    log_path = cwd.parent / "theirs.log"
-    arm = death_signal(signal.SIGTERM)
-
-    def child_setup() -> None:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        arm()
-
-    try:
-        with log_path.open("ab") as out:
-            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=child_setup)  # fmt: skip
-    except OSError as exc:
-        raise BenchlabError(f"cannot start their app ({shlex.join(argv)}): {exc.strerror or exc}") from None
-    try:
-        yield Theirs(proc, log_path)
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=STOP_GRACE_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the master or any worker left behind
-        proc.wait()
-
-
-def check_theirs_port(port: int) -> None:
-    """A taken port is one line; inside the kernel's range for outgoing connections it may be held
-    for a while by a client socket (pools and wrk open hundreds), which the line says."""
-    try:
-        check_port_free(port, "their app (--theirs-port)")
-    except BenchlabError as exc:
-        with contextlib.suppress(OSError, ValueError):
-            low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-            if low <= port <= high:
-                raise BenchlabError(
-                    f"{exc}: it lies in the ephemeral range {low}-{high}, where an outgoing "
-                    "connection may hold it briefly; retry, or pick another port"
-                ) from None
-        raise
-
-
-def tail(log_path: Path, lines: int = 5) -> str:
-    text = log_path.read_text(errors="replace").strip().splitlines() if log_path.exists() else []
-    return " | ".join(text[-lines:]) or "(no output)"
-
-
-def wait_answering(theirs: Theirs, url: str, timeout_s: float) -> None:
-    """Their app answers HTTP at all (any status: which tests it has is probed next)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        theirs.check_alive()
-        try:
-            httpx.get(url + "/", timeout=5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    raise BenchlabError(f"their app did not answer at {url} within {timeout_s:.0f} s: {tail(theirs.log_path)}")
-
-
-# --- load ------------------------------------------------------------------------------------------
 
 
 def probe(side: Side, spec: TestType, queries: int, dsn: str) -> tuple[bool, str]:
@@ -512,7 +184,7 @@ def not_stored(dsn: str, rows: list[dict[str, int]]) -> int:
     return sum(stored.get(row["id"]) != row["randomNumber"] for row in rows)
 
 
-def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Run:
+def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, duration_s: float) -> Measured:
     """One wrk run, then a pause until the side has drained what wrk left queued (a server keeps
     working on requests whose connections wrk closed): the other side's next run gets the CPUs.
     The CPU counted includes that drain, work the run caused."""
@@ -523,7 +195,7 @@ def measure(engine: Wrk, side: Side, spec: TestType, args: argparse.Namespace, d
     time.sleep(PAUSE_S)
     with contextlib.suppress(httpx.HTTPError):
         httpx.get(url, headers=spec.headers(), timeout=SETTLE_TIMEOUT_S)  # answered once the queue ahead is done
-    return Run(m, tree_cpu_seconds(side.pid) - cpu_before)
+    return Measured(m, tree_cpu_seconds(side.pid) - cpu_before)
 
 
 def compare(sides: dict[str, Side], tests: list[str], args: argparse.Namespace, dsn: str) -> list[Row]:
@@ -664,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv, __doc__.splitlines()[0])
     try:
         return run(args)
     except BenchlabError as exc:

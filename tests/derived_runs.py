@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from benchlab.results import COLUMNS, CSV_NAME, RUN_JSON, read_rows
+from benchlab.model.codec import COLUMNS, CSV_NAME, read_rows
+from benchlab.rundir import RUN_JSON
 
 LATENCY = [c for c in COLUMNS if c.startswith("latency_")]
 # Deterministic repeat-to-repeat noise: a few percent, like a quiet machine.

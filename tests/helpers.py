@@ -18,9 +18,9 @@ import pytest
 
 from benchlab.harness import repo_root, target_kit_dir
 from benchlab.measurement import LATENCY_KEYS
+from benchlab.model.codec import COLUMNS
 from benchlab.ports import free_port
 from benchlab.postgres import DISTRIBUTIONS, distribution_bindirs
-from benchlab.results import COLUMNS
 from benchlab.targets import Target, load_targets
 from benchlab.venvs import service_python
 

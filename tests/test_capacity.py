@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import only_run_dir, run_benchlab
 
 from benchlab.harness import NativeLab
-from benchlab.results import read_rows
+from benchlab.model.codec import read_rows
 
 # 50 and 100 req/s any server here serves in full; 100,000 req/s no target (or k6) reaches on 2 cores.
 SWEEP = """\

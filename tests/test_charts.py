@@ -20,11 +20,13 @@ from typing import Any
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from benchlab.charts import draw_charts
-from benchlab.plotting import PNG_DPI, add_footer, context_line
-from benchlab.report import build_report
-from benchlab.results import CSV_NAME, RUN_JSON
-from benchlab.rundata import load_run
+from benchlab.analysis.analyse import analyse
+from benchlab.analysis.run import load_run
+from benchlab.model.codec import CSV_NAME
+from benchlab.report.build import build_report
+from benchlab.report.charts import draw_charts
+from benchlab.report.plotting import PNG_DPI, add_footer, context_line
+from benchlab.rundir import RUN_JSON
 from benchlab.targets import load_targets
 
 FIXTURE = Path(__file__).with_name("fixtures") / "every-target"
@@ -66,7 +68,7 @@ def test_every_chart_fits_its_text_at_the_png_dpi(run_dir: Path) -> None:
     figure (constrained layout that gave up on long names would leave labels cut)."""
     run = load_run(run_dir)
     footer = context_line(run.meta)
-    for drawn in [d for section in draw_charts(run).values() for d in section]:
+    for drawn in [d for section in draw_charts(analyse(run)).values() for d in section]:
         fig = drawn.fig
         add_footer(fig, footer)
         fig.set_dpi(PNG_DPI)

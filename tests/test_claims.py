@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from derived_runs import LATENCY, copy_run, rewrite_rows, scaled, successful, with_repeats
 
-from benchlab.claims import FAILS, HOLDS, INCONCLUSIVE, evaluate_claims, load_claims, unmeasured
+from benchlab.analysis.claims import FAILS, HOLDS, INCONCLUSIVE, evaluate_claims, unmeasured
+from benchlab.analysis.run import load_run
+from benchlab.config.claims import load_claims
 from benchlab.errors import BenchlabError
-from benchlab.results import read_rows
-from benchlab.rundata import load_run
+from benchlab.model.codec import read_rows
 from benchlab.targets import load_targets
 
 KNOWN = [t.name for t in load_targets(env={})]

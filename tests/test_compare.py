@@ -16,10 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from benchlab.analysis.stats import bh_adjust, paired_log_ratio, pooled_log_ratio, pooled_spread, welch_log_ratio
 from benchlab.comparison import COMPARE_CSV, CSV_COLUMNS, compare_runs
 from benchlab.errors import BenchlabError
-from benchlab.results import read_rows
-from benchlab.stats import bh_adjust, paired_log_ratio, pooled_log_ratio, pooled_spread, welch_log_ratio
+from benchlab.model.codec import read_rows
 
 # Two pure-noise runs (40 levels, 80 tests) where chance puts raw p < 0.05 on seven tests, three of
 # them regressions beyond 2 %: the second of the first few seed pairs tried (most give a few such).

@@ -46,8 +46,9 @@ def recorder() -> Iterator[tuple[str, Counter[tuple[str, str, bytes]]]]:
         yield url + "/echo", _Recorder.seen
 
 
-def test_the_runner_finds_one_engine_per_mode() -> None:
-    assert {mode: cls.name for mode, cls in ENGINES.items()} == {"closed": "wrk", "open": "k6"}
+def test_engines_are_registered_by_name_one_per_mode() -> None:
+    assert {name: str(cls.mode) for name, cls in ENGINES.items()} == {"wrk": "closed", "k6": "open"}
+    assert {mode: for_mode(mode).name for mode in ("closed", "open")} == {"closed": "wrk", "open": "k6"}
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,17 @@ import pytest
 from conftest import NATIVE_RUN_PORTS
 from helpers import assert_healthy_rows, read_csv, rows_in, run_benchlab
 
+from benchlab.config.scenario import load_scenario
 from benchlab.errors import BenchlabError
 from benchlab.harness import NativeLab
+from benchlab.model.codec import ResultsWriter, read_rows
+from benchlab.model.level import Level
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import Status, StepStatus
+from benchlab.model.step import Step
 from benchlab.postgres import OWNER_FILE
-from benchlab.results import COLUMNS, ResultsWriter, read_rows, write_run_json
+from benchlab.rundir import write_run_json
 from benchlab.runner import step_id
-from benchlab.scenarios import load_scenario
 from benchlab.targets import load_targets
 
 TARGET = "fastapi-uvicorn"
@@ -225,9 +230,10 @@ def fill(fs: Path) -> Path:
     return filler
 
 
-def full_row(i: int) -> dict[str, str]:
-    """A row as long as a real one can get (a long verification reason), so rows straddle pages."""
-    return {**dict.fromkeys(COLUMNS, "1"), "verification": "warn: " + "x" * 1500, "step_id": f"step-{i}"}
+def full_row(i: int) -> Step:
+    """A row as long as a real one can get (the longest verification reason), so rows straddle pages."""
+    return Step(target="t", test="json", mode=LoadMode.CLOSED, level=Level(1, 1), repeat=1,
+                status=StepStatus(Status.WARN, "x" * 1500), step_id=f"step-{i}")  # fmt: skip
 
 
 def test_results_writer_on_a_full_disk_keeps_whole_rows(tmp_path: Path) -> None:
@@ -247,7 +253,7 @@ def test_results_writer_on_a_full_disk_keeps_whole_rows(tmp_path: Path) -> None:
         assert data.endswith(b"\r\n")
         rows = read_rows(run_dir)
         assert [r["step_id"] for r in rows] == [f"step-{i}" for i in range(written)]
-        assert all(r["verification"] == full_row(0)["verification"] for r in rows)
+        assert all(r["verification"] == full_row(0).verification for r in rows)
 
 
 def test_run_json_on_a_full_disk_keeps_the_previous_one(tmp_path: Path) -> None:

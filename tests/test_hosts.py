@@ -26,7 +26,7 @@ from helpers import assert_healthy_rows, read_csv, run_benchlab
 from netns_hosts import ThreeHosts, netns_of, unusable
 
 from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
-from benchlab.plotting import context_line
+from benchlab.report.plotting import context_line
 from benchlab.targets import load_targets
 
 CORE = [t.name for t in load_targets(env={})]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from benchlab import contract
+from benchlab.config.scenario import load_scenario
 from benchlab.errors import BenchlabError
-from benchlab.scenarios import load_scenario
 from benchlab.verification import ContractCheck, format_checks
 
 OWN = "benchlab's own, not TechEmpower's"

@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from helpers import run_benchlab
 
+from benchlab.analysis.findings import Factor
+from benchlab.analysis.stats import RatioEstimate
+from benchlab.config.scenario import load_scenario
 from benchlab.errors import BenchlabError
-from benchlab.findings import Factor
 from benchlab.profiling.breakdown import IDLE, PROFILE_COLUMNS, append_rows, breakdown, read_profile, rows
 from benchlab.profiling.components import COMPONENT_NAMES, COMPONENTS, Frame, attribute, module_of
 from benchlab.profiling.flamegraph import render
 from benchlab.profiling.section import step_annotation
 from benchlab.profiling.speedscope import read_speedscope
 from benchlab.profiling.step import profile_paths
-from benchlab.scenarios import load_scenario
-from benchlab.stats import RatioEstimate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "profile"
 TFB, IDIOMATIC = "fastapi-uvicorn", "fastapi-uvicorn-idiomatic"

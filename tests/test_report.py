@@ -24,9 +24,11 @@ from derived_runs import copy_run, edit_run_json, rewrite_rows, successful, with
 from helpers import run_benchlab
 from matplotlib import image
 
+from benchlab.analysis.analyse import SUMMARY_COLUMNS
 from benchlab.errors import BenchlabError
-from benchlab.report import CHARTS_DIR, SUMMARY_COLUMNS, SUMMARY_CSV, build_report
-from benchlab.results import COLUMNS, CSV_NAME, RUN_JSON, read_rows
+from benchlab.model.codec import COLUMNS, CSV_NAME, read_rows
+from benchlab.report.build import CHARTS_DIR, SUMMARY_CSV, build_report
+from benchlab.rundir import RUN_JSON
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = (
@@ -207,9 +209,10 @@ def test_bad_runs_are_one_line_errors(
 
 def test_report_columns_match_results() -> None:
     """The report reads only columns the results CSV defines (one source of truth)."""
-    from benchlab import rundata
+    from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
+    from benchlab.model.step import RESOURCE_COLUMNS
 
-    used = {*rundata.LATENCY_COLUMNS, *rundata.ERROR_COLUMNS, *rundata.RESOURCE_COLUMNS}
+    used = {*LATENCY_COLUMNS, *ERROR_COLUMNS, *RESOURCE_COLUMNS}
     assert used <= set(COLUMNS)
 
 

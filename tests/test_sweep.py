@@ -8,9 +8,10 @@ from pathlib import Path
 
 from derived_runs import copy_run, rewrite_rows, scaled
 
-from benchlab.claims import load_claims
-from benchlab.report import build_report
-from benchlab.sweep import concurrency_sweeps
+from benchlab.analysis.run import load_run
+from benchlab.analysis.sweep import concurrency_sweeps
+from benchlab.config.claims import load_claims
+from benchlab.report.build import build_report
 
 LEVELS = (64, 256, 1024, 4096)
 
@@ -36,13 +37,13 @@ def _sweep_run(smoke_run: Path, tmp_path: Path) -> Path:
 
 def test_sweep_reads_every_level_and_reports_errors_as_findings(smoke_run: Path, tmp_path: Path) -> None:
     run = _sweep_run(smoke_run, tmp_path)
-    sweeps = [s for s in concurrency_sweeps(run) if s.test == "json"]
+    sweeps = [s for s in concurrency_sweeps(load_run(run)) if s.test == "json"]
     assert sweeps and all([lv.connections for lv in s.levels] == list(LEVELS) for s in sweeps)
     for s in sweeps:
         (finding,) = s.findings()
         assert "at 4,096 connections: 120 connect errors, 7 timeouts" in finding
         assert "x the p99 at 4,096 connections against 64" in s.holds_up()
-    assert not [s for s in concurrency_sweeps(run) if s.test != "json"]  # one level each: no sweep
+    assert not [s for s in concurrency_sweeps(load_run(run)) if s.test != "json"]  # one level each: no sweep
     page = build_report(run).read_text()
     assert 'id="connections"' in page and "120 connect errors, 7 timeouts" in page
 
@@ -51,7 +52,7 @@ def test_a_sweep_that_served_nothing_at_a_level_still_reports(smoke_run: Path, t
     """A level with no successful response (a thread pool swamped by 4,096 waits) has rps 0."""
     run = _sweep_run(smoke_run, tmp_path)
     rewrite_rows(run, lambda r: [{**r, "rps": "0"} if r["test"] == "json" else r])
-    (sweep, *_) = [s for s in concurrency_sweeps(run) if s.test == "json"]
+    (sweep, *_) = [s for s in concurrency_sweeps(load_run(run)) if s.test == "json"]
     assert sweep.holds_up() == "no throughput at one end of the sweep to compare"
     page = build_report(run).read_text()
     assert 'id="connections"' in page and "120 connect errors, 7 timeouts" in page

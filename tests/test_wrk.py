@@ -16,7 +16,11 @@ from benchlab.baseline import BaselineServer
 from benchlab.engines.wrk import find_wrk, parse_wrk_output, run_wrk, threads_for
 from benchlab.errors import BenchlabError
 from benchlab.measurement import LATENCY_KEYS
-from benchlab.results import COLUMNS
+from benchlab.model.codec import encode
+from benchlab.model.level import Level
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import StepStatus
+from benchlab.model.step import Step
 
 
 def _ordered(latency: dict[str, float]) -> bool:
@@ -38,7 +42,8 @@ def test_closed_loop_counts_and_latency(baseline: BaselineServer, tmp_path: Path
     assert text.startswith("$ ") and "-c 16" in text and "report.lua" in text
     summary = json.loads(next(line for line in text.splitlines() if line.startswith('{"benchlab"')))
     assert summary["requests"] == m.requests  # the raw file is the figure's source
-    assert set(m.row()) <= set(COLUMNS)
+    row = encode(_step().measured(m))
+    assert row["requests"] == str(m.requests) and float(row["rps"]) == pytest.approx(m.rps, abs=1e-4)
 
 
 def test_pipelining_sends_depth_requests_per_write(baseline: BaselineServer, tmp_path: Path) -> None:
@@ -107,4 +112,10 @@ def test_zero_percentiles_from_wrk_bug_are_left_out():
     m = parse_wrk_output("Running 2s test\n" + line + "\n")
     assert m.latency_ms["p90"] == 243.738
     assert m.latency_ms["p99"] is None and m.latency_ms["p9999"] is None
-    assert m.row()["latency_p99_ms"] is None
+    assert _step().measured(m).latency["latency_p99_ms"] is None
+
+
+def _step() -> Step:
+    """A planned closed-loop step, to fold a measurement into as the runner does."""
+    return Step(target="t", test="json", mode=LoadMode.CLOSED, level=Level(16, 1), repeat=1,
+                status=StepStatus.parse("pass"))

@@ -11,10 +11,10 @@ from pathlib import Path
 from benchlab.errors import BenchlabError
 
 
-def find_binary(name: str, override_var: str, missing: str) -> str:
-    """``override_var`` if set, else the binary the wheel put beside this Python (a venv not on
-    PATH still finds it), else PATH; ``missing`` is the one line when none is found."""
-    override = os.environ.get(override_var)
+def find_binary(name: str, override_var: str, override: str, missing: str) -> str:
+    """``override`` (the value of ``override_var``, from the settings) if set, else the binary the
+    wheel put beside this Python (a venv not on PATH still finds it), else PATH; ``missing`` is the
+    one line when none is found."""
     if override:
         if not (Path(override).is_file() and os.access(override, os.X_OK)):
             raise BenchlabError(f"{override_var}={override} is not an executable file")

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.hosts.spec import add_arguments as add_hosts_arguments
 
@@ -33,18 +34,39 @@ def _targets_args(p: argparse.ArgumentParser, default: str = "core") -> None:
 
 def _native_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--native", action="store_true", help="start Postgres and the targets here, without Docker")
-    p.add_argument("--workers", type=_positive_int, help="worker processes per target (default: its CPUs)")
+    p.add_argument(
+        "--workers", type=_workers, metavar="N[,N...]",
+        help="worker processes per target, each value pinned to as many of the targets' CPUs; "
+        "`run` sweeps a list, e.g. 1,2 (default: the scenario's, else one per CPU)",
+    )  # fmt: skip
 
 
-def _positive_int(raw: str) -> int:
-    """``--workers 0`` is refused rather than read as "auto"."""
+def _versions(raw: str) -> list[str]:
+    """``3.11,3.13,3.14t``: checked with the scenario's own rule (``config.scenario``)."""
+    return [v.strip() for v in raw.split(",") if v.strip()]
+
+
+def _workers(raw: str) -> tuple[int, ...]:
+    """``--workers 0`` is refused rather than read as "auto"; so is a value given twice."""
     try:
-        value = int(raw)
+        values = tuple(int(v) for v in raw.split(","))
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {raw!r}")
-    return value
+        values = (0,)
+    if min(values) < 1 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected whole numbers of at least 1, comma-separated, got {raw!r}")
+    return values
+
+
+def one_workers_value(args: argparse.Namespace) -> int | None:
+    """``up`` and ``verify`` start the targets once: one ``--workers`` value, checked against the CPUs."""
+    if not args.workers:
+        return None
+    if len(args.workers) > 1:
+        raise BenchlabError(f"`benchlab {args.command}` takes one --workers value; `benchlab run` sweeps a list")
+    from benchlab.cpus import RoleCpus, check_workers
+
+    check_workers(args.workers, RoleCpus.from_env())
+    return args.workers[0]
 
 
 def _claims_arg(p: argparse.ArgumentParser) -> None:
@@ -68,17 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     _targets_args(p)
     _native_args(p)
     p.add_argument("--tests", help="comma-separated tests (default: all)")
-    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN: values and query counts")
+    p.add_argument("--dsn", default=settings().dsn, help="Postgres DSN: values and query counts")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", help="verify, then load-test the targets with a scenario")
     _targets_args(p)
     _native_args(p)
     p.add_argument("--scenario", default=os.environ.get("SCENARIO", "smoke"), help="scenario name or YAML file")
-    p.add_argument("--out", default=os.environ.get("BENCHLAB_OUT", "results"), help="results directory")
+    p.add_argument("--out", default=settings().out, help="results directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run")
     p.add_argument("--tests", help="comma-separated tests (default: the scenario's)")
-    p.add_argument("--dsn", default=os.environ.get("BENCHLAB_DSN"), help="Postgres DSN for verification")
+    p.add_argument("--dsn", default=settings().dsn, help="Postgres DSN for verification")
+    p.add_argument(
+        "--python", type=_versions, metavar="V[,V...]",
+        help="run the targets on each of these Pythons, e.g. 3.11,3.13,3.14t (native: python3.13 on PATH or "
+        "BENCHLAB_PYTHON_3_13=/path; default: the scenario's, else benchlab's own)",
+    )  # fmt: skip
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     p.add_argument(
         "--profile", action="store_true", default=os.environ.get("PROFILE") == "1",
@@ -137,7 +164,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from benchlab.cpus import RoleCpus
     from benchlab.harness import NativeLab
 
-    with NativeLab(_selected(args), cpus=RoleCpus.from_env(), workers=args.workers) as lab:
+    with NativeLab(_selected(args), cpus=RoleCpus.from_env(), workers=one_workers_value(args)) as lab:
         for t in lab.targets:
             print(f"{t.name} {t.url}", flush=True)
         print(lab.dsn, flush=True)
@@ -170,7 +197,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchlab.report import build_report
+    from benchlab.report.build import build_report
 
     print(build_report(args.run_dir, claims_path=args.claims))
     return 0

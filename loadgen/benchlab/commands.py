@@ -9,36 +9,48 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchlab.cli import one_workers_value
+from benchlab.config.scenario import PlannedStep, Scenario, load_scenario, with_sweeps
+from benchlab.config.settings import settings
 from benchlab.contract import TESTS
-from benchlab.cpus import RoleCpus
-from benchlab.engines import ENGINES
+from benchlab.cpus import RoleCpus, check_workers
+from benchlab.engines import BY_MODE, for_mode
 from benchlab.errors import BenchlabError
+from benchlab.interpreters import find_interpreter
 from benchlab.lab import choose_targets, open_lab
 from benchlab.measurement import ensure_open_files
 from benchlab.metadata import run_metadata, target_info
+from benchlab.model.codec import CSV_NAME, iter_done_steps, read_steps
+from benchlab.model.level import AXIS_NAMES, Axes
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import MEASURED, Status
 from benchlab.progress import Progress
-from benchlab.results import (
-    SCENARIO_COPY,
-    check_out_dir,
-    iter_done_steps,
-    new_run_dir,
-    read_rows,
-    read_run_json,
-    write_run_json,
-)
+from benchlab.rundir import SCENARIO_COPY, check_out_dir, new_run_dir, read_run_json, write_run_json
 from benchlab.runner import Runner, now, peaks_from, step_id
 from benchlab.sampling import owner_alive, process_identity
-from benchlab.scenarios import PlannedStep, load_scenario
-from benchlab.status import MEASURED, Status, StepStatus
 from benchlab.targets import parse_overrides, split_names
 from benchlab.verification import format_checks, verify_targets
 
 
-def check_limits(steps: list[PlannedStep], needs_k6: bool) -> dict[str, Any]:
-    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything starts."""
-    engines = {cls.name: cls().provenance() for cls in ENGINES.values() if cls.mode == "closed" or needs_k6}
-    ensure_open_files(max((s.concurrency for s in steps if s.mode == "closed"), default=0))
+def check_limits(steps: list[PlannedStep]) -> dict[str, Any]:
+    """Tools present (k6 the pinned binary) and the open-file limit high enough, before anything
+    starts. The closed-loop engine is always recorded; the others when a step needs them."""
+    modes = {LoadMode.CLOSED} | {LoadMode(s.mode) for s in steps}
+    engines = {BY_MODE[m].name: BY_MODE[m]().provenance() for m in BY_MODE if m in modes}
+    ensure_open_files(max((for_mode(s.mode).connections(s) for s in steps), default=0))
     return engines
+
+
+def check_setups(scenario: Scenario, cpus: RoleCpus, native: bool) -> None:
+    """Swept axes the lab can give, before anything starts: a native lab (it restarts the
+    targets), the CPUs the workers need, every Python installed (refused with how to get it)."""
+    swept = [a for a in AXIS_NAMES if getattr(scenario, a)]
+    if swept and not native:
+        raise BenchlabError(f"sweeping {', '.join(swept)} restarts the targets, which only a native lab can: "
+                            "add --native")  # fmt: skip
+    check_workers(scenario.workers or (), cpus)
+    for version in scenario.python or ():
+        find_interpreter(version)
 
 
 def _select_tests(steps: list[PlannedStep], wanted: list[str]) -> list[PlannedStep]:
@@ -58,7 +70,7 @@ def run_command(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         meta = read_run_json(run_dir)
         run_id = meta["run_id"]
-        mode = "native" if args.native else os.environ.get("BENCHLAB_MODE", "external")
+        mode = "native" if args.native else settings().mode
         if meta.get("mode", mode) != mode:  # its figures would mix two labs
             hint = ": add --native" if meta["mode"] == "native" else ""
             raise BenchlabError(f"{run_dir} is a {meta['mode']} run; it cannot be resumed in {mode} mode{hint}")
@@ -67,17 +79,19 @@ def run_command(args: argparse.Namespace) -> int:
         tests = meta.get("tests_selected") or []
     else:
         scenario = load_scenario(args.scenario)
+        scenario = with_sweeps(scenario, workers=args.workers, python=args.python)
         names = split_names(args.targets) or scenario.target_names()
         tests = split_names(args.tests, "--tests")
         meta = {}
+    check_setups(scenario, cpus, args.native)
     targets = choose_targets(names, parse_overrides(args.target), args.native)
     steps = _select_tests(scenario.plan(targets), tests)
-    engines = check_limits(steps, any(s.mode == "open" for s in steps))
+    engines = check_limits(steps)
     profiler, profile_meta = None, None
     if args.profile or scenario.profile or meta.get("profile"):
         from benchlab.profiling.prepare import prepare_profiler
 
-        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats)
+        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats, scenario.setups()[-1])
     check_out_dir(run_dir if args.resume else Path(args.out))
     profiled = len({(s.target, s.test) for s in steps}) if profiler else 0  # one profiled step each
     progress = Progress(total=len(steps) + profiled)
@@ -91,7 +105,7 @@ def run_command(args: argparse.Namespace) -> int:
         write_run_json(run_dir, meta)
     status, finished = "interrupted", False
     try:
-        with open_lab(args, targets, cpus) as lab:
+        with open_lab(args, targets, cpus, setup=steps[0].setup) as lab:
             if cpus.loadgen:
                 os.sched_setaffinity(0, cpus.loadgen)
             target_meta = {t.name: target_info(t) for t in targets}
@@ -120,13 +134,13 @@ def run_command(args: argparse.Namespace) -> int:
                 profiler=profiler,
             )  # fmt: skip
             if profiler is not None and args.resume:
-                profiler.seed(read_rows(run_dir))
+                profiler.seed(read_steps(run_dir, warn=False), steps)
             progress.advance(len(runner.done & {step_id(s) for s in steps}))
             with progress:
                 runner.execute()
             if runner.query_counts_verified is not None:
                 meta.setdefault("database", {})["query_counts_verified"] = runner.query_counts_verified
-            counts = Counter(StepStatus.parse(r["verification"]).status for r in read_rows(run_dir))
+            counts = Counter(s.status.status for s in read_steps(run_dir))
             meta["steps"] = {str(k): counts[k] for k in Status if counts[k]}
             status = "complete" if all(k in MEASURED for k in counts) else "partial"
         finished = True
@@ -144,19 +158,19 @@ def run_command(args: argparse.Namespace) -> int:
                 if finished:
                     raise
                 # else the run's own failure is the line to show; the previous run.json stays valid
-    progress.message(f"results: {run_dir / 'results.csv'}")
+    progress.message(f"results: {run_dir / CSV_NAME}")
     if not args.no_report:
         _report(run_dir, progress, args.claims)
-    rows = read_rows(run_dir)
-    failed = [r for r in rows if not StepStatus.parse(r["verification"]).measured]
+    recorded = read_steps(run_dir)
+    failed = [s for s in recorded if not s.status.measured]
     if failed:
-        progress.message(f"{len(failed)} of {len(rows)} steps not measured: see the verification column")
+        progress.message(f"{len(failed)} of {len(recorded)} steps not measured: see the verification column")
     return 1 if failed else 0
 
 
 def _report(run_dir: Path, progress: Progress, claims: Path | None) -> None:
     """The run ends with its report; a report that cannot be made does not fail the run."""
-    from benchlab.report import build_report
+    from benchlab.report.build import build_report
 
     try:
         progress.message(f"report: {build_report(run_dir, claims_path=claims)}")
@@ -170,10 +184,12 @@ def verify_command(args: argparse.Namespace) -> int:
     unknown = [t for t in tests or [] if t not in TESTS]
     if unknown:  # before any wait for the targets or start of the lab
         raise BenchlabError(f"unknown test {unknown[0]!r}; known tests: {', '.join(TESTS)}")
-    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30") as lab:
+    workers = one_workers_value(args) if args.native else None
+    setup = Axes(workers=workers)
+    with open_lab(args, targets, RoleCpus.from_env(), ready_timeout_s="30", setup=setup) as lab:
         checks = verify_targets(targets, tests, lab.dsn, upstream_url=lab.upstream_url)
     print(format_checks(checks))
-    return 1 if any(c.status == "fail" for c in checks) else 0
+    return 1 if any(c.status is Status.FAIL for c in checks) else 0
 
 
 def calibrate_command(args: argparse.Namespace) -> int:
@@ -182,10 +198,10 @@ def calibrate_command(args: argparse.Namespace) -> int:
     targets_rps = None
     if args.vs:
         targets_rps = {}
-        for row in read_rows(args.vs):
-            if row["rps"] and row["mode"] == "closed" and row["test"] in LOADS:
-                key = f"{row['target']} {row['test']}"
-                targets_rps[key] = max(targets_rps.get(key, 0.0), float(row["rps"]))
+        for step in read_steps(args.vs):
+            if step.rps and step.mode == LoadMode.CLOSED and step.test in LOADS:
+                key = f"{step.target} {step.test}"
+                targets_rps[key] = max(targets_rps.get(key, 0.0), step.rps)
     result = run_calibration(targets_rps, duration_s=args.duration)
     print(format_calibration(result))
     return 0

@@ -23,9 +23,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from benchlab.analysis.run import Point, Run, load_run
+from benchlab.analysis.stats import ALPHA, RatioEstimate, bh_adjust, welch_log_ratio
 from benchlab.errors import BenchlabError
-from benchlab.rundata import Level, Point, Run, level_label, load_run
-from benchlab.stats import ALPHA, RatioEstimate, bh_adjust, welch_log_ratio
+from benchlab.model.level import AXIS_NAMES, AXIS_SHORT, Level
+from benchlab.model.modes import LoadMode
 
 COMPARE_CSV = "compare.csv"  # in RUN_B unless --csv says otherwise
 
@@ -38,6 +40,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "target", "test", "mode", "level", "concurrency", "pipeline", "queries", "offered_rps", "offered_rps_b", "present",
     "n_a", "n_b", "rps_a", "rps_b", "rps_change_pct", "rps_p", "rps_q", "rps_significant",
     "p99_a_ms", "p99_b_ms", "p99_change_pct", "p99_p", "p99_q", "p99_significant", "flags_a", "flags_b", "regression",
+    *AXIS_NAMES,
 )  # fmt: skip
 
 
@@ -86,6 +89,7 @@ class ComparisonRow:
     target: str
     test: str
     mode: str
+    axes: tuple[tuple[str, Any], ...]  # (axis, value) of the axes either run swept
     level: Level
     present: str  # "both", "only A", "only B"
     n_a: int
@@ -98,7 +102,8 @@ class ComparisonRow:
 
     @property
     def level_text(self) -> str:
-        text = level_label(self.level)
+        swept = " ".join(f"{AXIS_SHORT[a]}={v}" for a, v in self.axes if v is not None)
+        text = " ".join(filter(None, (swept, self.level.label)))
         return text if self.offered_b is None else f"{text} (B: {self.offered_b:g})"
 
     def regression(self, threshold_pct: float) -> str:
@@ -193,18 +198,32 @@ def compare_runs(
     return result
 
 
-Key = tuple[str, str, str, Level]
+@dataclass(frozen=True)
+class Key:
+    """What pairs a point of A with one of B: the axes either run swept count, the others
+    (a run recorded before they existed, or held still) are setup, listed apart."""
+
+    target: str
+    test: str
+    mode: str
+    axes: tuple[tuple[str, Any], ...]
+    level: Level
 
 
 def _rows(a: Run, b: Run) -> list[ComparisonRow]:
-    pa = {(p.target, p.test, p.mode, p.level): p for p in a.points}
-    pb = {(p.target, p.test, p.mode, p.level): p for p in b.points}
+    swept = tuple(n for n in AXIS_NAMES if n in a.varying_axes or n in b.varying_axes)
+
+    def key(p: Point) -> Key:
+        return Key(p.target, p.test, str(p.mode), tuple((n, p.axes.value(n)) for n in swept), p.level)
+
+    pa = {key(p): p for p in a.points}
+    pb = {key(p): p for p in b.points}
     pb = {_open_rank_match(k, pa, pb): p for k, p in pb.items()}
     order = {t: i for i, t in enumerate(a.targets + [t for t in b.targets if t not in a.targets])}
     tests = a.tests + [t for t in b.tests if t not in a.tests]
     keys = sorted(
         set(pa) | set(pb),
-        key=lambda k: (tests.index(k[1]), order[k[0]], k[2], *((-1 if v is None else v) for v in k[3])),
+        key=lambda k: (tests.index(k.test), order[k.target], k.mode, [str(v) for _, v in k.axes], k.level.sort_key),
     )
     return _adjusted([_row(k, pa.get(k), pb.get(k)) for k in keys])
 
@@ -218,20 +237,21 @@ def _adjusted(rows: list[ComparisonRow]) -> list[ComparisonRow]:
 def _open_rank_match(key: Key, pa: Mapping[Key, Point], pb: Mapping[Key, Point]) -> Key:
     """B's key as A names it: open-loop rates derived from each run's own peak differ between runs,
     so when both runs offered the same number of rates, the i-th lowest of B pairs with A's i-th."""
-    if key[2] != "open" or key in pa:
+    if key.mode != LoadMode.OPEN or key in pa:
         return key
 
     def rates(points: Mapping[Key, Point]) -> list[float]:
-        same = [k for k in points if k[:3] == key[:3] and k[3][:3] == key[3][:3]]
-        return sorted(k[3][3] or 0.0 for k in same)
+        same = [k for k in points if replace(k, level=k.level.without_rate()) == sweep]
+        return sorted(k.level.offered_rps or 0.0 for k in same)
 
+    sweep = replace(key, level=key.level.without_rate())
     ra, rb = rates(pa), rates(pb)
     if len(ra) != len(rb) or set(ra) & set(rb):
         return key
-    return (*key[:3], (*key[3][:3], ra[rb.index(key[3][3] or 0.0)]))
+    return replace(key, level=key.level.with_rate(ra[rb.index(key.level.offered_rps or 0.0)]))
 
 
-def _row(key: tuple[str, str, str, Level], a: Point | None, b: Point | None) -> ComparisonRow:
+def _row(key: Key, a: Point | None, b: Point | None) -> ComparisonRow:
     def change(metric: str) -> Change:
         sa = a.metric_samples(metric) if a else []
         sb = b.metric_samples(metric) if b else []
@@ -239,11 +259,12 @@ def _row(key: tuple[str, str, str, Level], a: Point | None, b: Point | None) -> 
         return Change(a.median(metric) if a else None, b.median(metric) if b else None, est)
 
     return ComparisonRow(
-        offered_b=b.level[3] if b and a and b.level != a.level else None,
-        target=key[0],
-        test=key[1],
-        mode=key[2],
-        level=key[3],
+        offered_b=b.level.offered_rps if b and a and b.level != a.level else None,
+        target=key.target,
+        test=key.test,
+        mode=key.mode,
+        axes=key.axes,
+        level=key.level,
         present="both" if a and b else ("only A" if a else "only B"),
         n_a=len(a.rps_samples) if a else 0,
         n_b=len(b.rps_samples) if b else 0,
@@ -284,8 +305,6 @@ def _table(rows: list[ComparisonRow], tests: int) -> Table:
 
 
 def _csv_row(row: ComparisonRow, fail_above: float | None) -> dict[str, Any]:
-    concurrency, pipeline, queries, offered = row.level
-
     def p(value: float | None) -> Any:
         return "" if value is None else f"{value:.4g}"
 
@@ -294,8 +313,9 @@ def _csv_row(row: ComparisonRow, fail_above: float | None) -> dict[str, Any]:
 
     return {
         "target": row.target, "test": row.test, "mode": row.mode, "level": row.level_text,
-        "concurrency": r(concurrency, 0), "pipeline": r(pipeline, 0), "queries": r(queries, 0),
-        "offered_rps": r(offered, 3), "offered_rps_b": r(row.offered_b, 3), "present": row.present,
+        "concurrency": r(row.level.concurrency, 0), "pipeline": r(row.level.pipeline, 0),
+        "queries": r(row.level.queries, 0), "offered_rps": r(row.level.offered_rps, 3),
+        **{a: v for a, v in row.axes}, "offered_rps_b": r(row.offered_b, 3), "present": row.present,
         "n_a": row.n_a, "n_b": row.n_b,
         "rps_a": r(row.rps.a, 2), "rps_b": r(row.rps.b, 2), "rps_change_pct": r(row.rps.pct, 2),
         "rps_p": p(row.rps.p), "rps_q": p(row.rps.q), "rps_significant": str(row.rps.significant).lower(),

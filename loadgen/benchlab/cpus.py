@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 
 ROLES = ("targets", "db", "upstream", "loadgen")
@@ -89,12 +90,27 @@ class RoleCpus:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoleCpus:
-        env = os.environ if env is None else env
+        given = settings(env)
         values = {}
         for role in ROLES:
-            key = f"BENCHLAB_CPUS_{role.upper()}"
-            values[role] = parse_cpuset(env[key], key) if env.get(key) else None
+            raw = given.cpus(role)
+            values[role] = parse_cpuset(raw, f"BENCHLAB_CPUS_{role.upper()}") if raw else None
         return cls(**values)
+
+    def targets_set(self) -> set[int]:
+        """The CPUs the targets may use (all of ours when not pinned)."""
+        return self.targets or available()
 
     def describe(self) -> dict[str, str]:
         return {r: format_cpuset(getattr(self, r) or available()) for r in ROLES}
+
+
+def check_workers(workers: tuple[int, ...], cpus: RoleCpus) -> None:
+    """A workers value pins N workers to N of the targets' CPUs: more than the set has is refused."""
+    have = cpus.targets_set()
+    if workers and max(workers) > len(have):
+        n = max(workers)
+        raise BenchlabError(
+            f"workers {n} needs {n} of the targets' CPUs but they have {len(have)} ({format_cpuset(have)}): "
+            "lower the workers or give the targets more CPUs (BENCHLAB_CPUS_TARGETS)"
+        )

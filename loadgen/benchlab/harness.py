@@ -25,10 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psutil
 
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
+from benchlab.interpreters import find_interpreter
+from benchlab.model.level import AXIS_NAMES, Axes
 from benchlab.ports import check_port_free
 from benchlab.postgres import (
     OWNER_ENV,
@@ -48,7 +52,7 @@ from benchlab.venvs import service_python
 
 def repo_root() -> Path:
     """The checkout holding ``db/`` and ``services/`` (``BENCHLAB_ROOT`` overrides)."""
-    root = Path(os.environ.get("BENCHLAB_ROOT") or Path(__file__).resolve().parents[2])
+    root = Path(settings().root or Path(__file__).resolve().parents[2])
     if not (root / "db").is_dir() or not (root / "services").is_dir():
         raise BenchlabError(
             f"native mode needs a benchlab checkout: no db/ and services/ under {root} "
@@ -98,6 +102,7 @@ class NativeLab:
         *,
         cpus: RoleCpus | None = None,
         workers: int | None = None,
+        setup: Axes | None = None,
         db_port: int | None = None,
         ready_timeout_s: float = 90,
         log: Callable[[str], None] = _stderr,
@@ -105,7 +110,7 @@ class NativeLab:
         self.root = repo_root()
         self.targets = targets
         self.cpus = cpus or RoleCpus()
-        self.workers = workers
+        self.setup = setup or Axes(workers=workers)  # the swept axes' values the targets run with
         self.db_port = db_port
         self.ready_timeout_s = ready_timeout_s
         self.log = log
@@ -113,6 +118,7 @@ class NativeLab:
         self.upstream: Upstream | None = None
         self.database_info: dict[str, str | bool] | None = None  # Postgres.info, kept after stop()
         self.running: dict[str, RunningTarget] = {}
+        self.refused: dict[str, str] = {}  # targets the current setup could not run, and why
         self.log_dir = Path(tempfile.mkdtemp(prefix="benchlab-logs-"))
         mark_owned(self.log_dir)
 
@@ -126,7 +132,8 @@ class NativeLab:
         for t in self.targets:
             check_port_free(t.port, t.name)
         found = find_bindir()  # a bad BENCHLAB_PG_BINDIR fails before minutes of venv building
-        pythons = {t.service: service_python(self.root / "services" / t.service, self.log) for t in self.targets}
+        if self.setup.python:
+            find_interpreter(self.setup.python)  # before Postgres starts
         self.log("starting PostgreSQL")
         with _signals_deferred():  # a few seconds; no window where it runs unrecorded
             self.postgres = start_postgres(self.root / "db", found, port=self.db_port, cpus=self.cpus.db)
@@ -140,11 +147,7 @@ class NativeLab:
                 "query counts will not be verified (install your distribution's postgresql package, "
                 "e.g. `apt-get install postgresql`)"
             )
-        for t in self.targets:
-            with _signals_deferred():
-                self.running[t.name] = self._spawn(t, pythons[t.service])
-        for t in self.targets:
-            self._wait_ready(self.running[t.name])
+        self.refused = self._start_targets()
         return self
 
     def _spawn(self, target: Target, python: str) -> RunningTarget:
@@ -157,9 +160,9 @@ class NativeLab:
             PYTHONUNBUFFERED="1",
             PYTHONPATH=os.pathsep.join(filter(None, [str(self._target_kit()), env.get("PYTHONPATH")])),
         )
-        if self.workers:
-            env["BENCHLAB_WORKERS"] = str(self.workers)
-        cpus = self.cpus.targets
+        if self.setup.workers:
+            env["BENCHLAB_WORKERS"] = str(self.setup.workers)
+        cpus = self.target_cpus()
         arm = death_signal(signal.SIGTERM)  # its supervisor then stops the workers
 
         def child_setup() -> None:
@@ -179,6 +182,58 @@ class NativeLab:
             )  # fmt: skip
         return RunningTarget(target, proc, log_path)
 
+    def target_cpus(self) -> set[int] | None:
+        """What a target may run on: with ``workers`` set, that many of the targets' CPUs (the
+        lowest), so N workers get N cores; else the targets' whole set (None: not pinned)."""
+        if not self.setup.workers:
+            return self.cpus.targets
+        return set(sorted(self.cpus.targets_set())[: self.setup.workers])
+
+    def restart_targets(self, setup: Axes) -> dict[str, str]:
+        """Every target again with another ``setup`` (one combination of a sweep); Postgres stays."""
+        self._stop_targets()
+        self.setup = setup
+        self.refused = self._start_targets()
+        return self.refused
+
+    def _start_targets(self) -> dict[str, str]:
+        """The targets on the current setup, each in its service's venv for the setup's Python.
+        In a sweep a target that cannot run on a setup (its packages do not install on that
+        Python, it does not start, a worker of a free-threaded build runs with the GIL on) is
+        refused, why in one line, and the others run: returns ``{target: why}``. Without a sweep
+        any of that fails the lab, as it always has."""
+        setup = self.setup
+        refused: dict[str, str] = {}
+        base = find_interpreter(setup.python).path if setup.python else None
+        pythons: dict[str, str] = {}
+        for service in dict.fromkeys(t.service for t in self.targets):
+            try:
+                pythons[service] = service_python(self.root / "services" / service, self.log, base)
+            except BenchlabError as exc:
+                if not setup.swept:
+                    raise
+                refused.update({t.name: str(exc) for t in self.targets if t.service == service})
+        for t in self.targets:
+            if t.name not in refused:
+                check_port_free(t.port, t.name)
+                with _signals_deferred():
+                    self.running[t.name] = self._spawn(t, pythons[t.service])
+        for t in self.targets:
+            if t.name in refused:
+                continue
+            try:
+                self._wait_ready(self.running[t.name])
+                if setup.python and setup.python.endswith("t"):
+                    gil_off(t, setup.workers or len(self.target_cpus() or self.cpus.targets_set()))
+            except BenchlabError as exc:
+                if not setup.swept:
+                    raise
+                refused[t.name] = str(exc)
+                self._stop_targets([t.name])
+        for name, why in refused.items():
+            self.log(f"{name} refused with {setup.label(AXIS_NAMES)}: {why}")
+        return refused
+
     def _target_kit(self) -> Path:
         return target_kit_dir(self.log_dir)
 
@@ -197,17 +252,7 @@ class NativeLab:
 
     def stop(self) -> None:
         """SIGTERM to each server's process group, SIGKILL after a grace period; drop the data."""
-        for rt in self.running.values():
-            _signal_group(rt.process, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for rt in self.running.values():
-            try:
-                rt.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(rt.process, signal.SIGKILL)
-                rt.process.wait()
-            _signal_group(rt.process, signal.SIGKILL)  # any straggler left in the group
-        self.running.clear()
+        self._stop_targets()
         if self.upstream:
             self.upstream.down()
             self.upstream = None
@@ -215,6 +260,20 @@ class NativeLab:
             self.postgres.stop()
             self.postgres = None
         shutil.rmtree(self.log_dir, ignore_errors=True)
+
+    def _stop_targets(self, names: list[str] | None = None) -> None:
+        stopping = {n: rt for n, rt in self.running.items() if names is None or n in names}
+        for rt in stopping.values():
+            _signal_group(rt.process, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for name, rt in stopping.items():
+            try:
+                rt.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(rt.process, signal.SIGKILL)
+                rt.process.wait()
+            _signal_group(rt.process, signal.SIGKILL)  # any straggler left in the group
+            del self.running[name]
 
     def __enter__(self) -> NativeLab:
         try:
@@ -225,6 +284,20 @@ class NativeLab:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def gil_off(target: Target, workers: int) -> None:
+    """On a free-threaded build every worker must run with the GIL off: an extension module that
+    does not declare free-threading support turns it back on, silently. Asked of as many answers
+    as there are workers, twice over, so that each worker is likely asked."""
+    for _ in range(2 * max(1, workers)):
+        try:
+            info = httpx.get(target.url + "/benchlab/info", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise BenchlabError(f"no /benchlab/info to check the GIL ({exc})") from None
+        if info.get("gil_enabled") is not False:
+            raise BenchlabError("a worker runs with the GIL on (a module without free-threading support "
+                                f"turned it back on, or an older target_kit): gil_enabled={info.get('gil_enabled')}")
 
 
 def reap_leftovers(log: Callable[[str], None]) -> None:

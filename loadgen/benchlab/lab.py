@@ -8,12 +8,11 @@ sampled, and how long to wait for targets that someone else starts.
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import pairwise
 from typing import Any
@@ -22,12 +21,13 @@ import httpx
 import psutil
 from psycopg.conninfo import conninfo_to_dict
 
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus
 from benchlab.errors import BenchlabError
 from benchlab.metadata import database_info
+from benchlab.model.level import Axes
 from benchlab.sampling import process_tree
 from benchlab.targets import DEFAULT_SELECTION, Target, load_targets
-from benchlab.upstream import ENV_URL as UPSTREAM_ENV_URL
 
 # Compose starts every target of the active profiles at once and the loadgen only after the core
 # ones are healthy, so a started group is listening by then; this is the slack it gets.
@@ -43,16 +43,30 @@ class Lab:
     db_processes: Callable[[], list[psutil.Process]] | None
     mode: str
     database: dict[str, Any]  # what run.json records of the database (metadata.database_info)
+    setup: Axes = field(default_factory=Axes)  # the swept axes' values the targets run with now
+    restart: Callable[[Axes], dict[str, str]] | None = None  # the targets again with another setup (native)
+    refused: dict[str, str] = field(default_factory=dict)  # targets that cannot run on this setup, and why
     annotate: Callable[[dict[str, Any]], None] | None = None  # adds what this lab knows to run.json
     upstream_url: str | None = None  # the upstream service (benchlab's own upstream test), if known
+
+    def apply(self, setup: Axes) -> None:
+        """Restarts the targets with ``setup`` unless they run so already."""
+        if setup == self.setup:
+            return
+        if self.restart is None:
+            raise BenchlabError(f"sweeping {', '.join(setup.swept)} restarts the targets, which only a native lab "
+                                "can: add --native")  # fmt: skip
+        self.refused = self.restart(setup)
+        self.setup = setup
 
 
 @contextmanager
 def open_lab(
-    args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120"
+    args: argparse.Namespace, targets: list[Target], cpus: RoleCpus, ready_timeout_s: str = "120",
+    setup: Axes | None = None,
 ) -> Iterator[Lab]:
-    """Starts the lab (``--native``, or on Docker hosts: ``--hosts``) or waits, bounded, for
-    targets running elsewhere."""
+    """Starts the lab (``--native``, its targets with ``setup``; or on Docker hosts: ``--hosts``)
+    or waits, bounded, for targets running elsewhere."""
     if getattr(args, "host_specs", None):
         from benchlab.hosts.lab import hosts_lab
 
@@ -62,19 +76,19 @@ def open_lab(
     if args.native:
         from benchlab.harness import NativeLab
 
-        with NativeLab(targets, cpus=cpus, workers=args.workers) as native:
+        setup = setup or Axes()
+        with NativeLab(targets, cpus=cpus, setup=setup) as native:
             assert native.postgres is not None
-            upstream = native.upstream.url if native.upstream else None
-            database = dict(native.database_info or {})
-            yield Lab(targets, native.dsn, native.postgres.processes, "native", database, upstream_url=upstream)
+            yield Lab(targets, native.dsn, native.postgres.processes, "native", dict(native.database_info or {}),
+                      setup=setup, restart=native.restart_targets, refused=native.refused,
+                      upstream_url=native.upstream.url if native.upstream else None)  # fmt: skip
         return
-    wait_ready(targets, float(os.environ.get("BENCHLAB_READY_TIMEOUT", ready_timeout_s)))
+    wait_ready(targets, settings().ready_timeout_s or float(ready_timeout_s))
     db_processes = None
-    if os.environ.get("BENCHLAB_SAMPLE_DB") == "host" and args.dsn:
+    if settings().sample_db_on_host and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
-    mode = os.environ.get("BENCHLAB_MODE", "external")
-    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn),
-              upstream_url=os.environ.get(UPSTREAM_ENV_URL))
+    mode = settings().mode
+    yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn), upstream_url=settings().upstream_url)
 
 
 def choose_targets(
@@ -83,7 +97,7 @@ def choose_targets(
     """The targets ``names`` selects (default: the core group). In compose with nothing named,
     also every group started beside it (``docker compose --profile matrix|GROUP up``): the
     loadgen cannot wait for those through depends_on, so it looks for them."""
-    if names or native or os.environ.get("BENCHLAB_MODE") != "compose":
+    if names or native or settings().mode != "compose":
         return load_targets(names, overrides)
     every = load_targets(["all"], overrides)
     others = [t for t in every if t.group != DEFAULT_SELECTION]

@@ -68,20 +68,6 @@ class Measurement:
     def socket_errors(self) -> int:
         return self.errors_connect + self.errors_read + self.errors_write + self.errors_timeout
 
-    def row(self) -> dict[str, Any]:
-        """The fields of a ``results.csv`` row this measurement fills (names as in results.COLUMNS)."""
-        out: dict[str, Any] = {
-            "requests": self.requests,
-            "duration_s": self.duration_s,
-            "rps": self.rps,
-            "offered_rps": self.offered_rps,
-            "dropped": self.dropped,
-            "overloaded": self.overloaded,
-        }
-        out.update({c: getattr(self, c) for c in ERROR_COLUMNS})
-        out.update({c: self.latency_ms.get(k) for k, c in zip(LATENCY_KEYS, LATENCY_COLUMNS, strict=True)})
-        return out
-
 
 def error_counts(errors: Mapping[str, Any]) -> dict[str, int]:
     """An engine's ``{"connect": n, ...}`` as Measurement's ``errors_*`` fields."""

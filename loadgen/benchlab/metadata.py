@@ -14,6 +14,7 @@ import psycopg
 
 from benchlab import __version__
 from benchlab.checkout import NoCommit, read_commit
+from benchlab.config.settings import settings
 from benchlab.cpus import RoleCpus, format_cpuset
 from benchlab.measurement import ensure_open_files
 from benchlab.targets import Target
@@ -42,10 +43,10 @@ def git_commit() -> str:
     """The commit a run measured: ``BENCHLAB_GIT_COMMIT`` when given; in compose, the mounted
     checkout's (``BENCHLAB_CHECKOUT``, read without git); natively, ``git rev-parse``.
     Otherwise "unknown" with the reason."""
-    given = os.environ.get("BENCHLAB_GIT_COMMIT", "").strip()
+    given = settings().git_commit
     if given and given != "unknown":
         return given
-    mounted = os.environ.get("BENCHLAB_CHECKOUT")
+    mounted = settings().checkout
     if mounted:
         try:
             return read_commit(Path(mounted))
@@ -90,6 +91,7 @@ def target_info(target: Target, timeout_s: float = 5) -> dict[str, Any]:
     info["workers"] = reported.get("workers")
     info["cpus"] = format_cpuset(reported["cpus"]) if reported.get("cpus") else None
     info["python"] = reported.get("python")
+    info["python_build"] = reported.get("python_build")
     info["packages"] = reported.get("packages", {})
     return info
 

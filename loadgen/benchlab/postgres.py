@@ -35,13 +35,14 @@ from pathlib import Path
 import psutil
 import psycopg
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.ports import check_port_free, free_port
 from benchlab.sampling import process_identity, process_tree
 
-USER = os.environ.get("BENCHLAB_DB_USER", "benchmarkdbuser")
-PASSWORD = os.environ.get("BENCHLAB_DB_PASSWORD", "benchmarkdbpass")
-DATABASE = os.environ.get("BENCHLAB_DB_NAME", "hello_world")
+USER = settings().db_user
+PASSWORD = settings().db_password
+DATABASE = settings().db_name
 ENV_BINDIR = "BENCHLAB_PG_BINDIR"
 DISTRIBUTIONS = Path("/usr/lib/postgresql")  # Debian/Ubuntu: <root>/<version>/bin
 _PGSERVER_TAIL = ("pgserver", "pginstall", "bin")
@@ -104,7 +105,7 @@ def find_bindir(path: str | None = None, distributions: Path = DISTRIBUTIONS) ->
     """The server a user would expect: their override, then their shell's, their pg_config's,
     their distribution's newest; the pgserver wheel (no pg_stat_statements) only when none exists.
     ``path`` is the PATH to search, by default the environment's."""
-    override = os.environ.get(ENV_BINDIR)
+    override = settings().pg_bindir
     if override:
         bindir = Path(override).expanduser()
         if not _is_bindir(bindir):

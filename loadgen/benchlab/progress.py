@@ -11,7 +11,6 @@ maps back to the folder on the host.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -21,13 +20,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from benchlab.config.settings import settings
 
-def host_paths(text: str, env: Mapping[str, str] = os.environ) -> str:
+
+def host_paths(text: str, env: Mapping[str, str] | None = None) -> str:
     """``text`` with the container's results path replaced by the host's, when compose says
     where that is (``BENCHLAB_RESULTS_HOST``, as given: a relative one is relative to the
     directory holding compose.yaml, where ``docker compose`` runs)."""
-    inside = env.get("BENCHLAB_OUT", "").rstrip("/")
-    outside = env.get("BENCHLAB_RESULTS_HOST", "").rstrip("/")
+    given = settings(env)
+    inside = given.out_as_set.rstrip("/")
+    outside = given.results_host.rstrip("/")
     if not inside or not outside or inside == outside:
         return text
     # whole path components only: /results/x and "/results" but not /results2 or a/results

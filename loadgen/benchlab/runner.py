@@ -9,27 +9,25 @@ the moment it ends; ``--resume`` skips the steps whose ``step_id`` is already in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from benchlab.config.scenario import PlannedStep, Scenario
 from benchlab.contract import COUNTED_TESTS, TEST_TYPES
-from benchlab.engines import Load, Request, for_mode
+from benchlab.engines import Engine, Load, Request, for_mode
 from benchlab.errors import BenchlabError
 from benchlab.lab import Lab
-from benchlab.measurement import ERROR_KINDS, Measurement
+from benchlab.measurement import Measurement
+from benchlab.metadata import target_info
+from benchlab.model.codec import RAW_DIR, ResultsWriter, read_steps
+from benchlab.model.level import AXIS_FIELDS, AXIS_NAMES, AXIS_SHORT, Axes, Level
+from benchlab.model.status import Status, StepStatus, judge
+from benchlab.model.step import Step
 from benchlab.progress import Progress
-from benchlab.results import (
-    COLUMNS,
-    RAW_DIR,
-    ResultsWriter,
-    read_rows,
-)
 from benchlab.sampling import CLIENT_BOUND_SHARE, WAITING_BOUND_SHARE, StepSampler
-from benchlab.scenarios import PlannedStep, Scenario
-from benchlab.status import Status, StepStatus, judge
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
@@ -44,10 +42,13 @@ def now() -> str:
 
 def step_id(step: PlannedStep) -> str:
     """A stable name for a step: the resume key and the raw file's name."""
+    where = "/".join([step.target, *(f"{AXIS_SHORT[a]}{v}" for a, v in step.setup.swept.items())])
     level = f"c{step.concurrency}-p{step.pipeline}-q{step.queries if step.queries is not None else '-'}"
-    if step.mode == "open":
-        level += f"-rate{step.rate:g}" if step.rate else f"-frac{step.rate_fraction:g}"
-    return f"r{step.repeat}/{step.target}/{step.test}/{step.mode}/{level}"
+    if step.rate:
+        level += f"-rate{step.rate:g}"
+    elif step.rate_fraction:
+        level += f"-frac{step.rate_fraction:g}"
+    return f"r{step.repeat}/{where}/{step.test}/{step.mode}/{level}"
 
 
 @dataclass
@@ -68,7 +69,28 @@ class Runner:
 
     def execute(self) -> None:
         by_name = {t.name: t for t in self.lab.targets}
-        pending_targets = [t for t in self.lab.targets if any(
+        checks = self._verify()
+        with ResultsWriter(self.run_dir) as writer:
+            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
+            for (repeat, setup, target_name, test), group in blocks:
+                pending = [s for s in group if step_id(s) not in self.done]
+                owed = self.profiler is not None and self.profiler.wants(repeat, setup)
+                if pending or owed:  # a resumed run may owe only the profiled step
+                    if self._apply(setup):
+                        checks = self._verify()
+                    check = checks.get((target_name, test))
+                    why = self.lab.refused.get(target_name)
+                    if why is not None:
+                        refused = StepStatus(Status.SKIPPED, f"refused with {setup.label(AXIS_NAMES)}: {why}")
+                        for s in pending:
+                            self._write(writer, by_name[target_name], s, None, None, refused, now())
+                        continue
+                    self._run_group(writer, by_name[target_name], test, pending, check, repeat)
+
+    def _verify(self) -> dict[tuple[str, str], ContractCheck]:
+        """The contract checked for every target still to measure (again after each restart: a
+        target on another Python is another build of it)."""
+        pending_targets = [t for t in self.lab.targets if t.name not in self.lab.refused and any(
             s.target == t.name and step_id(s) not in self.done for s in self.steps)]  # fmt: skip
         tests = sorted({s.test for s in self.steps})
         self.progress.message(f"verifying {len(pending_targets)} target(s) x {len(tests)} test(s)")
@@ -78,13 +100,17 @@ class Runner:
         if counted:
             self.query_counts_verified = not any(NO_STATS in r or NO_DSN in r for c in counted for r in c.reasons)
         self.progress.message(format_checks(list(checks.values())))
-        with ResultsWriter(self.run_dir) as writer:
-            blocks = groupby(self.steps, key=lambda s: (s.repeat, s.target, s.test))
-            for (repeat, target_name, test), group in blocks:
-                pending = [s for s in group if step_id(s) not in self.done]
-                if pending or self.profiler is not None:  # a resumed run may owe only the profiled step
-                    check = checks.get((target_name, test))
-                    self._run_group(writer, by_name[target_name], test, pending, check, repeat)
+        return checks
+
+    def _apply(self, setup: Axes) -> bool:
+        """One combination of the swept axes: the targets restarted with it, and what they now
+        report (workers, CPUs, Python) is what the next rows record. True when they restarted."""
+        if setup == self.lab.setup:
+            return False
+        self.progress.message(f"restarting the targets with {setup.label(AXIS_NAMES)}")
+        self.lab.apply(setup)
+        self.target_meta.update({t.name: target_info(t) for t in self.lab.targets if t.name not in self.lab.refused})
+        return True
 
     def _run_group(
         self, writer: ResultsWriter, target: Target, test: str, steps: list[PlannedStep], check: ContractCheck | None,
@@ -103,9 +129,9 @@ class Runner:
             return
         if took > 1:
             self.progress.message(f"{target.name} {test}: answered only after {took:.1f} s (busy after the last step)")
-        closed = [s for s in steps if s.mode == "closed"]
-        if closed:
-            self._prime(target, closed)
+        primed = [s for s in steps if for_mode(s.mode).primes]
+        if primed:
+            self._prime(target, primed)
         for s in steps:
             self._measure(writer, target, s, verdict)
         if self.profiler is not None:
@@ -114,7 +140,7 @@ class Runner:
     def _prime(self, target: Target, closed: list[PlannedStep]) -> None:
         """TFB's primer (few connections) and warm-up (highest level) before measuring: not recorded."""
         first = closed[0]
-        engine = for_mode("closed")
+        engine = for_mode(first.mode)
         raw = self.run_dir / RAW_DIR / _raw_name(step_id(first), "primer")
         p = self.scenario.primer
         self.progress.live(f"{target.name} {first.test}: primer {p.duration_s:g} s")
@@ -134,34 +160,23 @@ class Runner:
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
         time.sleep(self.scenario.pause_s)
         started = now()
-        rate = None
-        if step.mode == "open":
-            peak = self.peaks.get((target.name, step.test))
-            rate = step.rate or (step.rate_fraction * peak if peak and step.rate_fraction else None)
-            if not rate:
-                why = StepStatus(Status.SKIPPED, "no closed-loop peak to scale the rate from")
-                self._write(writer, target, step, None, None, why, started)
-                return
-            label = f"{rate:.0f} req/s offered"
-        else:
-            label = f"c={step.concurrency}" + (f" pipeline={step.pipeline}" if step.pipeline > 1 else "")
+        engine = for_mode(step.mode)
+        load = engine.load_for(step, self.scenario.timeout_s, self.peaks.get((target.name, step.test)))
+        if isinstance(load, str):
+            self._write(writer, target, step, None, None, StepStatus(Status.SKIPPED, load), started)
+            return
+        label = engine.label(step, load)
         q = f" q={step.queries}" if step.queries is not None else ""
         self.progress.live(f"{target.name} {step.test}{q} {label} r{step.repeat}", step.duration_s)
-        waits = TEST_TYPES[step.test].waits
-        sampler = StepSampler(
-            target.url, db_processes=self.lab.db_processes, upstream_url=self.lab.upstream_url if waits else None,
-            bound_share=WAITING_BOUND_SHARE if waits else CLIENT_BOUND_SHARE,
-        )  # fmt: skip
+        sampler = self.sampler(target, step.test)
         try:
-            load = Load(duration_s=step.duration_s, timeout_s=self.scenario.timeout_s, connections=step.concurrency,
-                        pipeline=step.pipeline, rate=rate, vus=step.concurrency, max_vus=step.max_vus or 0)  # fmt: skip
             with sampler:
-                m = for_mode(step.mode).run(_request(target, step), load, raw)
+                m = engine.run(_request(target, step), load, raw)
         except BenchlabError as exc:
             self._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
         status = judge(verdict, m)
-        if step.mode == "closed" and status.measured and not _has_errors(m):
+        if engine.sets_peak and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
         if self.profiler is not None:
@@ -170,32 +185,36 @@ class Runner:
         shown = "" if status.status is Status.PASS else f" [{status}]"
         self.progress.step_done(f"{target.name} {step.test}{q} {label}: {m.rps:,.0f} req/s{shown}")
 
+    def sampler(self, target: Target, test: str) -> StepSampler:
+        """The step's sampler; a test that waits on the upstream samples it too, and flags the
+        step at half the load generator's CPUs (issue 24's rule)."""
+        waits = TEST_TYPES[test].waits
+        return StepSampler(
+            target.url, db_processes=self.lab.db_processes, upstream_url=self.lab.upstream_url if waits else None,
+            bound_share=WAITING_BOUND_SHARE if waits else CLIENT_BOUND_SHARE,
+        )  # fmt: skip
+
     def _write(self, writer: ResultsWriter, target: Target, step: PlannedStep, m: Measurement | None,
                samples: Any, status: StepStatus, started: str,
-               extra: dict[str, Any] | None = None) -> None:  # fmt: skip
+               profiler_overhead: float | None = None) -> None:  # fmt: skip
         if samples is not None and samples.lost and status.measured:  # its server cells are empty, not 0
             lost = f"sampler lost the target ({samples.lost})"
             status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
         meta = self.target_meta.get(target.name, {})
-        row: dict[str, Any] = dict.fromkeys(COLUMNS)
-        row.update(
+        record = Step(
             run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
-            workers=meta.get("workers"), test=step.test, mode=step.mode, concurrency=step.concurrency,
-            pipeline=step.pipeline, queries=step.queries, repeat=step.repeat,
-            verification=str(status), started_at=started, finished_at=now(), step_id=step_id(step),
+            test=step.test, mode=step.mode, level=Level(step.concurrency, step.pipeline, step.queries),
+            axes=Axes(**{a: meta.get(a) for a in AXIS_FIELDS}),
+            repeat=step.repeat, status=status, started_at=started, finished_at=now(), step_id=step_id(step),
         )  # fmt: skip
         if m is not None:
-            row.update(m.row())
+            record = record.measured(m)
         if samples is not None:
-            row.update(
-                server_cpu_cores=samples.server_cpu_cores, server_pss_mb=samples.server_pss_mb,
-                server_rss_mb=samples.server_rss_mb,
-                db_cpu_cores=samples.db_cpu_cores, loadgen_cpu_cores=samples.loadgen_cpu_cores,
-                client_bound=samples.client_bound, upstream_cpu_cores=samples.upstream_cpu_cores,
-                upstream_bound=samples.upstream_bound if samples.upstream_cpu_cores is not None else None,
-            )  # fmt: skip
-        row.update(extra or {})
-        writer.write(row)
+            upstream_bound = samples.upstream_bound if samples.upstream_cpu_cores is not None else None
+            record = record.sampled(vars(samples), samples.client_bound, upstream_bound)
+        if profiler_overhead is not None:
+            record = replace(record, profiler_overhead=profiler_overhead)
+        writer.write(record)
         self.done.add(step_id(step))
         if m is None:
             self.progress.step_done(f"{target.name} {step.test} {step_id(step)}: {status}")
@@ -212,9 +231,9 @@ def _has_errors(m: Measurement) -> bool:
 
 
 def _verdict(check: ContractCheck | None) -> StepStatus:
-    if check is None or check.status == "pass":
+    if check is None or check.status is Status.PASS:
         return StepStatus(Status.PASS)
-    return StepStatus(Status(check.status), "; ".join(check.reasons))
+    return StepStatus(check.status, "; ".join(check.reasons))
 
 
 def _raw_name(sid: str, kind: str) -> str:
@@ -222,14 +241,20 @@ def _raw_name(sid: str, kind: str) -> str:
 
 
 def peaks_from(run_dir: Path) -> dict[tuple[str, str], float]:
-    """Closed-loop peaks already measured (a resumed run scales open-loop rates from them)."""
+    """Peaks already measured (a resumed run scales open-loop rates from them)."""
     peaks: dict[tuple[str, str], float] = {}
     if not (run_dir / "results.csv").exists():
         return peaks
-    for row in read_rows(run_dir):
-        ok = row["mode"] == "closed" and row["rps"] and StepStatus.parse(row["verification"]).measured
-        errors = sum(int(row[f"errors_{k}"] or 0) for k in ERROR_KINDS)
-        if ok and not errors:
-            key = (row["target"], row["test"])
-            peaks[key] = max(peaks.get(key, 0.0), float(row["rps"]))
+    for step in read_steps(run_dir):
+        if step.ok and not step.errors and _sets_peak(step.mode):
+            key = (step.target, step.test)
+            peaks[key] = max(peaks.get(key, 0.0), step.rps or 0.0)
     return peaks
+
+
+def _sets_peak(mode: str) -> bool:
+    try:
+        engine: Engine = for_mode(mode)
+    except (KeyError, ValueError):
+        return False
+    return engine.sets_peak

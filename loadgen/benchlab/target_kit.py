@@ -33,6 +33,7 @@ import platform
 import signal
 import socket
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -366,11 +367,14 @@ class Info:
             "workers": workers,
             "cpus": sorted(os.sched_getaffinity(0)),
             "python": platform.python_version(),
+            "python_build": "free-threading" if sysconfig.get_config_var("Py_GIL_DISABLED") else "default",
             "packages": installed_packages(),
         }
 
     def payload(self) -> dict[str, Any]:
-        return {**self.static, **tree_usage(self.pid)}
+        # Asked now, not at start: an extension imported later may have turned the GIL back on.
+        gil = sys._is_gil_enabled() if hasattr(sys, "_is_gil_enabled") else True
+        return {**self.static, "gil_enabled": gil, **tree_usage(self.pid)}
 
 
 # The whole request head (request line and header lines), in bytes, where a target bounds it: a

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.validate import Checker
 
@@ -156,21 +157,21 @@ def load_targets(
 ) -> list[Target]:
     """The targets ``names`` selects (see ``select``: default the core group), in registry
     order, with URLs resolved."""
-    env = os.environ if env is None else env
+    given = settings(env)
     overrides = dict(overrides or {})
     registry = _registry()
     selected = select(names)
     unknown = [n for n in overrides if n not in registry]
     if unknown:
         raise BenchlabError(f"--target {unknown[0]!r}: unknown target; targets: {', '.join(registry)}")
-    host = env.get("BENCHLAB_TARGET_HOST", "127.0.0.1")
+    host = given.target_host
     out = []
     for name, target in registry.items():
         if name not in selected:
             continue
-        key = f"BENCHLAB_PORT_{target.env_key}"
-        port = _port(env[key], key) if key in env else target.port
-        url = overrides.get(name) or env.get(f"BENCHLAB_URL_{target.env_key}") or f"http://{host}:{port}"
+        raw = given.target_port(target.env_key)
+        port = _port(raw, f"BENCHLAB_PORT_{target.env_key}") if raw else target.port
+        url = overrides.get(name) or given.target_url(target.env_key) or f"http://{host}:{port}"
         out.append(replace(target, port=port, url=url.rstrip("/")))
     return out
 
@@ -189,8 +190,7 @@ def split_names(value: str | None, option: str = "--targets") -> list[str]:
 def describe_targets(targets: Iterable[Target], env: Mapping[str, str] | None = None) -> str:
     """The ``benchlab targets`` table: name, whether a plain run measures it (the default group,
     marked ``*``), framework, server, worker class, interface, style, group, workers, URL."""
-    env = os.environ if env is None else env
-    workers = env.get("BENCHLAB_WORKERS") or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
+    workers = settings(env).workers or f"auto ({len(os.sched_getaffinity(0))} CPUs here)"
     header = ("NAME", "PLAIN RUN", "FRAMEWORK", "SERVER", "WORKER CLASS", "INTERFACE", "STYLE", "GROUP", "WORKERS")
     header += ("URL",)
     rows = [header]

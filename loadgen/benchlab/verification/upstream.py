@@ -18,7 +18,7 @@ import httpx
 
 from benchlab.contract import DEFAULT_WAIT_MS, TestType
 from benchlab.targets import Target
-from benchlab.verification.checks import ContractCheck, Run
+from benchlab.verification.checks import ContractCheck, Verification
 from benchlab.verification.responses import first_line, send
 
 NO_UPSTREAM = "no upstream URL: calls to the upstream not counted"
@@ -27,7 +27,7 @@ LOW_CONCURRENCY_TRIES = 5
 COUNTED_CALLS = 10
 
 
-def timeout_for(run: Run, spec: TestType, wait_ms: int | None) -> float:
+def timeout_for(run: Verification, spec: TestType, wait_ms: int | None) -> float:
     """A waiting test's request may take its wait on top of the verifier's usual bound."""
     return run.timeout_s + (wait_ms or 0) / 1000 if spec.waits else run.timeout_s
 
@@ -38,7 +38,7 @@ def check_elapsed(check: ContractCheck, path: str, resp: httpx.Response, wait_ms
         check.fail(f"{path}: answered after {took_ms:.1f} ms, before the {wait_ms} ms wait was over")
 
 
-async def check_low_concurrency(client: httpx.AsyncClient, run: Run, target: Target, spec: TestType) -> None:
+async def check_low_concurrency(client: httpx.AsyncClient, run: Verification, target: Target, spec: TestType) -> None:
     check = run.check(target, spec.name)
     best: float | None = None
     for _ in range(LOW_CONCURRENCY_TRIES):
@@ -66,7 +66,9 @@ def busy() -> str | None:
     return f"load average {load:.1f} on {cpus} CPUs" if load > cpus else None
 
 
-async def check_waits(client: httpx.AsyncClient, run: Run, targets: list[Target], upstream_url: str | None) -> None:
+async def check_waits(
+    client: httpx.AsyncClient, run: Verification, targets: list[Target], upstream_url: str | None
+) -> None:
     """One target at a time, with nothing else verified meanwhile: the time at low concurrency,
     then COUNTED_CALLS calls that must add exactly COUNTED_CALLS to the upstream's count."""
     specs = [spec for spec in run.specs if spec.waits]

@@ -17,7 +17,7 @@ import httpx
 from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS, BodyProblem, Row, TestType
 from benchlab.errors import BenchlabError
 from benchlab.targets import Target
-from benchlab.verification.checks import ContractCheck, Run
+from benchlab.verification.checks import ContractCheck, Verification
 from benchlab.verification.counts import query_counts
 from benchlab.verification.database import check_changed, compare_stored, connect, world
 from benchlab.verification.responses import fetch, send
@@ -48,7 +48,7 @@ async def _verify(
 ) -> list[ContractCheck]:
     checks = {(t.name, spec.name): ContractCheck(t.name, spec.name) for t in targets for spec in specs}
     db, db_problem = await connect(dsn, timeout_s)
-    run = Run(specs, timeout_s, db, db_problem, checks)
+    run = Verification(specs, timeout_s, db, db_problem, checks)
     try:
         limits = httpx.Limits(max_connections=20, max_keepalive_connections=20)
         async with httpx.AsyncClient(
@@ -77,7 +77,7 @@ class _Probe:
     date: str | None
 
 
-async def _probe(client: httpx.AsyncClient, run: Run, target: Target) -> _Probe | None:
+async def _probe(client: httpx.AsyncClient, run: Verification, target: Target) -> _Probe | None:
     """First request and Date sample; an unreachable target fails every test at once, quickly."""
     spec = run.specs[0]
     started = time.monotonic()
@@ -89,7 +89,7 @@ async def _probe(client: httpx.AsyncClient, run: Run, target: Target) -> _Probe 
     return _Probe(spec, started, resp.headers.get("date"))
 
 
-async def _date_check(client: httpx.AsyncClient, run: Run, target: Target, probe: _Probe) -> None:
+async def _date_check(client: httpx.AsyncClient, run: Verification, target: Target, probe: _Probe) -> None:
     """TFB refetches 3 s later and fails an identical Date: once per target here, applied to all."""
     if probe.date is None:
         return  # already reported as a missing header
@@ -103,12 +103,12 @@ async def _date_check(client: httpx.AsyncClient, run: Run, target: Target, probe
             )
 
 
-async def _check_tests(client: httpx.AsyncClient, run: Run, target: Target, specs: list[TestType]) -> None:
+async def _check_tests(client: httpx.AsyncClient, run: Verification, target: Target, specs: list[TestType]) -> None:
     for spec in specs:
         await _check_test(client, run, target, spec)
 
 
-async def _check_test(client: httpx.AsyncClient, run: Run, target: Target, spec: TestType) -> None:
+async def _check_test(client: httpx.AsyncClient, run: Verification, target: Target, spec: TestType) -> None:
     """Every case of one test: the checks every response gets, the test's own body check, then
     (with a DSN) its rows against the database as ``spec.stored`` says."""
     check = run.check(target, spec.name)

@@ -1,10 +1,10 @@
 """Concurrency sweeps: how throughput and p99 hold up as connections grow (the ``concurrency``
 scenario's question), and the connection errors and timeouts at each level, as findings.
 
-Read from ``results.csv`` rather than from the run's points: a level where more than 1 % of
-requests failed is not a measurement (``status.judge``) and so is in no point, yet it is the
-answer the sweep is for, so every closed-loop row counts here, its figures shown with its
-status beside them.
+Read from the run's steps rather than its points: a level where more than 1 % of requests
+failed is not a measurement (``status.judge``) and so is in no point, yet it is the answer the
+sweep is for, so every closed-loop step counts here, its figures shown with its status beside
+them.
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from benchlab.analysis.run import Run
 from benchlab.contract import test_label
 from benchlab.measurement import ERROR_KINDS
-from benchlab.results import read_rows
-from benchlab.status import Status, StepStatus
+from benchlab.model.level import Axes
+from benchlab.model.modes import LoadMode
+from benchlab.model.status import Status
+from benchlab.model.step import Step
 
 MIN_LEVELS = 3  # a target x test run at this many connection counts or more is a sweep
 KIND_WORDS = {"connect": "connect errors", "read": "read errors", "write": "write errors", "timeout": "timeouts",
@@ -46,10 +48,12 @@ class Sweep:
     test: str
     queries: int | None
     levels: tuple[Level, ...]
+    setup: str = ""  # the swept axes' values, when the run swept any (``w=2``)
 
     @property
     def label(self) -> str:
-        return test_label(self.test) + (f", parameter {self.queries}" if self.queries is not None else "")
+        parameter = f", parameter {self.queries}" if self.queries is not None else ""
+        return test_label(self.test) + parameter + (f" ({self.setup})" if self.setup else "")
 
     def findings(self) -> list[str]:
         """One line per level with connection errors, timeouts or error answers, or no response at all
@@ -76,44 +80,35 @@ class Sweep:
         return f"{text} at {last.connections:,} connections against {first.connections:,}"
 
 
-def _num(row: dict[str, str], key: str) -> float | None:
-    try:
-        return float(row[key]) if row.get(key) else None
-    except ValueError:
-        return None
-
-
-def concurrency_sweeps(run_dir: Path) -> list[Sweep]:
-    """Every closed-loop target x test x parameter run at MIN_LEVELS connection counts or more."""
-    groups: dict[tuple[str, str, int | None], dict[int, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
-    for row in read_rows(run_dir, warn=False):  # the report's load_run has warned of a torn row
-        if (row.get("mode") or "closed") != "closed" or not row.get("concurrency"):
+def concurrency_sweeps(run: Run) -> list[Sweep]:
+    """Every closed-loop target x test x parameter x setup run at MIN_LEVELS connection counts or more."""
+    groups: dict[tuple[str, str, int | None, Axes], dict[int, list[Step]]] = defaultdict(lambda: defaultdict(list))
+    for step in run.steps:  # every row, measured or not
+        if step.mode != LoadMode.CLOSED or step.level.concurrency is None:
             continue
-        queries = int(row["queries"]) if row.get("queries") else None
-        groups[(row["target"], row["test"], queries)][int(row["concurrency"])].append(row)
+        groups[(step.target, step.test, step.level.queries, step.axes)][step.level.concurrency].append(step)
     sweeps = []
-    for (target, test, queries), by_level in groups.items():
+    for (target, test, queries, axes), by_level in groups.items():
         if len(by_level) < MIN_LEVELS:
             continue
-        levels = tuple(_level(c, rows) for c, rows in sorted(by_level.items()))
-        sweeps.append(Sweep(target, test, queries, levels))
+        levels = tuple(_level(c, steps) for c, steps in sorted(by_level.items()))
+        sweeps.append(Sweep(target, test, queries, levels, axes.label(run.varying_axes)))
     return sweeps
 
 
 _WORST = (Status.ERROR, Status.FAIL, Status.INVALID, Status.SKIPPED, Status.WARN, Status.PASS)
 
 
-def _level(connections: int, rows: list[dict[str, str]]) -> Level:
-    rps = [v for r in rows if (v := _num(r, "rps")) is not None]
-    p99 = [v for r in rows if (v := _num(r, "latency_p99_ms")) is not None]
-    errors = {k: sum(int(_num(r, f"errors_{k}") or 0) for r in rows) for k in ERROR_KINDS}
-    statuses = [StepStatus.parse(r.get("verification") or "").status for r in rows]
-    worst = min(statuses, key=_WORST.index)
+def _level(connections: int, steps: list[Step]) -> Level:
+    rps = [s.rps for s in steps if s.rps is not None]
+    p99 = [v for s in steps if (v := s.latency.get("latency_p99_ms")) is not None]
+    errors = {k: sum(s.errors_by_kind.get(f"errors_{k}") or 0 for s in steps) for k in ERROR_KINDS}
+    worst = min((s.status.status for s in steps), key=_WORST.index)
     return Level(
         connections=connections,
         rps=statistics.median(rps) if rps else None,
         p99_ms=statistics.median(p99) if p99 else None,
-        requests=int(sum(_num(r, "requests") or 0 for r in rows)),
+        requests=sum(s.requests or 0 for s in steps),
         errors=errors,
         status=worst.value,
     )

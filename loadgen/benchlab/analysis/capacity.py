@@ -14,8 +14,10 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from benchlab.rundata import RecordedStep, Run, lookup
-from benchlab.scenarios import DEFAULT_P99_MS
+from benchlab.analysis.run import Run, lookup
+from benchlab.config.scenario import DEFAULT_P99_MS
+from benchlab.model.modes import LoadMode
+from benchlab.model.step import Step
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,12 @@ def p99_bound_ms(run: Run) -> float:
 
 def sustainable_rate(run: Run, target: str, test: str) -> Sustainable | None:
     """None when the run has no open-loop steps for this target and test."""
-    steps = [s for s in run.steps if (s.target, s.test, s.mode) == (target, test, "open") and s.level[3]]
+    steps = [s for s in run.steps
+             if (s.target, s.test, s.mode) == (target, test, LoadMode.OPEN) and s.level.offered_rps]  # fmt: skip
     if not steps:
         return None
     bound = p99_bound_ms(run)
-    verdicts = [_one_repeat(sorted(group, key=lambda s: s.level[3] or 0), bound)
+    verdicts = [_one_repeat(sorted(group, key=lambda s: s.level.offered_rps or 0), bound)
                 for group in _by_repeat(steps)]  # fmt: skip
     rates = [rate for rate, _ in verdicts]
     found = [r for r in rates if r is not None]
@@ -64,14 +67,14 @@ def sustainable_rate(run: Run, target: str, test: str) -> Sustainable | None:
     )
 
 
-def _by_repeat(steps: list[RecordedStep]) -> list[list[RecordedStep]]:
-    groups: dict[int, list[RecordedStep]] = {}
+def _by_repeat(steps: list[Step]) -> list[list[Step]]:
+    groups: dict[int, list[Step]] = {}
     for s in steps:
         groups.setdefault(s.repeat, []).append(s)
     return [groups[r] for r in sorted(groups)]
 
 
-def _one_repeat(steps: list[RecordedStep], bound: float) -> tuple[float | None, str]:
+def _one_repeat(steps: list[Step], bound: float) -> tuple[float | None, str]:
     """(sustainable rate of one sweep, what ended it)."""
     best: float | None = None
     for s in steps:
@@ -80,5 +83,5 @@ def _one_repeat(steps: list[RecordedStep], bound: float) -> tuple[float | None, 
         p99 = s.latency.get("latency_p99_ms")
         if not s.ok or s.overloaded or p99 is None or p99 > bound:
             return best, "server"
-        best = s.level[3]
+        best = s.level.offered_rps
     return best, "sweep"

@@ -19,7 +19,7 @@ from packaging.version import Version
 from benchlab.engines.k6 import K6_VERSION
 from benchlab.venvs import service_python
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "loadgen" / "requirements.lock"
 STALE = "loadgen/requirements.lock is out of date: run scripts/lock.sh"
 # The lock is resolved for the image's interpreter and platform, whatever runs the tests.

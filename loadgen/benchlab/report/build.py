@@ -18,39 +18,22 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from benchlab import __version__
-from benchlab.capacity import Sustainable, p99_bound_ms, sustainable_rate
-from benchlab.charts import render_charts
-from benchlab.claims import Claim, PairingResult, evaluate_claims, load_claims, unmeasured
+from benchlab.analysis.analyse import SUMMARY_COLUMNS, Analysis, analyse
+from benchlab.analysis.run import PERCENTILES, UNKNOWN, Run, cpusets, load_run, lookup, show
+from benchlab.analysis.stats import CONFIDENCE
+from benchlab.config.claims import load_claims
 from benchlab.contract import test_label
-from benchlab.findings import decomposition, leads
-from benchlab.plotting import WARN, Chart, context_line
+from benchlab.model.level import AXIS_TITLE
+from benchlab.model.step import Step
 from benchlab.profiling.section import ProfileSection, profile_section
-from benchlab.rundata import (
-    PERCENTILES,
-    UNKNOWN,
-    Point,
-    RecordedStep,
-    Run,
-    cpusets,
-    level_label,
-    load_run,
-    lookup,
-    show,
-)
-from benchlab.stats import CONFIDENCE
-from benchlab.sweep import concurrency_sweeps
+from benchlab.report.charts import render_charts
+from benchlab.report.plotting import WARN, Chart, context_line
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
 CHARTS_DIR = "charts"
 TEMPLATES = Path(__file__).with_name("templates")
 TARGET_FIELDS = ("framework", "server", "worker_class", "style", "group", "workers", "python", "url")
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "target", "test", "mode", "peak_level", "concurrency", "pipeline", "queries", "offered_rps",
-    "repeats", "peak_rps", "rps_min", "rps_max", "p99_ms", "server_cpu_cores", "rps_per_core",
-    "server_pss_mb", "server_rss_mb", "loadgen_cpu_cores", "errors_at_peak", "errors_total", "failed_steps",
-    "sustainable_rps", "sustainable_limit", "flags",
-)  # fmt: skip
 
 
 def build_report(run_dir: Path, claims_path: Path | None = None) -> Path:
@@ -62,73 +45,13 @@ def build_report(run_dir: Path, claims_path: Path | None = None) -> Path:
     charts_dir.mkdir(exist_ok=True)
     for old in charts_dir.glob("*.png"):
         old.unlink()
-    charts = render_charts(run, charts_dir)
-    summary = summary_rows(run)
-    _write_atomic(run_dir / SUMMARY_CSV, _csv_text(summary))
-    profile = profile_section(run, charts_dir)
-    page = render_html(run, summary, charts, evaluate_claims(run, claims), unmeasured(run, claims), claims_path,
-                       profile)  # fmt: skip
+    analysis = analyse(run, claims)
+    charts = render_charts(analysis, charts_dir)
+    _write_atomic(run_dir / SUMMARY_CSV, _csv_text(analysis.summary))
+    page = render_html(analysis, charts, claims_path, profile_section(analysis, charts_dir))
     out = run_dir / REPORT_HTML
     _write_atomic(out, page)
     return out
-
-
-def summary_rows(run: Run) -> list[dict[str, Any]]:
-    """Per target x test x mode: the peak level and what it cost; failed combinations too."""
-    rows = []
-    for test in run.tests:
-        for target in run.targets:
-            steps = [s for s in run.steps if s.target == target and s.test == test]
-            if not steps:
-                continue
-            modes = sorted({s.mode for s in steps}, key=lambda m: (m != "closed", m))
-            for mode in modes:
-                mine = [s for s in steps if s.mode == mode]
-                peak = run.peak(target, test, mode)
-                row: dict[str, Any] = {c: "" for c in SUMMARY_COLUMNS}
-                row.update(
-                    target=target,
-                    test=test,
-                    mode=mode,
-                    errors_total=sum(s.errors for s in mine),
-                    failed_steps=sum(not s.ok for s in mine),
-                )
-                if mode == "open" and (sustainable := sustainable_rate(run, target, test)) is not None:
-                    row.update(sustainable_rps=_round(sustainable.rps, 1), sustainable_limit=sustainable.limited_by)
-                if peak is not None:
-                    row.update(_peak_fields(peak))
-                else:
-                    row["flags"] = "no successful step: " + "; ".join(sorted({s.verification for s in mine}))
-                rows.append(row)
-    return rows
-
-
-def _peak_fields(peak: Point) -> dict[str, Any]:
-    concurrency, pipeline, queries, offered = peak.level
-    cpu = peak.resource("server_cpu_cores")
-    return {
-        "peak_level": peak.label,
-        "concurrency": concurrency,
-        "pipeline": pipeline,
-        "queries": queries,
-        "offered_rps": offered,
-        "repeats": len(peak.rps_samples),
-        "peak_rps": round(peak.rps, 1),
-        "rps_min": round(min(peak.rps_samples), 1),
-        "rps_max": round(max(peak.rps_samples), 1),
-        "p99_ms": _round(peak.median("latency_p99_ms"), 3),
-        "server_cpu_cores": _round(cpu, 3),
-        "rps_per_core": round(peak.rps / cpu, 1) if cpu else None,
-        "server_pss_mb": _round(peak.resource("server_pss_mb"), 1),
-        "server_rss_mb": _round(peak.resource("server_rss_mb"), 1),
-        "loadgen_cpu_cores": _round(peak.resource("loadgen_cpu_cores"), 3),
-        "errors_at_peak": peak.errors,
-        "flags": "; ".join(peak.flags),
-    }
-
-
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
 
 
 def _csv_text(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -150,14 +73,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def render_html(
-    run: Run,
-    summary: Sequence[Mapping[str, Any]],
-    charts: Mapping[str, Sequence[Chart]],
-    claim_results: Sequence[PairingResult],
-    claims_unmeasured: Sequence[tuple[Claim, list[str]]],
-    claims_path: Path | None,
+    analysis: Analysis, charts: Mapping[str, Sequence[Chart]], claims_path: Path | None,
     profile: ProfileSection | None = None,
-) -> str:
+) -> str:  # fmt: skip
+    """The page: one section per part of the analysis (``templates/sections``), in reading order."""
+    run = analysis.run
+    claim_results = analysis.claims
     env = Environment(
         loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
@@ -179,29 +100,27 @@ def render_html(
         scenario=json.dumps(meta.get("scenario"), indent=2, sort_keys=True, default=str)
         if meta.get("scenario") is not None
         else "unknown",
-        summary=summary,
-        sections=[(test, charts.get(test, []), _point_rows(run, test), _sustainable(run, test)) for test in run.tests],
-        p99_bound=p99_bound_ms(run),
+        summary=analysis.summary,
+        sections=[(test, charts.get(test, []), _point_rows(run, test), analysis.sustainable[test],
+                   analysis.scaling_for(test)) for test in run.tests],
+        p99_bound=analysis.p99_bound_ms,
         resources=charts.get("resources", []),
-        leads=leads(run),
-        factors=decomposition(run),
+        leads=analysis.leads,
+        factors=analysis.factors,
+        swept=[AXIS_TITLE[a] for a in run.varying_axes],
         decomposition_charts=charts.get("decomposition", []),
         svg=lambda chart: Markup(chart.svg),  # matplotlib escapes its own text
         claims=[(c, [r for r in claim_results if r.claim is c]) for c in dict.fromkeys(r.claim for r in claim_results)],
-        claims_unmeasured=claims_unmeasured,
+        claims_unmeasured=analysis.claims_unmeasured,
         claims_file=str(claims_path) if claims_path else "built-in claims.yaml",
         confidence=f"{CONFIDENCE:.0%}",
         failed=[_failed_row(s) for s in run.failed_steps()],
-        sweeps=(sweeps := concurrency_sweeps(run.path)),
-        sweep_findings=[f for s in sweeps for f in s.findings()],
+        sweeps=analysis.sweeps,
+        sweep_findings=analysis.sweep_findings,
         percentiles=[f"p{p:g}" for _, p in PERCENTILES],
         version=__version__,
         profile=profile,
     )
-
-
-def _sustainable(run: Run, test: str) -> list[Sustainable]:
-    return [s for t in run.targets if (s := sustainable_rate(run, t, test)) is not None]
 
 
 def _num(value: Any, digits: int = 0) -> str:
@@ -262,34 +181,35 @@ def _point_rows(run: Run, test: str) -> list[dict[str, Any]]:
     rows = []
     for mode in run.modes(test):
         for target in run.targets:
-            peak = run.peak(target, test, mode)
-            for p in run.points_for(target, test, mode):
-                rows.append(
-                    {
-                        "target": target,
-                        "mode": mode,
-                        "level": p.label,
-                        "n": len(p.rps_samples),
-                        "rps": p.rps,
-                        "rps_range": f"{min(p.rps_samples):,.0f}–{max(p.rps_samples):,.0f}",
-                        "p50": p.median("latency_p50_ms"),
-                        "p99": p.median("latency_p99_ms"),
-                        "p999": p.median("latency_p999_ms"),
-                        "errors": p.errors,
-                        "cpu": p.resource("server_cpu_cores"),
-                        "flags": ", ".join(p.flags),
-                        "peak": p is peak,
-                    }
-                )
+            for axes in run.axes_of(target, test):
+                peak = run.peak(target, test, mode, axes)
+                for p in run.points_for(target, test, mode, axes):
+                    rows.append(
+                        {
+                            "target": target,
+                            "mode": mode,
+                            "level": p.label_in(run),
+                            "n": len(p.rps_samples),
+                            "rps": p.rps,
+                            "rps_range": f"{min(p.rps_samples):,.0f}–{max(p.rps_samples):,.0f}",
+                            "p50": p.median("latency_p50_ms"),
+                            "p99": p.median("latency_p99_ms"),
+                            "p999": p.median("latency_p999_ms"),
+                            "errors": p.errors,
+                            "cpu": p.resource("server_cpu_cores"),
+                            "flags": ", ".join(p.flags),
+                            "peak": p is peak,
+                        }
+                    )
     return rows
 
 
-def _failed_row(step: RecordedStep) -> dict[str, Any]:
+def _failed_row(step: Step) -> dict[str, Any]:
     return {
         "target": step.target,
         "test": step.test,
         "mode": step.mode,
-        "level": level_label(step.level),
+        "level": step.level.label,
         "repeat": step.repeat,
         "verification": step.verification,
     }

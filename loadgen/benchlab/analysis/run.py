@@ -15,102 +15,33 @@ from pathlib import Path
 from typing import Any
 
 from benchlab import measurement
+from benchlab.analysis.stats import Spread, pooled_spread
 from benchlab.contract import TEST_TYPES, TESTS
 from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
-from benchlab.measurement import ERROR_COLUMNS, LATENCY_COLUMNS
-from benchlab.results import COUNTED_MODES, CSV_NAME, read_rows, read_run_json
-from benchlab.stats import Spread, pooled_spread
-from benchlab.status import Status, StepStatus
+from benchlab.model.codec import read_steps
+from benchlab.model.level import AXIS_NAMES, Axes, Level
+from benchlab.model.modes import MODE_ORDER, LoadMode
+from benchlab.model.status import Status
+from benchlab.model.step import Step
+from benchlab.rundir import read_run_json
 from benchlab.targets import registry_names
 
 # Latency columns in percentile order, with the percentile each stands for.
 PERCENTILES: tuple[tuple[str, float], ...] = tuple((f"latency_{key}_ms", pct) for key, pct in measurement.PERCENTILES)
-RESOURCE_COLUMNS: tuple[str, ...] = (
-    "server_cpu_cores", "server_pss_mb", "server_rss_mb", "db_cpu_cores", "loadgen_cpu_cores", "upstream_cpu_cores",
-)  # fmt: skip
 UNKNOWN = "unknown"
-
-# (concurrency, pipeline, queries, offered_rps): the load a step was measured at.
-Level = tuple[int | None, int | None, int | None, float | None]
-
-
-def level_label(level: Level) -> str:
-    """``c=512 q=20``, ``c=256 p=16``, ``1000 rps offered``: how a level reads in tables."""
-    concurrency, pipeline, queries, offered = level
-    parts = []
-    if offered is not None:
-        parts.append(f"{offered:g} rps offered")
-    if concurrency is not None:
-        parts.append(f"c={concurrency}")
-    if pipeline is not None and pipeline > 1:
-        parts.append(f"p={pipeline}")
-    if queries is not None:
-        parts.append(f"q={queries}")
-    return " ".join(parts) or "-"
-
-
-@dataclass(frozen=True)
-class RecordedStep:
-    """One CSV row: one measured (or failed) step of one repeat."""
-
-    target: str
-    test: str
-    mode: str
-    level: Level
-    repeat: int
-    rps: float | None
-    latency: Mapping[str, float | None]
-    errors: int
-    dropped: int
-    resources: Mapping[str, float | None]
-    client_bound: bool
-    overloaded: bool
-    status: StepStatus
-    profiler_overhead: float | None = None  # a profiled step's throughput lost to py-spy (a fraction)
-    upstream_bound: bool = False  # the upstream service, not the server, may have been the limit
-
-    @property
-    def ok(self) -> bool:
-        """A measurement: passed or warned verification, and served the test (``status.judge``)."""
-        return self.status.measured and self.rps is not None
-
-    @property
-    def verification(self) -> str:
-        return str(self.status)
-
-    def value(self, metric: str) -> float | None:
-        """``rps`` or one latency column."""
-        return self.rps if metric == "rps" else self.latency.get(metric)
-
-    @property
-    def flags(self) -> tuple[str, ...]:
-        """Why a figure from this step must not be quoted unmarked."""
-        out = []
-        if self.status.status is Status.WARN:
-            out.append(str(self.status))
-        if self.client_bound:
-            out.append("client-bound")
-        if self.upstream_bound:
-            out.append("upstream-bound")
-        if self.overloaded:
-            out.append("overloaded: offered rate not delivered")
-        if self.errors:
-            out.append(f"{self.errors} errors")
-        if self.dropped:
-            out.append(f"{self.dropped} dropped")
-        return tuple(out)
 
 
 @dataclass(frozen=True)
 class Point:
-    """The repeats of one target x test x mode x level, summarised by medians."""
+    """The repeats of one target x test x mode x axes x level, summarised by medians."""
 
     target: str
     test: str
-    mode: str
+    mode: LoadMode | str
+    axes: Axes
     level: Level
-    steps: tuple[RecordedStep, ...]
+    steps: tuple[Step, ...]
 
     @property
     def rps_samples(self) -> list[float]:
@@ -148,14 +79,18 @@ class Point:
             out.append("overloaded: offered rate not delivered")
         if self.errors:
             out.append(f"{self.errors} errors")
-        dropped = sum(s.dropped for s in self.steps)
+        dropped = sum(s.dropped or 0 for s in self.steps)
         if dropped:
             out.append(f"{dropped} dropped")
         return tuple(out)
 
+    def label_in(self, run: Run) -> str:
+        """The level, after the axes that vary in ``run`` (``w=2 c=64``)."""
+        return " ".join(filter(None, (self.axes.label(run.varying_axes), self.level.label)))
+
     @property
     def label(self) -> str:
-        return level_label(self.level)
+        return self.level.label
 
 
 @dataclass(frozen=True)
@@ -164,9 +99,9 @@ class Run:
 
     path: Path
     meta: Mapping[str, Any]
-    steps: tuple[RecordedStep, ...]
+    steps: tuple[Step, ...]
     points: tuple[Point, ...]
-    profiled: tuple[RecordedStep, ...] = ()  # py-spy attached (--profile): shown apart, never counted
+    profiled: tuple[Step, ...] = ()  # py-spy attached (--profile): shown apart, never counted
 
     @property
     def run_id(self) -> str:
@@ -183,26 +118,44 @@ class Run:
         seen = {s.test for s in self.steps}
         return [t for t in TESTS if t in seen] + sorted(seen - set(TESTS))
 
-    def points_for(self, target: str, test: str, mode: str) -> list[Point]:
-        return [p for p in self.points if (p.target, p.test, p.mode) == (target, test, mode)]
+    @functools.cached_property
+    def varying_axes(self) -> tuple[str, ...]:
+        """The axes this run swept (more than one value among its steps)."""
+        return tuple(a for a in AXIS_NAMES if len({s.axes.value(a) for s in self.steps}) > 1)
+
+    def axes_of(self, target: str, test: str | None = None) -> list[Axes]:
+        """The axes a target's points were measured on, in sweep order."""
+        seen = {p.axes for p in self.points if p.target == target and test in (None, p.test)}
+        return sorted(seen, key=lambda a: a.sort_key)
+
+    def reference_axes(self, target: str) -> Axes | None:
+        """The setup comparisons between targets use when a run swept axes: the last of the sweep
+        (most workers, newest Python): the lab's default setup gives every target all its CPUs."""
+        seen = self.axes_of(target)
+        return seen[-1] if seen else None
+
+    def points_for(self, target: str, test: str, mode: str, axes: Axes | None = None) -> list[Point]:
+        """The target's points at ``axes`` (default: its reference axes)."""
+        at = axes or self.reference_axes(target)
+        return [p for p in self.points if (p.target, p.test, p.mode, p.axes) == (target, test, mode, at)]
 
     def modes(self, test: str) -> list[str]:
-        seen = {p.mode for p in self.points if p.test == test}
-        return [m for m in ("closed", "open") if m in seen] + sorted(seen - {"closed", "open"})
+        seen = {str(p.mode) for p in self.points if p.test == test}
+        return [m for m in MODE_ORDER if m in seen] + sorted(seen - set(MODE_ORDER))
 
-    def peak(self, target: str, test: str, mode: str) -> Point | None:
+    def peak(self, target: str, test: str, mode: str, axes: Axes | None = None) -> Point | None:
         """The level with the highest median throughput, or None when nothing succeeded."""
-        points = self.points_for(target, test, mode)
+        points = self.points_for(target, test, mode, axes)
         return max(points, key=lambda p: p.rps) if points else None
 
     def spread(self, target: str, metric: str, mode: str) -> Spread | None:
         """The target's repeat-to-repeat noise in ``metric``, pooled over all its ``mode`` points
         in the run: two repeats of one point alone give an interval too wide to read. Every
         ratio of one point against another (findings, claims) takes its interval from this."""
-        points = [p for test in self.tests for p in self.points_for(target, test, mode)]
+        points = [p for test in self.tests for p in self.points if (p.target, p.test, p.mode) == (target, test, mode)]
         return pooled_spread([p.metric_samples(metric) for p in points])
 
-    def failed_steps(self) -> list[RecordedStep]:
+    def failed_steps(self) -> list[Step]:
         return [s for s in self.steps if not s.ok]
 
 
@@ -217,84 +170,42 @@ def target_order() -> list[str]:
 
 
 def x_dimension(test: str, mode: str) -> str:
-    """The level column a chart puts on its x axis for this test and mode."""
-    if mode == "open":
+    """The level field a chart puts on its x axis for this test and mode."""
+    if mode == LoadMode.OPEN:
         return "offered_rps"
     spec = TEST_TYPES.get(test)  # a run may hold a test this version no longer knows
     return "queries" if spec is not None and spec.param is not None else "concurrency"
 
 
-def level_value(level: Level, dimension: str) -> float | None:
-    concurrency, pipeline, queries, offered = level
-    return {"concurrency": concurrency, "pipeline": pipeline, "queries": queries, "offered_rps": offered}[dimension]
-
-
 def load_run(run_dir: Path) -> Run:
     """Reads and validates a run; a run with no successful step at all is a user error."""
     run_dir = Path(run_dir)
-    rows = read_rows(run_dir)
+    every = read_steps(run_dir)
+    steps = tuple(s for s in every if s.counted)  # a profiled step is no measurement
     try:
         meta = read_run_json(run_dir)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BenchlabError(f"{run_dir}/run.json is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise BenchlabError(f"{run_dir}/run.json is not a JSON object")
-    every = [_step(row, n) for n, row in enumerate(rows, start=2)]
-    steps = tuple(s for s in every if s.mode in COUNTED_MODES)  # a profiled step is no measurement
-    profiled = tuple(s for s in every if s.mode not in COUNTED_MODES)
     if not any(s.ok for s in steps):
         raise BenchlabError(
             f"{run_dir}: no successful steps ({len(steps)} recorded, none measured: see the verification column)"
         )
+    profiled = tuple(s for s in every if not s.counted)
     return Run(path=run_dir, meta=meta, steps=steps, points=group_points(steps), profiled=profiled)
 
 
-def group_points(steps: Iterable[RecordedStep]) -> tuple[Point, ...]:
-    groups: dict[tuple[str, str, str, Level], list[RecordedStep]] = {}
+def group_points(steps: Iterable[Step]) -> tuple[Point, ...]:
+    groups: dict[tuple[str, str, str, Axes, Level], list[Step]] = {}
     for step in steps:
         if step.ok:
-            groups.setdefault((step.target, step.test, step.mode, step.level), []).append(step)
+            groups.setdefault((step.target, step.test, str(step.mode), step.axes, step.level), []).append(step)
+    ordered = sorted(groups.items(), key=lambda kv: (*kv[0][:3], kv[0][3].sort_key, kv[0][4].sort_key))
     return tuple(
-        Point(target=k[0], test=k[1], mode=k[2], level=k[3], steps=tuple(sorted(v, key=lambda s: s.repeat)))
-        for k, v in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
-    )
-
-
-def _sort_key(key: tuple[str, str, str, Level]) -> tuple[Any, ...]:
-    return (key[0], key[1], key[2], *((-1 if v is None else v) for v in key[3]))
-
-
-def _step(row: Mapping[str, str], line: int) -> RecordedStep:
-    def num(column: str) -> float | None:
-        raw = (row.get(column) or "").strip()
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise BenchlabError(f"{CSV_NAME} line {line}: {column} {raw!r} is not a number") from None
-
-    def whole(column: str) -> int | None:
-        value = num(column)
-        return None if value is None else int(value)
-
-    level: Level = (whole("concurrency"), whole("pipeline"), whole("queries"), num("offered_rps"))
-    return RecordedStep(
-        target=row["target"],
-        test=row["test"],
-        mode=row["mode"] or "closed",
-        level=level,
-        repeat=whole("repeat") or 1,
-        rps=num("rps"),
-        latency={c: num(c) for c in LATENCY_COLUMNS},
-        errors=sum(whole(c) or 0 for c in ERROR_COLUMNS),
-        dropped=whole("dropped") or 0,
-        resources={c: num(c) for c in RESOURCE_COLUMNS},
-        client_bound=(row.get("client_bound") or "").strip().lower() == "true",
-        overloaded=(row.get("overloaded") or "").strip().lower() == "true",
-        upstream_bound=(row.get("upstream_bound") or "").strip().lower() == "true",
-        status=StepStatus.parse(row.get("verification") or ""),
-        profiler_overhead=num("profiler_overhead"),
+        Point(target=t, test=test, mode=LoadMode.parse(m), axes=a, level=lv,
+              steps=tuple(sorted(v, key=lambda s: s.repeat)))
+        for (t, test, m, a, lv), v in ordered
     )
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from benchlab.analysis.run import cpusets, lookup, show, target_order
 from benchlab.hosts.network import describe_rtt
-from benchlab.rundata import cpusets, lookup, show, target_order
 
 WARN = "⚠"
 FLAG_COLOUR = "#d62728"

@@ -16,10 +16,21 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from benchlab.capacity import p99_bound_ms
+from benchlab.analysis.analyse import Analysis
+from benchlab.analysis.capacity import p99_bound_ms
+from benchlab.analysis.findings import Factor
+from benchlab.analysis.run import (
+    PERCENTILES,
+    Point,
+    Run,
+    cpu_list,
+    lookup,
+    x_dimension,
+)  # fmt: skip
 from benchlab.contract import test_label
-from benchlab.findings import Factor, decomposition
-from benchlab.plotting import (
+from benchlab.model.modes import LoadMode
+from benchlab.report.axes import axis_chart
+from benchlab.report.plotting import (
     FLAG_COLOUR,
     MARKERS,
     PALETTE,
@@ -35,15 +46,6 @@ from benchlab.plotting import (
     ring,
     save,
 )
-from benchlab.rundata import (
-    PERCENTILES,
-    Point,
-    Run,
-    cpu_list,
-    level_value,
-    lookup,
-    x_dimension,
-)  # fmt: skip
 
 RATIO_TICKS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
 AXIS_LABELS = {
@@ -51,24 +53,29 @@ AXIS_LABELS = {
     "queries": "queries per request",
     "offered_rps": "offered rate (requests/s)",
 }
-def render_charts(run: Run, out_dir: Path) -> dict[str, list[Chart]]:
+
+
+def render_charts(analysis: Analysis, out_dir: Path) -> dict[str, list[Chart]]:
     """All charts of a run, keyed by report section (a test name, or ``resources``); PNGs go to out_dir."""
+    run = analysis.run
     footer = context_line(run.meta)
     with matplotlib.rc_context(RC):
-        return {section: [save(c, footer, out_dir) for c in drawn] for section, drawn in draw_charts(run).items()}
+        return {section: [save(c, footer, out_dir) for c in drawn] for section, drawn in draw_charts(analysis).items()}
 
 
-def draw_charts(run: Run) -> dict[str, list[Drawn]]:
+def draw_charts(analysis: Analysis) -> dict[str, list[Drawn]]:
     """render_charts' figures, drawn but not yet saved (nor given their footer)."""
+    run = analysis.run
     sections: dict[str, list[Drawn]] = {}
     with matplotlib.rc_context(RC):
         for test in run.tests:
-            drawn = (_peak(run, test), _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
+            along = [axis_chart(analysis.scaling_for(test), axis) for axis in run.varying_axes]
+            drawn = (_peak(run, test), *along, _scaling(run, test), _spectrum(run, test), _open_loop(run, test))
             sections[test] = [c for c in drawn if c is not None]
         resources = _resources(run)
         if resources is not None:
             sections["resources"] = [resources]
-        factors = _decomposition(decomposition(run), run.tests)
+        factors = _decomposition(analysis.factors, run.tests)
         if factors is not None:
             sections["decomposition"] = [factors]
     return sections
@@ -76,7 +83,7 @@ def draw_charts(run: Run) -> dict[str, list[Drawn]]:
 
 def _primary_mode(run: Run, test: str) -> str | None:
     modes = run.modes(test)
-    return "closed" if "closed" in modes else (modes[0] if modes else None)
+    return LoadMode.CLOSED if LoadMode.CLOSED in modes else (modes[0] if modes else None)
 
 
 def _peak(run: Run, test: str) -> Drawn | None:
@@ -120,13 +127,13 @@ def _series(points: Iterable[Point], dimension: str) -> dict[str, list[Point]]:
     """Points split into lines: one per target, and per fixed level when other level columns vary."""
     points = list(points)
     others = [d for d in ("concurrency", "pipeline", "queries") if d != dimension]
-    varying = [d for d in others if len({level_value(p.level, d) for p in points}) > 1]
+    varying = [d for d in others if len({p.level.value(d) for p in points}) > 1]
     out: dict[str, list[Point]] = {}
     for p in points:
-        suffix = " ".join(f"{d[0]}={level_value(p.level, d)}" for d in varying)
+        suffix = " ".join(f"{d[0]}={p.level.value(d)}" for d in varying)
         out.setdefault(f"{p.target} {suffix}".strip(), []).append(p)
     for line in out.values():
-        line.sort(key=lambda p: level_value(p.level, dimension) or 0)
+        line.sort(key=lambda p: p.level.value(dimension) or 0)
     return out
 
 
@@ -141,14 +148,14 @@ def _log2_axis(ax: Any, values: Iterable[float]) -> None:
 
 def _scaling(run: Run, test: str) -> Drawn | None:
     """Throughput against load; only drawn when some target ran more than one level (else: the peak chart)."""
-    dimension = x_dimension(test, "closed")
-    if max((len({p.level for p in run.points_for(t, test, "closed")}) for t in run.targets), default=0) < 2:
+    dimension = x_dimension(test, LoadMode.CLOSED)
+    if max((len({p.level for p in run.points_for(t, test, LoadMode.CLOSED)}) for t in run.targets), default=0) < 2:
         return None
     fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
-        for label, line in _series(run.points_for(target, test, "closed"), dimension).items():
-            x = [level_value(p.level, dimension) or 0 for p in line]
+        for label, line in _series(run.points_for(target, test, LoadMode.CLOSED), dimension).items():
+            x = [p.level.value(dimension) or 0 for p in line]
             y = [p.rps for p in line]
             lo = [p.rps - min(p.rps_samples) for p in line]
             hi = [max(p.rps_samples) - p.rps for p in line]
@@ -230,15 +237,15 @@ def _percentile_name(x: float) -> str:
 
 
 def _open_loop(run: Run, test: str) -> Drawn | None:
-    if "open" not in run.modes(test):
+    if LoadMode.OPEN not in run.modes(test):
         return None
     fig, (ax,) = figure()
     flagged, xs = False, []
     for target in run.targets:
-        for label, line in _series(run.points_for(target, test, "open"), "offered_rps").items():
+        for label, line in _series(run.points_for(target, test, LoadMode.OPEN), "offered_rps").items():
             line = _up_to_knee(line)
             for column, style, name in (("latency_p99_ms", "-", "p99"), ("latency_p50_ms", ":", "p50")):
-                xy = [(p.level[3], v, p) for p in line if (v := p.median(column)) is not None and v > 0]
+                xy = [(p.level.offered_rps, v, p) for p in line if (v := p.median(column)) is not None and v > 0]
                 if not xy:
                     continue
                 x, y, pts = zip(*xy, strict=True)

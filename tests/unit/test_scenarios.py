@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from benchlab.config.scenario import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.errors import BenchlabError
-from benchlab.scenarios import PlannedStep, Scenario, available_scenarios, load_scenario
 from benchlab.targets import load_targets
 
 TARGETS = load_targets(env={})

@@ -10,7 +10,10 @@ registry entry alone:
 - interface: the bare WSGI app against the bare ASGI app (what "ASGI beats WSGI" can mean);
 - framework: a bare app against a framework's TechEmpower-style app on the same server;
 - style: that app against the same framework written as its documentation teaches;
-- server: a framework's app under another server against the same app under its core server.
+- server: a framework's app under another server against the same app under its core server;
+- one step per axis the run swept (workers, Python): each target at the sweep's first value against
+  itself at the last, the other axes held (``scaling.along``).
+Between targets, each is taken at its reference setup (``Run.reference_axes``).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from benchlab.rundata import Point, Run
-from benchlab.stats import RatioEstimate, pooled_log_ratio
+from benchlab.analysis.run import Point, Run
+from benchlab.analysis.scaling import along
+from benchlab.analysis.stats import RatioEstimate, pooled_log_ratio
+from benchlab.model.level import AXIS_SHORT, AXIS_TITLE
+from benchlab.model.modes import LoadMode
 from benchlab.targets import DEFAULT_SELECTION, load_targets
 
-MODE = "closed"
+MODE = LoadMode.CLOSED
 FACTS = ("framework", "server", "worker_class", "interface", "style", "group")
 
 
@@ -129,13 +135,28 @@ def pairs(facts: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 def decomposition(run: Run) -> list[Factor]:
-    """Every comparison of ``pairs`` on every test both targets were measured on."""
+    """Every comparison of ``pairs`` on every test both targets were measured on, then the axes' steps."""
     out = []
     for kind, base, other in pairs(target_facts(run)):
         for test in run.tests:
             a, b = run.peak(base, test, MODE), run.peak(other, test, MODE)
             if a is not None and b is not None:
                 out.append(Factor(kind, test, base, other, ratio(run, a, b)))
+    return out + axis_steps(run)
+
+
+def axis_steps(run: Run) -> list[Factor]:
+    """Per swept axis, target and test: the target at the first value of the sweep → at the last."""
+    out = []
+    for axis in run.varying_axes:
+        short = AXIS_SHORT[axis]
+        for test in run.tests:
+            for target in run.targets:
+                found = along(run, axis, target, test)
+                if len(found) >= 2:
+                    (v0, a), (v1, b) = found[0], found[-1]
+                    out.append(Factor(AXIS_TITLE[axis], test, f"{target} {short}={v0}", f"{target} {short}={v1}",
+                                      ratio(run, a, b)))  # fmt: skip
     return out
 
 
