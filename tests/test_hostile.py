@@ -25,7 +25,7 @@ import pytest
 from helpers import own_targets
 
 from benchlab.harness import NativeLab, RunningTarget
-from benchlab.target_kit import MAX_HEAD
+from benchlab.head_limit import MAX_HEAD
 from benchlab.targets import Target
 
 BIG = 1024 * 1024  # far beyond every target's head limit (8 KiB to 64 KiB)

@@ -75,13 +75,17 @@ class RunningTarget:
         return " | ".join(text[-lines:]) or "(no output)"
 
 
+KIT_FILES = ("target_kit.py", "head_limit.py")  # the target kit: every service image copies these in
+
+
 def target_kit_dir(parent: Path) -> Path:
-    """``parent/kit`` holding a copy of ``target_kit.py`` (the one file every image copies in too):
+    """``parent/kit`` holding a copy of the target kit (the files every image copies in too):
     what a target's ``PYTHONPATH`` needs when it is started outside its image."""
     kit = parent / "kit"
-    if not (kit / "target_kit.py").is_file():
-        kit.mkdir(exist_ok=True)
-        shutil.copy2(Path(__file__).with_name("target_kit.py"), kit / "target_kit.py")
+    kit.mkdir(exist_ok=True)
+    for name in KIT_FILES:
+        if not (kit / name).is_file():
+            shutil.copy2(Path(__file__).with_name(name), kit / name)
     return kit
 
 

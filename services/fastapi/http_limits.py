@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import target_kit
+import head_limit
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 MAX_REQUEST_LINE = 8190  # bytes of the request target, as gunicorn's limit_request_line
 MAX_FIELDS = 100  # header fields, as gunicorn's limit_request_fields
-MAX_HEAD = target_kit.MAX_HEAD  # bytes read of a head still arriving; of a complete one, target plus names and values
+MAX_HEAD = head_limit.MAX_HEAD  # bytes read of a head still arriving; of a complete one, target plus names and values
 HEAD_TIMEOUT_S = 10  # from a head's first byte (or the connection's start) to its end
 SWEEP_S = 1  # how often the worker's sweep looks for heads older than that
 

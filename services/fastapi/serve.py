@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncpg
+import head_limit
 import target_kit
 
 HERE = Path(__file__).resolve().parent
@@ -62,13 +63,13 @@ def _probe(url: str, timeout_s: float) -> None:
     asyncio.run(connect())
 
 
-def limited_app(module: str, attr: str) -> target_kit.AsgiHeadLimit:
+def limited_app(module: str, attr: str) -> head_limit.AsgiHeadLimit:
     """This folder's ``module.attr`` behind target_kit's bound on a complete request head: for
     Hypercorn, as an app factory in its application path, and as Granian's target loader."""
-    return target_kit.AsgiHeadLimit(getattr(importlib.import_module(module), attr))
+    return head_limit.AsgiHeadLimit(getattr(importlib.import_module(module), attr))
 
 
-def load_limited(target: str) -> target_kit.AsgiHeadLimit:
+def load_limited(target: str) -> head_limit.AsgiHeadLimit:
     """Granian's target loader: ``MODULE:APP`` through limited_app."""
     module, _, attr = target.partition(":")
     return limited_app(module, attr)
@@ -161,7 +162,7 @@ def run_granian(app: str, host: str, port: int, workers: int) -> None:
         backpressure=GRANIAN_CONNECTIONS,
         # hyper's buffer bounds a head still arriving (431 beyond); load_limited one that arrived whole.
         http1_settings=HTTP1Settings(
-            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=target_kit.MAX_HEAD
+            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=head_limit.MAX_HEAD
         ),
         log_level=LogLevels.warning,
         log_access=False,
@@ -189,7 +190,7 @@ def run_hypercorn(app: str, host: str, port: int, workers: int) -> None:
     config.keep_alive_timeout = KEEP_ALIVE_S
     config.graceful_timeout = GRACEFUL_S
     # h11 bounds a head still arriving (431 beyond); limited_app one that arrived whole.
-    config.h11_max_incomplete_size = target_kit.MAX_HEAD
+    config.h11_max_incomplete_size = head_limit.MAX_HEAD
     # Hypercorn closes a connection after 1000 requests by default; wrk keeps connections for a
     # whole step (and pipelines plaintext 16 deep), so that cap would only add reconnects.
     config.keep_alive_max_requests = 2**31

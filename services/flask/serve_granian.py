@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import head_limit
 import target_kit
 
 HERE = Path(__file__).resolve().parent
@@ -55,7 +56,7 @@ def load_app(target: str) -> Callable[..., Any]:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
     module, _, attr = target.partition(":")
-    return target_kit.WsgiHeadLimit(getattr(importlib.import_module(module), attr))
+    return head_limit.WsgiHeadLimit(getattr(importlib.import_module(module), attr))
 
 
 def run(app: str, host: str, port: int, workers: int) -> None:
@@ -76,7 +77,7 @@ def run(app: str, host: str, port: int, workers: int) -> None:
         http=HTTPModes.http1,
         # hyper's buffer bounds a head still arriving (431 beyond); load_app one that arrived whole.
         http1_settings=HTTP1Settings(
-            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=target_kit.MAX_HEAD
+            header_read_timeout=HEAD_TIMEOUT_MS, keep_alive=True, max_buffer_size=head_limit.MAX_HEAD
         ),
         log_level=LogLevels.info,
         log_access=False,

@@ -39,7 +39,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
 }
 COMPONENT_NAMES: tuple[str, ...] = tuple(COMPONENTS)
 _BY_MODULE = {m: c for c, mods in COMPONENTS.items() for m in mods}
-KIT_FILE = "/target_kit.py"  # benchlab.target_kit, copied beside every service
+KIT_FILES = ("/target_kit.py", "/head_limit.py")  # the target kit, copied beside every service
 
 # .../lib/python3.11/json/encoder.py (stdlib) vs .../lib/python3.11/site-packages/flask/app.py
 _LIB = re.compile(r"/lib(?:64)?/(?:python|pypy)3\.\d+t?/(?P<rest>.+)$")
@@ -107,7 +107,7 @@ def _claimable(module: Module) -> bool:
 
 def attribute(stack: Sequence[Frame]) -> str:
     """The component of one sample; ``stack`` runs from the root to the innermost frame."""
-    if any(f.file.endswith(KIT_FILE) for f in stack):
+    if any(f.file.endswith(KIT_FILES) for f in stack):
         return APP
     modules = [m for f in stack if (m := module_of(f.file)) is not None]
     for module in reversed(modules):
