@@ -51,7 +51,7 @@ def compose_targets(targets: list[Target]) -> list[str]:
                 f"  build: &{t.service}-build",
                 "    context: .",
                 f"    dockerfile: services/{t.service}/Dockerfile",
-                "    args: *python-image",
+                "    args: *target-python-image",
             ]
         lines += [
             f"  image: benchlab/{t.service}:local",

@@ -8,8 +8,8 @@
 # tag from Debian's packages:
 #   python:*   Debian's python3 in a venv at /opt/python (python, python3, pip on PATH), like
 #              the official slim image's /usr/local/bin/python, from the suite that ships the
-#              tag's version: bookworm 3.11, trixie 3.13, sid 3.14 (PYTHON_IMAGE=python:3.13-slim
-#              builds the image a target on Python 3.13 is built from).
+#              tag's version: bookworm 3.11, trixie 3.13, sid 3.14 (TARGET_PYTHON_IMAGE=python:3.13-slim
+#              also builds the image targets on Python 3.13 are built from).
 #   postgres:* Debian bookworm's postgresql-15 with an entrypoint honouring the official
 #              image's contract (POSTGRES_USER/PASSWORD/DB, /docker-entrypoint-initdb.d,
 #              `postgres` CMD with argument passthrough, runs as user postgres).
@@ -288,4 +288,5 @@ ensure() {
 }
 
 ensure "${PYTHON_IMAGE:-$(pinned PYTHON_IMAGE)}" python
+if [ -n "${TARGET_PYTHON_IMAGE:-}" ]; then ensure "$TARGET_PYTHON_IMAGE" python; fi
 ensure "${POSTGRES_IMAGE:-$(pinned POSTGRES_IMAGE)}" postgres

@@ -137,11 +137,14 @@ def test_base_image_pins_agree():
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", python_image)
     assert re.fullmatch(r"postgres:15\.\d+-bookworm", postgres_image)
     assert default_of(services["db"]["build"]["args"]["POSTGRES_IMAGE"]) == postgres_image
+    targets = {t.name for t in load_targets(["all"])}
     for name, svc in services.items():
-        if name != "db":
-            assert default_of(svc["build"]["args"]["PYTHON_IMAGE"]) == python_image, name
+        if name != "db":  # the targets' base is a variable of its own, with the same default
+            variable = "TARGET_PYTHON_IMAGE" if name in targets else "PYTHON_IMAGE"
+            assert svc["build"]["args"]["PYTHON_IMAGE"] == f"${{{variable}:-{python_image}}}", name
     example = (ROOT / ".env.example").read_text()
     assert f"#PYTHON_IMAGE={python_image}\n" in example
+    assert f"#TARGET_PYTHON_IMAGE={python_image}\n" in example
     assert f"#POSTGRES_IMAGE={postgres_image}\n" in example
 
 
@@ -669,3 +672,37 @@ def test_split_profiles_start_one_role_each(stack: Stack):
     alone = stack("run", "--rm", "--no-deps", "loadgen", "benchlab", "targets", "--targets", "all", timeout=300)
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert all(name in alone.stdout for name in targets), alone.stdout
+
+
+TARGETS_313 = "python:3.13-slim-trixie"  # scripts/standins.sh builds it from Debian's trixie
+
+
+@pytest.mark.docker
+def test_the_core_targets_build_and_pass_verification_on_python_313(stack: Stack, tmp_path: Path):
+    """TARGET_PYTHON_IMAGE builds the targets, and only them, on another Python: on 3.13 each
+    core target passes verification and its rows record the version it ran. The images keep
+    their tags, so they are rebuilt on the pin afterwards for whatever runs next."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "json-db.yaml").write_text(JSON_ONLY + "  db: {concurrency: [8]}\n")
+    if os.geteuid() == 0:
+        for path in (results, results / "json-db.yaml"):
+            os.chown(path, *RESULTS_OWNER)
+    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/json-db.yaml", "TARGET_PYTHON_IMAGE": TARGETS_313}
+    try:
+        standins = subprocess.run(["bash", "scripts/standins.sh"], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=1800, env={**os.environ, **env})  # fmt: skip
+        assert standins.returncode == 0, standins.stderr[-3000:]
+        proc = stack("up", "--build", "--exit-code-from", "loadgen", env=env, timeout=1200)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, "\n".join(line for line in output.splitlines() if "loadgen" in line)[-4000:]
+        (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+        rows = read_csv(run_dir)
+        assert_healthy_rows(rows, [t.name for t in load_targets(env={})], ("json", "db"))
+        assert {r["python"].rsplit(".", 1)[0] for r in rows} == {"3.13"}, {r["python"] for r in rows}
+        loadgen_python = json.loads((run_dir / "run.json").read_text())["python"]
+        assert loadgen_python.startswith("3.11."), loadgen_python  # the lab itself stays on the pin
+    finally:
+        stack("down", "-t", "10", env=env, timeout=300)
+        rebuilt = stack("build", timeout=1800)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
