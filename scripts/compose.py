@@ -54,7 +54,7 @@ def compose_targets(targets: list[Target]) -> list[str]:
                 "    args: *target-python-image",
             ]
         lines += [
-            f"  image: benchlab/{t.service}:local",
+            f"  image: benchlab/{t.service}:${{BENCHLAB_IMAGE_TAG:-local}}",
             f"  command: {json.dumps(list(t.command))}",
             "  environment:",
             "    <<: *target-env",

@@ -73,6 +73,11 @@ class Settings:
         """Where the targets and the loadgen find the upstream service, outside ``--native``."""
         return self._get("UPSTREAM_URL") or None
 
+    @property
+    def image_tag(self) -> str:
+        """The tag of the lab's images (compose.yaml's ``${BENCHLAB_IMAGE_TAG:-local}``)."""
+        return self._get("IMAGE_TAG", "local")
+
     # --- tools and interpreters
     @property
     def k6(self) -> str:

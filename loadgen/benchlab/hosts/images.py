@@ -13,20 +13,23 @@ from typing import Any
 
 import docker
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.hosts.engine import ENGINE_ERRORS, Engine, _why
 from benchlab.targets import Target
 
-DB_IMAGE = "benchlab/db:local"
+
+def db_image() -> str:
+    return f"benchlab/db:{settings().image_tag}"
 
 
 def target_image(target: Target) -> str:
-    return f"benchlab/{target.service}:local"
+    return f"benchlab/{target.service}:{settings().image_tag}"
 
 
 def _dockerfile(tag: str) -> tuple[str, str]:
     """(context below the checkout, Dockerfile path from the context) as compose.yaml builds it."""
-    if tag == DB_IMAGE:
+    if tag == db_image():
         return "db", "Dockerfile"
     service = tag.split("/", 1)[1].split(":", 1)[0]
     return ".", f"services/{service}/Dockerfile"

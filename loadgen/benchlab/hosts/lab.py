@@ -89,7 +89,7 @@ class HostsLab:
 
     def start(self) -> None:
         builder = images.builder()
-        db_tags = [images.DB_IMAGE]
+        db_tags = [images.db_image()]
         target_tags = sorted({images.target_image(t) for t in self.targets})
         ids = images.ensure_built(builder, db_tags + target_tags, _say)
         for role, tags in (("db", db_tags), ("targets", target_tags)):
@@ -114,7 +114,7 @@ class HostsLab:
             "POSTGRES_DB": _db("BENCHLAB_DB_NAME"), "PGPORT": _db("BENCHLAB_DB_PORT"),
             "BENCHLAB_BIND": engine.spec.address,
         }  # fmt: skip
-        return engine.run("db", images.DB_IMAGE, None, env, shm_size="256m")
+        return engine.run("db", images.db_image(), None, env, shm_size="256m")
 
     def _start_target(self, t: Target) -> None:
         engine = self.engines["targets"]
