@@ -21,7 +21,7 @@ from benchlab.contract import TEST_TYPES
 from benchlab.cpus import RoleCpus
 from benchlab.engines import Load, Request, for_mode
 from benchlab.harness import NativeLab
-from benchlab.profiling.pyspy import Recorder, find_py_spy
+from benchlab.profiling.pyspy import SubprocessRecorder, find_py_spy
 from benchlab.sampling import process_tree
 from benchlab.targets import load_targets
 
@@ -52,7 +52,8 @@ def main() -> None:
                 for i in range(args.pairs):
                     rps = {}
                     for profiled in (False, True) if i % 2 == 0 else (True, False):
-                        recorder = Recorder(binary, master, tmp / f"{name}-{test}-{i}.json") if profiled else None
+                        output = tmp / f"{name}-{test}-{i}.json"
+                        recorder = SubprocessRecorder(binary, master, output) if profiled else None
                         if recorder:
                             recorder.start()
                         rps[profiled] = engine.run(request, load, tmp / "raw.txt").rps

@@ -22,10 +22,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from benchlab.profiling.agent import AGENT_PORT_OFFSET
 from benchlab.targets import DEFAULT_SELECTION, Target, load_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX_PROFILE = "matrix"
+PROFILER_SUFFIX = "-profiler"  # compose.profile.yaml: <target>-profiler, its py-spy sidecar
 REGION = re.compile(r"^(?P<indent>[ ]*)# >>> (?P<name>[\w-]+)\n(?P<body>.*?)^(?P=indent)# <<< (?P=name)\n", re.M | re.S)
 
 
@@ -112,16 +114,59 @@ def split_targets(targets: list[Target]) -> list[str]:
     return [line for t in targets for line in (f"{t.name}:", "  profiles: [targets]")]
 
 
+def profiler_port_var(t: Target) -> str:
+    return f"${{BENCHLAB_PROFILE_PORT_{t.env_key}:-{t.port + AGENT_PORT_OFFSET}}}"
+
+
+def profilers(targets: list[Target]) -> list[str]:
+    """One py-spy sidecar per target, in its target's PID namespace and profiles."""
+    lines: list[str] = []
+    for t in targets:
+        port = profiler_port_var(t)
+        lines += [
+            f"{t.name}{PROFILER_SUFFIX}:",
+            "  <<: *profiler",
+            *(f"  {p}" for p in profiles(t)),
+            f'  pid: "service:{t.name}"',
+            f'  command: ["benchlab", "profile-agent", "--port", "{port}"]',
+            "  environment:",
+            "    HOME: /tmp",
+            f"    BENCHLAB_AGENT_URL: http://127.0.0.1:{port}",
+            "",
+        ]
+    return lines
+
+
+def profiler_ports(targets: list[Target]) -> list[str]:
+    return [f"BENCHLAB_PROFILE_PORT_{t.env_key}: {profiler_port_var(t)}" for t in targets]
+
+
+def core_profilers(targets: list[Target]) -> list[str]:
+    lines: list[str] = []
+    for t in targets:
+        if t.group == DEFAULT_SELECTION:
+            lines += [f"{t.name}{PROFILER_SUFFIX}:", "  condition: service_healthy"]
+    return lines
+
+
+def env_profiler_ports(targets: list[Target]) -> list[str]:
+    return [f"#BENCHLAB_PROFILE_PORT_{t.env_key}={t.port + AGENT_PORT_OFFSET}" for t in targets]
+
+
 def env_ports(targets: list[Target]) -> list[str]:
     return [f"#BENCHLAB_PORT_{t.env_key}={t.port}" for t in targets]
 
 
 Generator = Callable[[list[Target]], list[str]]
+PROFILE_OVERLAY: dict[str, Generator] = {
+    "profilers": profilers, "profiler-ports": profiler_ports, "core-profilers": core_profilers,
+}  # fmt: skip
 FILES: dict[str, dict[str, Generator]] = {
     "compose.yaml": {"targets": compose_targets, "core-targets": core_depends, "target-ports": loadgen_ports},
     "compose.bridge.yaml": {"targets": bridge_targets, "target-links": bridge_links, "target-urls": bridge_urls},
     "compose.split.yaml": {"targets": split_targets},
-    ".env.example": {"target-ports": env_ports},
+    "compose.profile.yaml": PROFILE_OVERLAY,
+    ".env.example": {"target-ports": env_ports, "profiler-ports": env_profiler_ports},
 }
 
 

@@ -137,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.set_defaults(func=cmd_profile)
 
+    p = sub.add_parser("profile-agent", help="py-spy beside one target, driven by the loadgen over loopback "
+                       "(the sidecars of compose.profile.yaml)")  # fmt: skip
+    p.add_argument("--port", type=int, required=True, help="where to listen, on 127.0.0.1")
+    p.add_argument("--target-pid", type=int, default=1,
+                   help="the target's master, probed at start (default 1: the target's, in its PID namespace)")
+    p.set_defaults(func=cmd_profile_agent)
+
     p = sub.add_parser("calibrate", help="measure the load engine's ceiling against a trivial server")
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument("--vs", type=Path, metavar="RUN_DIR", help="a run whose fastest target sets the headroom ratio")
@@ -217,6 +224,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from benchlab.profiling.diff import profile_diff
 
     profile_diff(args.run_dir, args.target, args.vs, args.test)
+    return 0
+
+
+def cmd_profile_agent(args: argparse.Namespace) -> int:
+    from benchlab.profiling.agent import serve
+
+    serve(args.port, args.target_pid)
     return 0
 
 

@@ -109,6 +109,8 @@ def run_command(args: argparse.Namespace) -> int:
             if cpus.loadgen:
                 os.sched_setaffinity(0, cpus.loadgen)
             target_meta = {t.name: target_info(t) for t in targets}
+            if profiler is not None and profile_meta is not None and profiler.lab_check is not None:
+                profile_meta.update(profiler.lab_check(targets, target_meta))  # before any step
             if args.resume:
                 meta.setdefault("resumed_at", []).append(now())
                 meta.update(status="running", finished_at=None)

@@ -88,6 +88,15 @@ class Settings:
         return self._get("PY_SPY")
 
     @property
+    def profiler_sidecars(self) -> bool:
+        """Compose with compose.profile.yaml: each target's py-spy runs in its sidecar."""
+        return self._get("PROFILER") == "sidecar"
+
+    def profile_port(self, env_key: str) -> str:
+        """Where a target's profiler sidecar listens (compose.profile.yaml)."""
+        return self._get(f"PROFILE_PORT_{env_key}")
+
+    @property
     def venvs(self) -> Path:
         base = self.env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return Path(self._get("VENVS") or Path(base) / "benchlab" / "venvs")

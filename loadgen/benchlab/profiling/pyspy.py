@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -22,6 +22,7 @@ import psutil
 from benchlab.binaries import find_binary
 from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
+from benchlab.sampling import process_tree
 
 PY_SPY_VERSION = "0.4.3"  # pinned in pyproject.toml and the lock, as k6 is
 DEFAULT_RATE_HZ = 100  # py-spy's own default: samples per second per thread
@@ -60,21 +61,31 @@ def check_ptrace(binary: str) -> None:
     probe = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
     try:
         time.sleep(0.3)  # past the interpreter's start, so there is a thread state to read
-        out = subprocess.run([binary, "dump", "--nonblocking", "--pid", str(probe.pid)],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        detail = dump_problem(binary, probe.pid)
     finally:
         probe.kill()
         probe.wait()
-    if out.returncode == 0:
+    if detail is None:
         return
-    said = (out.stderr or out.stdout).strip().splitlines()
-    detail = said[-1] if said else f"exit code {out.returncode}"
     if scope in (1, 2):
         fix = (f"kernel.yama.ptrace_scope is {scope}: run benchlab as root or with CAP_SYS_PTRACE, "
                "or `sysctl kernel.yama.ptrace_scope=0`")  # fmt: skip
     else:
         fix = "benchlab needs CAP_SYS_PTRACE (and no seccomp filter on ptrace/process_vm_readv)"
     raise BenchlabError(f"--profile: py-spy may not read processes here ({detail}); {fix}")
+
+
+def dump_problem(binary: str, pid: int) -> str | None:
+    """Why py-spy cannot read ``pid`` (its last line), or None when it dumped its threads."""
+    try:
+        out = subprocess.run([binary, "dump", "--nonblocking", "--pid", str(pid)],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return "py-spy dump did not answer within 30 s"
+    if out.returncode == 0:
+        return None
+    said = (out.stderr or out.stdout).strip().splitlines()
+    return said[-1] if said else f"exit code {out.returncode}"
 
 
 def check_interpreter(python: str, name: str) -> None:
@@ -90,9 +101,10 @@ def check_interpreter(python: str, name: str) -> None:
 
 
 @dataclass
-class Recorder:
-    """``py-spy record`` on a target's master and every subprocess (its workers), all threads,
-    Python frames only, without pausing the target (``--nonblocking``)."""
+class SubprocessRecorder:
+    """``py-spy record`` as a child of this process, on a target's master and every subprocess
+    (its workers), all threads, Python frames only, without pausing the target
+    (``--nonblocking``). Natively benchlab runs it; in compose the sidecar's agent does."""
 
     binary: str
     pid: int
@@ -100,19 +112,26 @@ class Recorder:
     rate_hz: int = DEFAULT_RATE_HZ
     _proc: subprocess.Popen[str] | None = None
     _started: float = 0.0
+    _workers: set[int] = field(default_factory=set)
     seconds: float = 0.0  # how long it sampled, for the idle count
     cpu_seconds: float | None = None  # py-spy's own CPU while sampling
+    died: list[int] = field(default_factory=list)  # the target's processes gone by the stop
 
     def command(self) -> list[str]:
         return [self.binary, "record", "--pid", str(self.pid), "--subprocesses", "--nonblocking",
                 "--full-filenames", "--format", "speedscope", "--rate", str(self.rate_hz),
                 "--output", str(self.output)]  # fmt: skip
 
-    def start(self) -> None:
+    def start(self) -> str | None:
+        """Starts sampling; returns why it cannot (the target not visible from here), or None."""
+        self._workers = {p.pid for p in process_tree(self.pid)}
+        if not self._workers:
+            return f"not profiled: the target's process {self.pid} cannot be seen from here"
         self.output.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                       start_new_session=True)  # fmt: skip
         self._started = time.monotonic()
+        return None
 
     def stop(self) -> str | None:
         """Stops it (SIGINT: it writes the file); returns why there is no profile, or None."""
@@ -120,6 +139,7 @@ class Recorder:
         if self._proc.returncode is not None and self.seconds:
             return None if self.output.is_file() else "py-spy wrote no profile"  # stopped already
         self.seconds = time.monotonic() - self._started
+        self.died = sorted(self._workers - {p.pid for p in process_tree(self.pid)})
         with contextlib.suppress(psutil.Error):  # what py-spy itself cost, before it writes its file
             times = psutil.Process(self._proc.pid).cpu_times()
             self.cpu_seconds = times.user + times.system

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from benchlab.config.scenario import PlannedStep
 from benchlab.engines import for_mode
@@ -26,10 +26,11 @@ from benchlab.model.status import Status, StepStatus, judge
 from benchlab.model.step import Step
 from benchlab.profiling.breakdown import append_rows, breakdown, rows
 from benchlab.profiling.flamegraph import write_flamegraph
-from benchlab.profiling.pyspy import DEFAULT_RATE_HZ, Recorder
+from benchlab.profiling.pyspy import DEFAULT_RATE_HZ
+from benchlab.profiling.recorder import RecorderFactory
 from benchlab.profiling.speedscope import read_speedscope
 from benchlab.runner import Runner, _raw_name, _request, now, step_id
-from benchlab.sampling import INFO_PATH, process_tree
+from benchlab.sampling import INFO_PATH
 from benchlab.targets import Target
 
 PROFILES_DIR = "profiles"
@@ -45,10 +46,12 @@ def profile_paths(run_dir: Path, target: str, test: str) -> tuple[Path, Path]:
 class Profiler:
     """What the runner calls: ``observe`` each measured step, ``after_test`` at a test's end."""
 
-    binary: str
+    recorder: RecorderFactory  # py-spy run here (native) or by the target's sidecar (compose)
     repeats: int
     setup: Axes = field(default_factory=Axes)  # the one setup of a sweep that is profiled (its last)
     rate_hz: int = DEFAULT_RATE_HZ
+    # run once the lab is up, before the run: refuses what cannot be profiled, returns run.json's facts
+    lab_check: Callable[[list[Target], dict[str, dict[str, Any]]], dict[str, Any]] | None = None
     _levels: dict[tuple[str, str], dict[Level, list[float]]] = field(default_factory=dict)
     _steps: dict[tuple[str, str, Level], PlannedStep] = field(default_factory=dict)
 
@@ -102,17 +105,15 @@ class Profiler:
         speedscope, svg = profile_paths(runner.run_dir, target.name, test)
         runner.progress.live(f"{target.name} {test}: profiled step at c={step.concurrency}", step.duration_s)
         pid = _target_pid(target)
-        if pid is None or not psutil.pid_exists(pid):
-            why = StepStatus(Status.ERROR, "not profiled: the target's process cannot be seen from here")
-            runner._write(writer, target, step, None, None, why, started)
+        recorder = self.recorder(target, pid, speedscope, self.rate_hz) if pid is not None else None
+        problem = recorder.start() if recorder is not None else "not profiled: the target does not report its process"
+        if recorder is None or problem:
+            runner._write(writer, target, step, None, None, StepStatus(Status.ERROR, problem or ""), started)
             return
-        workers = {p.pid for p in process_tree(pid)}
-        recorder = Recorder(self.binary, pid, speedscope, self.rate_hz)
         sampler = runner.sampler(target, test)
         engine = for_mode(step.mode)
         load = engine.load_for(step, runner.scenario.timeout_s, None)
         assert not isinstance(load, str)  # closed loop always has a load
-        recorder.start()
         try:
             with sampler:
                 m = engine.run(_request(target, step), load, runner.run_dir / RAW_DIR / _raw_name(sid, "step"))
@@ -122,9 +123,8 @@ class Profiler:
         finally:
             failed = recorder.stop()  # also on Ctrl-C: py-spy runs in its own session and would go on
         status = judge(verdict, m)
-        died = sorted(workers - {p.pid for p in process_tree(pid)})
-        if died:
-            status = StepStatus(Status.ERROR, f"worker(s) {', '.join(map(str, died))} died mid-profile")
+        if recorder.died:
+            status = StepStatus(Status.ERROR, f"worker(s) {', '.join(map(str, recorder.died))} died mid-profile")
         elif failed:
             status = StepStatus(Status.ERROR, failed)
         overhead = 1 - m.rps / unprofiled_rps if unprofiled_rps else None
