@@ -79,7 +79,7 @@ def test_compose_files_are_current_with_the_registry():
 
 
 def test_a_changed_registry_makes_the_check_name_the_stale_files(tmp_path: Path):
-    for name in ("compose.yaml", "compose.bridge.yaml", "compose.split.yaml", ".env.example"):
+    for name in ("compose.yaml", "compose.bridge.yaml", "compose.split.yaml", "compose.profile.yaml", ".env.example"):
         shutil.copy(ROOT / name, tmp_path / name)
     text = (tmp_path / "compose.yaml").read_text()
     (tmp_path / "compose.yaml").write_text(text.replace("${BENCHLAB_PORT_FASTAPI_GRANIAN:-8087}", "8087"))
@@ -150,7 +150,7 @@ def test_base_image_pins_agree():
 
 def test_env_example_documents_every_knob():
     text = (ROOT / "compose.yaml").read_text()
-    for name in ("compose.bridge.yaml", "compose.split.yaml"):
+    for name in ("compose.bridge.yaml", "compose.split.yaml", "compose.profile.yaml"):
         text += (ROOT / name).read_text()
     knobs = set(re.findall(r"\$\{(\w+)", text))
     example = (ROOT / ".env.example").read_text()
@@ -193,6 +193,54 @@ def test_loadgen_never_runs_privileged():
     assert loadgen["pid"] == "host" and loadgen["environment"]["BENCHLAB_SAMPLE_DB"] == "host"
     entrypoint = (ROOT / "loadgen/entrypoint.sh").read_text()
     assert "uid=10001" in entrypoint and entrypoint.count("exec setpriv") == 1
+
+
+PTRACE = "SYS_PTRACE"
+SIDECAR_UID = "10002"  # not the targets' 10001 (services/*/Dockerfile): it may read them, not signal them
+
+
+def test_compose_alone_grants_ptrace_to_nothing():
+    """Profiling must not weaken the default lab: no capability that reads other processes, no
+    privileged role, no PID namespace shared but the loadgen's (for Postgres's CPU)."""
+    for name, svc in load_compose()["services"].items():
+        assert PTRACE not in svc.get("cap_add", []) and not svc.get("privileged"), name
+        assert "pid" not in svc or name == "loadgen", name
+
+
+def test_profile_overlay_grants_ptrace_only_to_one_sidecar_per_target():
+    """compose.profile.yaml: each target gets a sidecar in its PID namespace alone, with its
+    profiles, on the loadgen's CPUs, listening on loopback; SYS_PTRACE is kept by the sidecar
+    alone (SETUID/SETGID only for setpriv's switch to a uid that is not the target's), and
+    nothing in the overlay gives the loadgen or a target any capability."""
+    base = load_compose()["services"]
+    overlay = load_compose("compose.profile.yaml")["services"]
+    targets = load_targets(["all"], env={})
+    suffix = compose_script["PROFILER_SUFFIX"]
+    assert set(overlay) == {"loadgen", *(t.name + suffix for t in targets)}
+    for t in targets:
+        svc = overlay[t.name + suffix]
+        assert svc["pid"] == f"service:{t.name}", t.name
+        assert svc["cap_drop"] == ["ALL"] and PTRACE in svc["cap_add"], t.name
+        assert set(svc["cap_add"]) == {PTRACE, "SETUID", "SETGID"}, t.name
+        assert "no-new-privileges:true" in svc["security_opt"] and not svc.get("privileged"), t.name
+        entry = svc["entrypoint"]
+        assert entry[0] == "setpriv" and f"--reuid={SIDECAR_UID}" in entry and f"--regid={SIDECAR_UID}" in entry
+        assert "--ambient-caps=-all,+sys_ptrace" in entry and "--inh-caps=-all,+sys_ptrace" in entry
+        assert svc["cpuset"] == base["loadgen"]["cpuset"] and svc["network_mode"] == "host", t.name
+        assert svc["image"] == base["loadgen"]["image"], t.name  # the loadgen image has py-spy
+        assert svc.get("profiles", []) == base[t.name].get("profiles", []), t.name
+        port = svc["command"][svc["command"].index("--port") + 1]
+        assert default_of(port) == str(t.port + 1000), t.name
+        assert overlay["loadgen"]["environment"][f"BENCHLAB_PROFILE_PORT_{t.env_key}"] == port, t.name
+        assert svc["environment"]["BENCHLAB_AGENT_URL"] == f"http://127.0.0.1:{port}", t.name
+        assert t.name not in overlay, "the overlay leaves the targets as they are"
+    loadgen = overlay["loadgen"]
+    assert set(loadgen) == {"environment", "depends_on"}, "no capability, PID or security change for the loadgen"
+    assert loadgen["environment"]["BENCHLAB_PROFILER"] == "sidecar"
+    core = {t.name + suffix for t in targets if t.group == "core"}
+    assert set(loadgen["depends_on"]) == core  # Compose v2 refuses a depends_on on an inactive profile
+    agent = (ROOT / "loadgen/benchlab/profiling/agent.py").read_text()
+    assert 'AGENT_HOST = "127.0.0.1"' in agent  # the agent listens on loopback only
 
 
 def test_loadgen_is_told_where_results_and_the_checkout_are():
@@ -318,6 +366,8 @@ README_LAYOUTS = {
     "targets host": ("-f", "compose.yaml", "-f", "compose.split.yaml", "--profile", "targets"),
     "loadgen host": ("-f", "compose.yaml"),
     "bridge": ("-f", "compose.yaml", "-f", "compose.bridge.yaml"),
+    "profiling": ("-f", "compose.yaml", "-f", "compose.profile.yaml"),
+    "profiling the matrix": ("-f", "compose.yaml", "-f", "compose.profile.yaml", "--profile", "matrix"),
 }
 
 
@@ -390,6 +440,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     ports = {f"BENCHLAB_PORT_{t.env_key}": str(free_port()) for t in load_targets(["all"], env={})}
     inherited = clean_env()
     inherited.pop("SCENARIO", None)
+    if os.environ.get("BENCHLAB_IMAGE_TAG"):  # a helper's own tag, so the default images stay as they are
+        inherited["BENCHLAB_IMAGE_TAG"] = os.environ["BENCHLAB_IMAGE_TAG"]
     env = {
         **inherited,
         **ports,

@@ -65,7 +65,12 @@ class Agent:
             time.sleep(1)
 
     def status(self) -> dict[str, Any]:
-        return {"probe": self.probe, "py_spy": self.version, "target_pid": self.target_pid}
+        """The probe's verdict, and who the agent runs as: its uid and effective capabilities
+        (``CapEff``, hex), for run.json to record what the sidecar was granted."""
+        caps = next((ln.split()[1] for ln in Path("/proc/self/status").read_text().splitlines()
+                     if ln.startswith("CapEff:")), "unknown")  # fmt: skip
+        return {"probe": self.probe, "py_spy": self.version, "target_pid": self.target_pid, "uid": os.geteuid(),
+                "capabilities": caps}  # fmt: skip
 
     def start(self, pid: int, rate_hz: int) -> tuple[HTTPStatus, dict[str, Any]]:
         with self.lock:

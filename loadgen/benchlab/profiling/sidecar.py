@@ -54,7 +54,7 @@ def _status(target: Target) -> dict[str, Any]:
 def check_sidecars(targets: list[Target], target_meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Refuses, before the run, a target py-spy cannot profile in compose; returns what run.json
     records of the profiler (the version the sidecars run)."""
-    versions = set()
+    versions, granted = set(), {}
     for t in targets:
         if target_meta.get(t.name, {}).get("python_build") == "free-threading":
             raise BenchlabError(f"PROFILE=1: {t.name} runs on a free-threaded Python, which py-spy cannot read; "
@@ -67,7 +67,8 @@ def check_sidecars(targets: list[Target], target_meta: dict[str, dict[str, Any]]
                 "against ptrace"
             )
         versions.add(status.get("py_spy", "unknown"))
-    return {"version": ", ".join(sorted(versions)), "where": "one sidecar per target (compose.profile.yaml)"}
+        granted[t.name] = {"uid": status.get("uid"), "capabilities": status.get("capabilities")}
+    return {"version": ", ".join(sorted(versions)), "sidecars": granted}
 
 
 @dataclass
