@@ -13,6 +13,7 @@ Dockerfiles and .env.example in step with the target registry; they need no Dock
 
 from __future__ import annotations
 
+import csv
 import functools
 import io
 import json
@@ -757,3 +758,62 @@ def test_the_core_targets_build_and_pass_verification_on_python_313(stack: Stack
         assert loadgen_python.startswith("3.11."), loadgen_python  # the lab itself stays on the pin
     finally:
         stack("down", "-t", "10", "--rmi", "all", env=env, timeout=300)
+
+
+PROFILED = """name: profiled-json
+duration_s: 2
+pause_s: 0
+primer: {duration_s: 1, connections: 4}
+warmup: false
+targets: [fastapi-uvicorn, flask-gunicorn-gevent]
+tests:
+  json: {concurrency: [8]}
+"""
+
+
+@pytest.mark.docker
+def test_profile_overlay_profiles_each_target_from_its_sidecar(stack: Stack, tmp_path: Path):
+    """PROFILE=1 with compose.profile.yaml: each target's sidecar records it, and the run gets the
+    profiled rows, profile.csv, a speedscope file and a flame graph per target x test; the
+    sidecars ran as uid 10002 with CAP_SYS_PTRACE alone, the loadgen with no ptrace at all."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "profiled.yaml").write_text(PROFILED)
+    if os.geteuid() == 0:
+        for path in (results, results / "profiled.yaml"):
+            os.chown(path, *RESULTS_OWNER)
+    profiled = ("fastapi-uvicorn", "flask-gunicorn-gevent")
+    ports = {f"BENCHLAB_PROFILE_PORT_{t.env_key}": str(free_port()) for t in load_targets(["all"], env={})}
+    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/profiled.yaml", "PROFILE": "1", **ports}
+    overlay = ("-f", "compose.profile.yaml")
+    try:
+        proc = stack(*overlay, "up", "--exit-code-from", "loadgen", env=env, timeout=900)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, "\n".join(line for line in output.splitlines() if "loadgen" in line)[-4000:]
+        (run_dir,) = [p for p in results.iterdir() if p.is_dir()]
+        rows = read_csv(run_dir)
+        rows_profiled = [r for r in rows if r["mode"] == "profiled"]
+        assert sorted(r["target"] for r in rows_profiled) == sorted(profiled)
+        assert all(r["verification"] == "pass" and int(r["requests"]) > 0 for r in rows_profiled), rows_profiled
+        with (run_dir / "profile.csv").open(newline="") as fh:
+            shares = list(csv.DictReader(fh))
+        for target in profiled:
+            mine = [r for r in shares if r["target"] == target and r["test"] == "json" and r["component"] != "(idle)"]
+            assert mine and sum(float(r["share"]) for r in mine) == pytest.approx(1, abs=0.01), target
+            assert sum(float(r["cpu_us_per_request"]) for r in mine) > 0, target
+            assert {"server", "framework"} <= {r["component"] for r in mine if float(r["share"]) > 0}, mine
+            speedscope = run_dir / "profiles" / target / "json.speedscope.json"
+            assert json.loads(speedscope.read_text())["$schema"].startswith("https://www.speedscope.app/")
+            svg = (run_dir / "profiles" / target / "json.svg").read_text()
+            assert svg.lstrip().startswith("<svg") or "<svg" in svg[:500], target
+        meta = json.loads((run_dir / "run.json").read_text())["profile"]
+        assert meta["version"] == "0.4.3"
+        for target in profiled:  # CapEff: bit 19, CAP_SYS_PTRACE, alone
+            assert meta["sidecars"][target] == {"uid": 10002, "capabilities": f"{1 << 19:016x}"}, meta
+        loadgen_id = stack(*overlay, "ps", "-a", "-q", "loadgen", env=env, timeout=60).stdout.split()[-1]
+        inspect = subprocess.run(["docker", "inspect", loadgen_id], capture_output=True, text=True, check=True)
+        host_config = json.loads(inspect.stdout)[0]["HostConfig"]
+        assert PTRACE not in (host_config["CapAdd"] or []) and host_config["CapDrop"] == ["ALL"], host_config["CapAdd"]
+        assert host_config["PidMode"] == "host" and not host_config["Privileged"]
+    finally:
+        stack(*overlay, "down", "-t", "10", env=env, timeout=300)
