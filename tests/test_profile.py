@@ -168,7 +168,7 @@ def test_refused_outside_native_mode(tmp_path: Path) -> None:
     _refused(proc, "--native", "PROFILE=1")
     compose = run_benchlab("run", "--targets", "fastapi-uvicorn", "--out", str(tmp_path),
                            env={"BENCHLAB_READY_TIMEOUT": "1", "BENCHLAB_MODE": "compose", "PROFILE": "1"})  # fmt: skip
-    _refused(compose, "--native", "PROFILE=1")
+    _refused(compose, "compose.profile.yaml", "PROFILE=1")  # the overlay's command (tests/test_profile_agent.py)
 
 
 # ---------------------------------------------------------------- a worker dying mid-profile

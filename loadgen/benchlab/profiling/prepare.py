@@ -34,8 +34,8 @@ def prepare_profiler(
         if settings().mode == "compose":
             raise BenchlabError(f"PROFILE=1 needs the profiling overlay, which gives each target a py-spy sidecar "
                                 f"(the loadgen never gets ptrace): `{OVERLAY_COMMAND}`")  # fmt: skip
-        raise BenchlabError("--profile needs --native (or compose with compose.profile.yaml): py-spy must read "
-                            "the targets' processes, which a lab on other hosts does not allow")  # fmt: skip
+        raise BenchlabError("--profile (PROFILE=1) needs --native, or compose with compose.profile.yaml: py-spy "
+                            "must read the targets' processes, which a lab on other hosts does not allow")  # fmt: skip
     binary = pyspy.find_py_spy()
     pyspy.check_ptrace(binary)
     from benchlab.harness import repo_root
