@@ -74,6 +74,11 @@ class Settings:
         return self._get("UPSTREAM_URL") or None
 
     @property
+    def db_stats_url(self) -> str | None:
+        """The database's CPU and memory over HTTP (``hosts.dbstats``), for a loadgen on another host."""
+        return self._get("DB_STATS_URL") or None
+
+    @property
     def image_tag(self) -> str:
         """The tag of the lab's images (compose.yaml's ``${BENCHLAB_IMAGE_TAG:-local}``)."""
         return self._get("IMAGE_TAG", "local")
