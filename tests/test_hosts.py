@@ -3,9 +3,9 @@
 Each host is a namespace with its own Docker engine. The smoke run uses ``loadgen=URL``: the
 command runs outside the three (a laptop driving three machines), the load generator runs in its
 container on the loadgen host and reaches the database, the upstream and the targets only over
-the veth network the test made, and the results come back to the command's ``--out``. The other
-runs keep the load generator in the command's own process, run inside the loadgen namespace,
-driving the database host's engine through ``unix://`` and the targets host's through
+the veth network the test made, and the results come back to the command's ``--out``; so does
+the SIGTERM-then-resume run. The failing-role and dying-host runs keep the load generator in the
+command's own process, run inside the loadgen namespace, driving the database host's engine through ``unix://`` and the targets host's through
 ``tcp://...:2376`` with TLS over that network. Checked: the rows, run.json's record of every
 host, that each role's processes ran in its namespace, that SIGTERM and a host whose engine dies
 mid-run give an honest status and a valid CSV, that --resume finishes, and that nothing is left
@@ -258,11 +258,12 @@ def test_a_role_that_fails_to_start_is_one_line_and_leaves_nothing(three_hosts: 
 
 @pytest.mark.docker
 def test_sigterm_removes_everything_and_resume_finishes_across_hosts(three_hosts: ThreeHosts, tmp_path: Path):
-    """SIGTERM after the first step: interrupted, every container gone from both hosts; then
-    --resume starts the roles again and measures only the steps left."""
-    selection = ("--scenario", "smoke", "--targets", CORE[0], "--tests", "json,db")
+    """With the load generator remote: SIGTERM here after the first step ends the run there too,
+    interrupted, its rows here, every container gone from the three hosts; then --resume hands the
+    run directory to a new load generator there, which measures only the steps left."""
+    selection = ("--scenario", "smoke", "--targets", CORE[0], "--tests", "json,db", "--no-report")
     proc = subprocess.Popen(
-        hosts_argv(three_hosts, tmp_path, *selection), env=_clean_env(three_hosts), text=True,
+        remote_argv(three_hosts, tmp_path, *selection), env=_clean_env(three_hosts), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     run_dir = _wait_for_rows(tmp_path, proc, 1)
@@ -272,10 +273,11 @@ def test_sigterm_removes_everything_and_resume_finishes_across_hosts(three_hosts
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "interrupted", meta["status"]
     done = len(read_csv(run_dir))
-    for role in ("db", "targets"):
+    assert done >= 1  # the rows measured before the signal came back
+    for role in ("db", "targets", "loadgen"):
         assert three_hosts.hosts[role].docker("ps", "-aq").stdout.split() == [], role
         assert meta["hosts"]["cleanup"][role]["removed"], meta["hosts"]["cleanup"]
-    argv = hosts_argv(three_hosts, tmp_path, "--resume", str(run_dir))
+    argv = remote_argv(three_hosts, tmp_path, "--resume", str(run_dir), "--no-report")
     resumed = subprocess.run(argv, env=_clean_env(three_hosts), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-3000:]
     meta = json.loads((run_dir / "run.json").read_text())
@@ -283,7 +285,7 @@ def test_sigterm_removes_everything_and_resume_finishes_across_hosts(three_hosts
     assert meta["status"] == "complete" and len(rows) > done and len({r["step_id"] for r in rows}) == len(rows)
     assert_healthy_rows(rows, CORE[:1], ("json", "db"))
     assert meta["hosts_earlier"][0]["token"] != meta["hosts"]["token"]
-    for role in ("db", "targets"):
+    for role in ("db", "targets", "loadgen"):
         assert three_hosts.hosts[role].docker("ps", "-aq").stdout.split() == [], role
 
 
