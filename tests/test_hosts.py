@@ -5,14 +5,15 @@ command runs outside the three (a laptop driving three machines), the load gener
 container on the loadgen host and reaches the database, the upstream and the targets only over
 the veth network the test made, and the results come back to the command's ``--out``; so does
 the SIGTERM-then-resume run. The failing-role and dying-host runs keep the load generator in the
-command's own process, run inside the loadgen namespace, driving the database host's engine through ``unix://`` and the targets host's through
-``tcp://...:2376`` with TLS over that network. Checked: the rows, run.json's record of every
-host, that each role's processes ran in its namespace, that SIGTERM and a host whose engine dies
-mid-run give an honest status and a valid CSV, that --resume finishes, and that nothing is left
-(no container, namespace, interface or engine). ``ssh://`` is not covered here (no sshd on this
-machine): the Docker SDK sends its requests over an ``ssh`` child process's stdin/stdout, the
-same HTTP client code as ``unix://`` over another socket (hosts/engine.py ``_client``).
-The static tests (no Docker) check ``--hosts``' one-line refusals.
+command's own process, run inside the loadgen namespace, driving the database host's engine
+through ``unix://`` and the targets host's through ``tcp://...:2376`` with TLS over that
+network. Checked: the rows, run.json's record of every host, that each role's processes ran in
+its namespace, that SIGTERM and a host whose engine dies mid-run give an honest status and a
+valid CSV, that --resume finishes, and that nothing is left (no container, namespace,
+interface or engine). ``ssh://`` is not covered here (no sshd on this machine): the Docker SDK
+makes the same calls through the same client as for ``unix://``; only the transport differs,
+the same HTTP over an ``ssh ... docker system dial-stdio`` child process (hosts/engine.py
+``_client``). The static tests (no Docker) check ``--hosts``' one-line refusals.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import os
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PORT = 8078  # beside the upstream's 8079; BENCHLAB_DB_STATS_PORT moves it
+PORT = 8078  # run alone; the lab passes settings().db_stats_port (BENCHLAB_DB_STATS_PORT, default the same)
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from benchlab.config.settings import settings
 from benchlab.errors import BenchlabError
 from benchlab.hosts import dbstats, images, network
 from benchlab.hosts.engine import ENGINE_ERRORS, Engine, _why
@@ -43,11 +44,11 @@ def _db(key: str) -> str:
 
 
 def upstream_port() -> str:
-    return os.environ.get("BENCHLAB_UPSTREAM_PORT") or "8079"
+    return settings().upstream_port
 
 
 def db_stats_port() -> str:
-    return os.environ.get("BENCHLAB_DB_STATS_PORT") or str(dbstats.PORT)
+    return settings().db_stats_port
 
 
 def _url_host(address: str) -> str:
