@@ -88,6 +88,37 @@ def test_a_split_runs_figures_carry_the_round_trip_times():
     assert "network round trip" not in context_line({"mode": "compose", "run_id": "r2"})
 
 
+def test_the_database_cpu_reader_sums_pid_1s_tree(tmp_path: Path):
+    """hosts.dbstats as the lab runs it (its source as ``python -I -c``): GET /stats answers the
+    CPU seconds and memory of PID 1's process tree, which only grow; anything else is a 404."""
+    import inspect
+
+    import httpx
+
+    from benchlab.hosts import dbstats
+    from benchlab.ports import free_port
+
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "BENCHLAB_HOST": "127.0.0.1", "BENCHLAB_UPSTREAM_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-I", "-c", inspect.getsource(dbstats)], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                first = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert first["cpu_seconds"] > 0 and first["memory_mb"] > 0 and first["pid"] == 1, first
+        later = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5).json()
+        assert later["cpu_seconds"] >= first["cpu_seconds"]
+        assert httpx.get(f"http://127.0.0.1:{port}/other", timeout=5).status_code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 # --- docker: three hosts ------------------------------------------------------------------------
 
 

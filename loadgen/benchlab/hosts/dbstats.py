@@ -45,12 +45,14 @@ def _rss_mb(pid: int) -> float:
 def database_stats() -> dict[str, float | int]:
     """The process tree of this namespace's PID 1 (the database), this program left out."""
     procs = {int(p): s for p in os.listdir("/proc") if p.isdigit() and (s := _stat(p)) is not None}
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
     tree, frontier = {1} & procs.keys(), [1]
     while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, (ppid, _) in procs.items() if ppid == parent and pid not in tree]
-        tree.update(children)
-        frontier.extend(children)
+        below = [pid for pid in children.get(frontier.pop(), []) if pid not in tree]
+        tree.update(below)
+        frontier.extend(below)
     tree.discard(os.getpid())
     return {
         "cpu_seconds": round(sum(procs[p][1] for p in tree), 3),
