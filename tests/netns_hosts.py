@@ -2,12 +2,14 @@
 
 What ``tests/test_hosts.py`` runs ``benchlab run --hosts`` against. A "switch" namespace holds
 a bridge; each host namespace (db, targets, loadgen) gets one veth pair to it and an address
-on a private /24 this module picks, so traffic between the hosts never leaves these
-namespaces. The db and targets hosts each run a dockerd of their own (own socket, data root,
-exec root, pidfile, cgroup parent; its own containerd under the exec root), started with
+on a private /24 this module picks (``BENCHLAB_TEST_SUBNET``, e.g. ``10.226.7``, and
+``BENCHLAB_TEST_NETNS_TAG`` name them when several runs share a machine), so traffic between
+the hosts never leaves these namespaces. Each host runs a dockerd of its own (own socket, data
+root, exec root, pidfile, cgroup parent; its own containerd under the exec root), started with
 ``nsenter --net`` (``ip netns exec`` would remount /sys and hide the cgroups dockerd needs),
-so its containers, on host networking, live in that namespace. The loadgen host needs no
-engine: the load generator is the ``benchlab`` process, run there with ``nsenter --net``.
+so its containers, on host networking, live in that namespace. The loadgen host's engine runs
+the load generator's container for ``loadgen=URL``; without it the load generator is the
+``benchlab`` process, run there with ``nsenter --net``.
 
 The targets host's engine also listens on ``tcp://<its address>:2376`` with TLS (a CA, server
 and client certificates made here with openssl, client ones in ``certs``, the DOCKER_CERT_PATH
@@ -31,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROLES = ("db", "targets", "loadgen")
-ENGINE_ROLES = ("db", "targets")
 TLS_ROLE = "targets"
 TLS_PORT = 2376
 
@@ -87,7 +88,7 @@ def netns_of(pid: int) -> int | None:
 
 @dataclass
 class ThreeHosts:
-    tag: str = field(default_factory=lambda: f"bl{os.getpid() % 100000}")
+    tag: str = field(default_factory=lambda: os.environ.get("BENCHLAB_TEST_NETNS_TAG") or f"bl{os.getpid() % 100000}")
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="benchlab-hosts-", dir="/var/tmp")))
     hosts: dict[str, Host] = field(default_factory=dict)
     removed: bool = False
@@ -106,7 +107,7 @@ class ThreeHosts:
         # (deleting the extracted layers from disk took 30 s on a busy machine).
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g,mode=0700", "benchlab-hosts", str(self.root)],
                        check=True, capture_output=True, timeout=30)  # fmt: skip
-        subnet = f"10.254.{os.getpid() % 200 + 20}"
+        subnet = os.environ.get("BENCHLAB_TEST_SUBNET") or f"10.254.{os.getpid() % 200 + 20}"
         _ip("netns", "add", self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         _ip("-n", self.switch, "link", "set", "br0", "up")
@@ -122,7 +123,7 @@ class ThreeHosts:
             _ip("-n", host.ns, "addr", "add", f"{host.address}/24", "dev", "eth0")
             _ip("-n", host.ns, "link", "set", "eth0", "up")
         self._make_certs(self.hosts[TLS_ROLE].address)
-        for role in ENGINE_ROLES:
+        for role in ROLES:
             self.start_engine(self.hosts[role])
         return self
 
@@ -190,7 +191,7 @@ class ThreeHosts:
         if self.removed:
             return
         self.removed = True
-        for role in ENGINE_ROLES:
+        for role in ROLES:
             host = self.hosts.get(role)
             if host is None or host.engine is None:
                 continue

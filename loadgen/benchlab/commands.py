@@ -28,7 +28,7 @@ from benchlab.progress import Progress
 from benchlab.rundir import SCENARIO_COPY, check_out_dir, new_run_dir, read_run_json, write_run_json
 from benchlab.runner import Runner, now, peaks_from, step_id
 from benchlab.sampling import owner_alive, process_identity
-from benchlab.targets import parse_overrides, split_names
+from benchlab.targets import Target, parse_overrides, split_names
 from benchlab.verification import format_checks, verify_targets
 
 
@@ -63,13 +63,12 @@ def _select_tests(steps: list[PlannedStep], wanted: list[str]) -> list[PlannedSt
     return kept
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """The ``benchlab run`` command; returns the exit code (0: every step measured)."""
-    cpus = RoleCpus.from_env()
+def plan_run(args: argparse.Namespace) -> tuple[dict[str, Any], Scenario, list[Target], list[PlannedStep], list[str]]:
+    """What ``run`` (or ``--resume``) measures, checked before anything starts: the run.json being
+    resumed (empty for a new run), the scenario, the targets, the steps and the tests selected."""
     if args.resume:
         run_dir = Path(args.resume)
         meta = read_run_json(run_dir)
-        run_id = meta["run_id"]
         mode = "native" if args.native else settings().mode
         if meta.get("mode", mode) != mode:  # its figures would mix two labs
             hint = ": add --native" if meta["mode"] == "native" else ""
@@ -83,9 +82,20 @@ def run_command(args: argparse.Namespace) -> int:
         names = split_names(args.targets) or scenario.target_names()
         tests = split_names(args.tests, "--tests")
         meta = {}
-    check_setups(scenario, cpus, args.native)
+    check_setups(scenario, RoleCpus.from_env(), args.native)
     targets = choose_targets(names, parse_overrides(args.target), args.native)
-    steps = _select_tests(scenario.plan(targets), tests)
+    return meta, scenario, targets, _select_tests(scenario.plan(targets), tests), tests
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The ``benchlab run`` command; returns the exit code (0: every step measured)."""
+    if "loadgen" in (getattr(args, "host_specs", None) or {}):
+        from benchlab.hosts.remote import remote_run
+
+        return remote_run(args)
+    cpus = RoleCpus.from_env()
+    meta, scenario, targets, steps, tests = plan_run(args)
+    run_dir, run_id = (Path(args.resume), meta["run_id"]) if args.resume else (Path(args.out), "")
     engines = check_limits(steps)
     profiler, profile_meta = None, None
     if args.profile or scenario.profile or meta.get("profile"):

@@ -84,9 +84,13 @@ def open_lab(
                       upstream_url=native.upstream.url if native.upstream else None)  # fmt: skip
         return
     wait_ready(targets, settings().ready_timeout_s or float(ready_timeout_s))
-    db_processes = None
+    db_processes: Callable[[], list[Any]] | None = None
     if settings().sample_db_on_host and args.dsn:
         db_processes = partial(host_postgres, str(conninfo_to_dict(args.dsn).get("port") or "5432"))
+    elif settings().db_stats_url:  # the loadgen of a split run (hosts.remote): the database's host answers
+        from benchlab.hosts.stats import EndpointCpu
+
+        db_processes = EndpointCpu(settings().db_stats_url)
     mode = settings().mode
     yield Lab(targets, args.dsn, db_processes, mode, database_info(args.dsn), upstream_url=settings().upstream_url)
 

@@ -74,6 +74,21 @@ class Settings:
         return self._get("UPSTREAM_URL") or None
 
     @property
+    def upstream_port(self) -> str:
+        """The upstream's port where the lab starts it on a host (compose: the same variable)."""
+        return self._get("UPSTREAM_PORT", "8079")
+
+    @property
+    def db_stats_port(self) -> str:
+        """``hosts.dbstats``' port on the database host, for a load generator on another host."""
+        return self._get("DB_STATS_PORT", "8078")
+
+    @property
+    def db_stats_url(self) -> str | None:
+        """The database's CPU and memory over HTTP (``hosts.dbstats``), for a loadgen on another host."""
+        return self._get("DB_STATS_URL") or None
+
+    @property
     def image_tag(self) -> str:
         """The tag of the lab's images (compose.yaml's ``${BENCHLAB_IMAGE_TAG:-local}``)."""
         return self._get("IMAGE_TAG", "local")

@@ -105,13 +105,19 @@ class Engine:
     def load(self, chunks: Iterator[bytes]) -> None:
         self.client.images.load(b"".join(chunks))
 
-    def run(self, name: str, image: str, command: list[str] | None, env: dict[str, str], **extra: Any) -> Any:
-        """Starts a container of this run: host networking, the role's CPU set, nofile raised."""
-        return self.client.containers.run(
-            image, command, name=f"benchlab-{self.token}-{name}", detach=True, network_mode="host",
+    def create(self, name: str, image: str, command: list[str] | None, env: dict[str, str], **extra: Any) -> Any:
+        """A container of this run, not yet started: host networking, the role's CPU set, nofile raised."""
+        return self.client.containers.create(
+            image, command, name=f"benchlab-{self.token}-{name}", network_mode="host",
             environment=env, cpuset_cpus=self.spec.cpuset, labels={RUN_LABEL: self.token, ROLE_LABEL: self.spec.role},
             ulimits=[docker.types.Ulimit(name="nofile", soft=20000, hard=20000)], **extra,
         )  # fmt: skip
+
+    def run(self, name: str, image: str, command: list[str] | None, env: dict[str, str], **extra: Any) -> Any:
+        """Starts a container of this run (``create``, then started)."""
+        container = self.create(name, image, command, env, **extra)
+        container.start()
+        return container
 
     def wait_healthy(self, container: Any, timeout_s: float) -> None:
         """Until the image's HEALTHCHECK passes; a container that exits is an error with its last log lines."""
@@ -136,7 +142,7 @@ class Engine:
     def remove_ours(self, stop_s: int = 10) -> list[str]:
         """Stops and removes every container of this run here; the names removed."""
         removed = []
-        for c in sorted(self.ours(), key=lambda c: c.labels.get(ROLE_LABEL) == "db"):  # targets before db
+        for c in sorted(self.ours(), key=_stop_order):
             with contextlib.suppress(ENGINE_ERRORS):  # already dead: removed all the same
                 c.stop(timeout=stop_s)
             c.remove(force=True)
@@ -148,6 +154,12 @@ class Engine:
             return bool(self.client.ping())
         except ENGINE_ERRORS:
             return False
+
+
+def _stop_order(container: Any) -> tuple[int, bool]:
+    """The load generator first, then the targets, then the database's companions, the database last."""
+    order = {"loadgen": 0, "targets": 1}.get(container.labels.get(ROLE_LABEL), 2)
+    return order, container.name.endswith("-db")
 
 
 def _why(exc: BaseException) -> str:

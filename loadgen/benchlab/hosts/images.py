@@ -27,10 +27,20 @@ def target_image(target: Target) -> str:
     return f"benchlab/{target.service}:{settings().image_tag}"
 
 
+def upstream_image() -> str:
+    return f"benchlab/upstream:{settings().image_tag}"
+
+
+def loadgen_image() -> str:
+    return f"benchlab/loadgen:{settings().image_tag}"
+
+
 def _dockerfile(tag: str) -> tuple[str, str]:
     """(context below the checkout, Dockerfile path from the context) as compose.yaml builds it."""
     if tag == db_image():
         return "db", "Dockerfile"
+    if tag == loadgen_image():
+        return ".", "loadgen/Dockerfile"
     service = tag.split("/", 1)[1].split(":", 1)[0]
     return ".", f"services/{service}/Dockerfile"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import statistics
 import time
+from typing import Any
 
 PROBES = 21
 
@@ -41,6 +42,22 @@ def rtt_in_container(container: object, host: str, port: int, probes: int = PROB
     """``connect_rtt_ms`` run inside ``container`` (a docker SDK Container): from its host."""
     try:
         code, out = container.exec_run(["python", "-c", REMOTE_PROBE, host, str(port), str(probes)])  # type: ignore[attr-defined]
+        return float(out.decode().strip().splitlines()[-1]) if code == 0 else None
+    except Exception:  # an engine error or a malformed answer: the figure is unknown, the run goes on
+        return None
+
+
+def rtt_from_host(engine: Any, image: str, host: str, port: int, probes: int = PROBES) -> float | None:
+    """``connect_rtt_ms`` from ``engine``'s host (a ``hosts.engine.Engine``): a short-lived container
+    of ``image`` (which has Python) on host networking there, removed again."""
+    try:
+        container = engine.run("rtt-probe", image, ["python", "-c", REMOTE_PROBE, host, str(port), str(probes)], {},
+                               entrypoint=[], user="10001:10001", cap_drop=["ALL"])  # fmt: skip
+        try:
+            code = container.wait(timeout=60).get("StatusCode")
+            out = container.logs(stdout=True, stderr=False)
+        finally:
+            container.remove(force=True)
         return float(out.decode().strip().splitlines()[-1]) if code == 0 else None
     except Exception:  # an engine error or a malformed answer: the figure is unknown, the run goes on
         return None

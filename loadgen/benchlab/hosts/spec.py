@@ -1,8 +1,9 @@
 """``--hosts``, ``--bind`` and ``--cpuset``: which Docker endpoint, address and CPU set each role gets.
 
-Checked before anything starts, each problem one line. The load generator is this process:
-it measures from where the command runs, so ``loadgen=URL`` must name this machine's engine
-or be left out (a remote load generator would need this process moved there; run it there).
+Checked before anything starts, each problem one line. Without ``loadgen=URL`` the load
+generator is this process, measuring from where the command runs; with it, the load generator
+is a container on that host (``hosts.remote``) and this process only coordinates: it starts the
+roles, hands the run over and brings its results back.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 from benchlab.cpus import cpuset_cpus, format_cpuset
 from benchlab.errors import BenchlabError
 
-REMOTE_ROLES = ("db", "targets")
+REMOTE_ROLES = ("db", "targets")  # always on Docker hosts; loadgen only when given
 SCHEMES = ("unix", "tcp", "ssh")
 
 
@@ -24,15 +25,16 @@ SCHEMES = ("unix", "tcp", "ssh")
 class HostSpec:
     role: str
     url: str  # the Docker endpoint, as Docker writes it
-    address: str  # where the role listens and the others reach it
+    address: str  # where the role listens and the others reach it ("" for a loadgen: it listens nowhere)
     cpuset: str | None  # None: not pinned
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hosts", metavar="ROLE=URL,...",
-        help="run the database and targets on Docker hosts: db=URL,targets=URL (ssh://user@host, "
-        "tcp://host:2376 with TLS from DOCKER_CERT_PATH, unix:///path); this machine is the load generator",
+        help="run the database and targets on Docker hosts: db=URL,targets=URL[,loadgen=URL] (ssh://user@host, "
+        "tcp://host:2376 with TLS from DOCKER_CERT_PATH, unix:///path); without loadgen=URL this machine is "
+        "the load generator, with it the load generator runs there and the results come back here",
     )  # fmt: skip
     p.add_argument(
         "--bind", action="append", default=[], metavar="ROLE=ADDR",
@@ -78,11 +80,6 @@ def _check_url(role: str, url: str) -> str:
     return url
 
 
-def _is_local(url: str) -> bool:
-    default = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return url in (default, "unix:///var/run/docker.sock", "unix:///run/docker.sock")
-
-
 def parse(args: argparse.Namespace) -> dict[str, HostSpec]:
     """The remote roles' specs from the parsed options; a user error names the option."""
     if not args.hosts:
@@ -95,29 +92,36 @@ def parse(args: argparse.Namespace) -> dict[str, HostSpec]:
     missing = [r for r in REMOTE_ROLES if r not in urls]
     if missing:
         raise BenchlabError(f"--hosts: no {' or '.join(missing)} host; expected db=URL,targets=URL[,loadgen=URL]")
-    if "loadgen" in urls and not _is_local(urls["loadgen"]):
-        raise BenchlabError(
-            f"--hosts loadgen={urls['loadgen']}: the load generator is the machine running this command; "
-            "run benchlab there (or leave loadgen out)"
-        )
     binds, cpusets = _pairs(args.bind, "--bind"), _pairs(args.cpuset, "--cpuset")
     specs = {}
-    for role in REMOTE_ROLES:
+    for role in (*REMOTE_ROLES, *(["loadgen"] if "loadgen" in urls else [])):
         url = _check_url(role, urls[role])
-        address = binds.get(role) or urlsplit(url).hostname
+        address = binds.get(role) or urlsplit(url).hostname or ""
+        if role == "loadgen":  # it connects out only; an address is a label in run.json
+            specs[role] = HostSpec(role, url, address, _cpuset(role, cpusets))
+            continue
         if not address:
             raise BenchlabError(f"--hosts {role}={url}: a unix:// host needs its address: --bind {role}=ADDR")
         try:
             socket.getaddrinfo(address, None)
         except OSError:
             raise BenchlabError(f"--bind {role}={address}: not an address this machine can resolve") from None
-        cpuset = cpusets.get(role)
-        if cpuset is not None:
-            try:
-                cpuset = format_cpuset(cpuset_cpus(cpuset)) or None
-            except ValueError:
-                cpuset = None
-            if cpuset is None:
-                raise BenchlabError(f"--cpuset {role}={cpusets[role]}: not a cpuset like '0-3' or '0,2'")
-        specs[role] = HostSpec(role, url, address, cpuset)
+        specs[role] = HostSpec(role, url, address, _cpuset(role, cpusets))
+    if "loadgen" not in specs and ("loadgen" in binds or "loadgen" in cpusets):
+        raise BenchlabError("--bind and --cpuset loadgen=... go with --hosts ...,loadgen=URL (this machine's "
+                            "load generator is pinned by BENCHLAB_CPUS_LOADGEN)")  # fmt: skip
     return specs
+
+
+def _cpuset(role: str, cpusets: dict[str, str]) -> str | None:
+    """The role's CPU set, normalised ('0-3'); None when not given (not pinned)."""
+    raw = cpusets.get(role)
+    if raw is None:
+        return None
+    try:
+        cpuset = format_cpuset(cpuset_cpus(raw)) or None
+    except ValueError:
+        cpuset = None
+    if cpuset is None:
+        raise BenchlabError(f"--cpuset {role}={raw}: not a cpuset like '0-3' or '0,2'")
+    return cpuset

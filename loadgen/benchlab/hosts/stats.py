@@ -1,4 +1,6 @@
-"""The database's CPU and memory on its own host, through Docker's stats API.
+"""The database's CPU and memory on its own host: through Docker's stats API (``ContainerCpu``,
+when this process drives the database host's engine) or ``hosts.dbstats`` beside it
+(``EndpointCpu``, for a load generator on a third host, which drives no engine).
 
 The load generator cannot see a remote Postgres's processes, so its container's cgroup
 counters stand in for them: cumulative CPU time (``cpu_stats.cpu_usage.total_usage``, ns) and
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import threading
 from typing import Any, NamedTuple
+
+import httpx
 
 from benchlab.hosts.engine import ENGINE_ERRORS
 
@@ -48,3 +52,22 @@ class ContainerCpu:
     def cpu_times(self) -> CpuTimes:
         """The last read's figure (only handed out after a read succeeded)."""
         return CpuTimes(self._last or 0.0)
+
+
+class EndpointCpu(ContainerCpu):
+    """The same stand-in, read from ``hosts.dbstats``' ``GET /stats`` on the database host."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(None)
+        self.url = url.rstrip("/") + "/stats"
+
+    def __call__(self) -> list[ContainerCpu]:
+        try:
+            stats = httpx.get(self.url, timeout=2.0).json()
+            self._last, used = float(stats["cpu_seconds"]), stats.get("memory_mb")
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return []
+        if used:
+            with self._lock:
+                self.memory_peak_mb = round(max(self.memory_peak_mb or 0.0, float(used)), 1)
+        return [self]
