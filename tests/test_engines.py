@@ -47,8 +47,9 @@ def recorder() -> Iterator[tuple[str, Counter[tuple[str, str, bytes]]]]:
 
 
 def test_engines_are_registered_by_name_one_per_mode() -> None:
-    assert {name: str(cls.mode) for name, cls in ENGINES.items()} == {"wrk": "closed", "k6": "open"}
-    assert {mode: for_mode(mode).name for mode in ("closed", "open")} == {"closed": "wrk", "open": "k6"}
+    modes = {"wrk": "closed", "k6": "open", "wrk-profiled": "profiled"}
+    assert {name: str(cls.mode) for name, cls in ENGINES.items()} == modes
+    assert {mode: for_mode(mode).name for mode in modes.values()} == {m: n for n, m in modes.items()}
 
 
 @pytest.mark.parametrize(

@@ -231,5 +231,6 @@ def test_verifier_catches_a_target_that_does_not_wait(upstream: Upstream) -> Non
         (check,) = verify_targets([cheat], ["upstream"], None, timeout_s=5, upstream_url=upstream.url)
     reasons = " | ".join(check.reasons)
     assert check.status == "fail", reasons
-    assert "before the 50 ms wait was over" in reasons
+    # the 10 s case: a busy machine can make a cheat's answer to ms=50 take 50 ms, never 10 s
+    assert "before the 10000 ms wait was over" in reasons
     assert "the upstream saw 0 requests for 10 calls" in reasons
