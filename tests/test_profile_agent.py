@@ -5,6 +5,7 @@ compose run (no overlay, no sidecar answering, a free-threaded target)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from helpers import run_benchlab
 
@@ -21,6 +23,7 @@ from benchlab.ports import free_port
 from benchlab.profiling import sidecar
 from benchlab.profiling.sidecar import OVERLAY_COMMAND, AgentRecorder, check_sidecars
 from benchlab.profiling.speedscope import read_speedscope
+from benchlab.sampling import process_tree
 from benchlab.targets import load_targets
 
 # A master with two busy workers, like a pre-fork server's tree.
@@ -54,10 +57,18 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 @pytest.fixture
 def busy_tree() -> Iterator[int]:
+    """The master's pid; the whole tree is killed afterwards (SIGTERM kills the master before
+    multiprocessing stops its daemon workers, which would go on spinning as orphans)."""
     proc = subprocess.Popen([sys.executable, "-c", BUSY_TREE])
     time.sleep(1)  # the workers started
     yield proc.pid
+    workers = process_tree(proc.pid)[1:]
     _stop(proc)
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "a worker outlived the test"
 
 
 def _agent(port: int, target_pid: int, prefix: tuple[str, ...] = ()) -> subprocess.Popen[str]:
@@ -113,8 +124,6 @@ def test_the_agent_records_a_process_tree_for_the_loadgen(busy_tree: int, tmp_pa
 
 def test_a_worker_killed_mid_recording_is_reported(busy_tree: int, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import psutil
-
     port = free_port()
     agent = _agent(port, busy_tree)
     try:
