@@ -114,7 +114,11 @@ def test_the_agent_records_a_process_tree_for_the_loadgen(busy_tree: int, tmp_pa
         assert recorder.stop() is None
         assert recorder.seconds >= 2 and recorder.cpu_seconds is not None and recorder.died == []
         recording = read_speedscope(output)  # the file the breakdown and the flame graph read
-        assert recording.total > 0 and len(recording.threads) >= 3, list(recording.threads)  # master, 2 workers
+        # more than one process: py-spy followed the tree (the master mostly sleeps, and idle
+        # samples are left out, so it may not appear)
+        assert recording.total > 0 and len({t.split(" Thread")[0] for t in recording.threads}) >= 2, list(
+            recording.threads
+        )
         assert any(f.name == "spin" for f in recording.frames)  # the workers' own function was sampled
         missing = AgentRecorder.for_target(target, 2**22 + 7, tmp_path / "none.json", 100)
         assert "cannot be seen" in (missing.start() or "")
