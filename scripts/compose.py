@@ -66,11 +66,12 @@ def compose_targets(targets: list[Target]) -> list[str]:
     return lines
 
 
-def core_depends(targets: list[Target]) -> list[str]:
+def core_depends(targets: list[Target], suffix: str = "") -> list[str]:
+    """The loadgen's wait for each core target's service (``suffix``: its sidecar's) to be healthy."""
     lines: list[str] = []
     for t in targets:
         if t.group == DEFAULT_SELECTION:
-            lines += [f"{t.name}:", "  condition: service_healthy"]
+            lines += [f"{t.name}{suffix}:", "  condition: service_healthy"]
     return lines
 
 
@@ -142,11 +143,7 @@ def profiler_ports(targets: list[Target]) -> list[str]:
 
 
 def core_profilers(targets: list[Target]) -> list[str]:
-    lines: list[str] = []
-    for t in targets:
-        if t.group == DEFAULT_SELECTION:
-            lines += [f"{t.name}{PROFILER_SUFFIX}:", "  condition: service_healthy"]
-    return lines
+    return core_depends(targets, PROFILER_SUFFIX)
 
 
 def env_profiler_ports(targets: list[Target]) -> list[str]:

@@ -467,6 +467,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         lab("--profile", "matrix", "down", "-v", "--remove-orphans", "-t", "10", timeout=300)
 
 
+def scenario_results(tmp_path: Path, name: str, text: str) -> tuple[Path, dict[str, str]]:
+    """A results folder holding scenario ``name`` (owned as a user's would be), and the
+    environment that points the loadgen at both."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / name).write_text(text)
+    if os.geteuid() == 0:
+        for path in (results, results / name):
+            os.chown(path, *RESULTS_OWNER)
+    return results, {"BENCHLAB_RESULTS": str(results), "SCENARIO": f"/results/{name}"}
+
+
 def _owned_files(root: Path) -> set[tuple[int, int]]:
     return {(p.stat().st_uid, p.stat().st_gid) for p in [root, *root.rglob("*")]}
 
@@ -582,13 +594,7 @@ tests:
 def test_the_matrix_profile_measures_all_twelve(stack: Stack, tmp_path: Path):
     """`--profile matrix up`: compose starts every group beside the core targets, and the loadgen
     (which can only depend on the core ones) finds, verifies and measures all of them."""
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "json-only.yaml").write_text(JSON_ONLY)
-    if os.geteuid() == 0:
-        for path in (results, results / "json-only.yaml"):
-            os.chown(path, *RESULTS_OWNER)
-    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/json-only.yaml"}
+    results, env = scenario_results(tmp_path, "json-only.yaml", JSON_ONLY)
     try:
         proc = stack("--profile", "matrix", "up", "--exit-code-from", "loadgen", env=env, timeout=900)
         output = proc.stdout + proc.stderr
@@ -735,14 +741,8 @@ def test_the_core_targets_build_and_pass_verification_on_python_313(stack: Stack
     """TARGET_PYTHON_IMAGE builds the targets, and only them, on another Python: on 3.13 each
     core target passes verification and its rows record the version it ran. Tagged apart
     (BENCHLAB_IMAGE_TAG), beside the default images, and removed afterwards."""
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "json-db.yaml").write_text(JSON_ONLY + "  db: {concurrency: [8]}\n")
-    if os.geteuid() == 0:
-        for path in (results, results / "json-db.yaml"):
-            os.chown(path, *RESULTS_OWNER)
-    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/json-db.yaml", "TARGET_PYTHON_IMAGE": TARGETS_313,
-           "BENCHLAB_IMAGE_TAG": "py313"}  # fmt: skip
+    results, scenario = scenario_results(tmp_path, "json-db.yaml", JSON_ONLY + "  db: {concurrency: [8]}\n")
+    env = {**scenario, "TARGET_PYTHON_IMAGE": TARGETS_313, "BENCHLAB_IMAGE_TAG": "py313"}
     stack("--profile", "matrix", "down", "-t", "5", timeout=300)  # only the core targets are to be found up
     try:
         standins = subprocess.run(["bash", "scripts/standins.sh"], cwd=ROOT, capture_output=True, text=True,
@@ -777,15 +777,10 @@ def test_profile_overlay_profiles_each_target_from_its_sidecar(stack: Stack, tmp
     """PROFILE=1 with compose.profile.yaml: each target's sidecar records it, and the run gets the
     profiled rows, profile.csv, a speedscope file and a flame graph per target x test; the
     sidecars ran as uid 10002 with CAP_SYS_PTRACE alone, the loadgen with no ptrace at all."""
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "profiled.yaml").write_text(PROFILED)
-    if os.geteuid() == 0:
-        for path in (results, results / "profiled.yaml"):
-            os.chown(path, *RESULTS_OWNER)
+    results, scenario = scenario_results(tmp_path, "profiled.yaml", PROFILED)
     profiled = ("fastapi-uvicorn", "flask-gunicorn-gevent")
     ports = {f"BENCHLAB_PROFILE_PORT_{t.env_key}": str(free_port()) for t in load_targets(["all"], env={})}
-    env = {"BENCHLAB_RESULTS": str(results), "SCENARIO": "/results/profiled.yaml", "PROFILE": "1", **ports}
+    env = {**scenario, "PROFILE": "1", **ports}
     overlay = ("-f", "compose.profile.yaml")
     try:
         proc = stack(*overlay, "up", "--exit-code-from", "loadgen", env=env, timeout=900)
