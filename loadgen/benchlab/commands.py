@@ -44,12 +44,12 @@ def check_limits(steps: list[PlannedStep]) -> dict[str, Any]:
 def check_setups(scenario: Scenario, cpus: RoleCpus, native: bool) -> None:
     """Swept axes the lab can give, before anything starts: a native lab (it restarts the
     targets), the CPUs the workers need, every Python installed (refused with how to get it)."""
-    swept = [a for a in AXIS_NAMES if getattr(scenario, a)]
+    swept = [a for a in AXIS_NAMES if scenario.swept(a)]
     if swept and not native:
         raise BenchlabError(f"sweeping {', '.join(swept)} restarts the targets, which only a native lab can: "
                             "add --native")  # fmt: skip
-    check_workers(scenario.workers or (), cpus)
-    for version in scenario.python or ():
+    check_workers(tuple(scenario.swept("workers")), cpus)
+    for version in scenario.swept("python"):
         find_interpreter(version)
 
 
@@ -101,7 +101,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.profile or scenario.profile or meta.get("profile"):
         from benchlab.profiling.prepare import prepare_profiler
 
-        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats, scenario.setups()[-1])
+        profiler, profile_meta = prepare_profiler(targets, args.native, scenario.repeats, scenario.profiled_setups())
     check_out_dir(run_dir if args.resume else Path(args.out))
     profiled = len({(s.target, s.test) for s in steps}) if profiler else 0  # one profiled step each
     progress = Progress(total=len(steps) + profiled)

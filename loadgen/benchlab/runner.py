@@ -74,7 +74,7 @@ class Runner:
             blocks = groupby(self.steps, key=lambda s: (s.repeat, s.setup, s.target, s.test))
             for (repeat, setup, target_name, test), group in blocks:
                 pending = [s for s in group if step_id(s) not in self.done]
-                owed = self.profiler is not None and self.profiler.wants(repeat, setup)
+                owed = self.profiler is not None and self.profiler.wants(repeat, setup, test)
                 if pending or owed:  # a resumed run may owe only the profiled step
                     if self._apply(setup):
                         checks = self._verify()

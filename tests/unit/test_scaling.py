@@ -4,7 +4,9 @@ c=64, two repeats, on a 2-core machine other work shared). No lab starts."""
 
 from __future__ import annotations
 
+import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,55 @@ def test_a_python_sweep_is_the_same_analysis_along_another_axis() -> None:
     steps = {(f.base, f.other) for f in analysis.factors if f.kind == "python"}
     assert steps == {(f"{t} py=3.11.7", f"{t} py=3.13.0") for t in TARGETS}
     assert all(v.efficiency is None for s in analysis.scaling for v in s.values)  # not a count of CPUs
+
+
+def _claims(tmp_path: Path, checks: str) -> Path:
+    path = tmp_path / "claims.yaml"
+    path.write_text("claims:\n  - id: scales\n    text: FastAPI excels in scalability\n"
+                    f"    baseline: {TARGETS[0]}\n    contenders: [{TARGETS[1]}]\n    checks:\n{checks}")  # fmt: skip
+    return path
+
+
+def test_a_claim_across_workers_compares_how_each_target_scales(tmp_path: Path) -> None:
+    """``across: workers``: each target's peak at 2 workers over its own at 1, repeat by repeat,
+    contender over baseline (the claim "FastAPI excels in scalability")."""
+    from benchlab.analysis.claims import evaluate_claims
+    from benchlab.config.claims import load_claims
+
+    run = load_run(SCALE)
+    claims = load_claims(_claims(tmp_path, "      - {test: json, across: workers, ratio: {above: 0.01}}\n"))
+    (pairing,) = evaluate_claims(run, claims)
+    (result,) = pairing.results
+    speedups = {}
+    for target in TARGETS:
+        one, two = (run.peak(target, "json", "closed", a) for a in run.axes_of(target, "json"))
+        assert one is not None and two is not None and (one.axes.workers, two.axes.workers) == (1, 2)
+        speedups[target] = [b / a for a, b in zip(one.rps_samples, two.rps_samples, strict=True)]
+    geo = [statistics.geometric_mean(v) for v in speedups.values()]
+    assert result.estimate is not None and result.estimate.ratio == pytest.approx(geo[1] / geo[0])
+    assert result.estimate.method == "pooled-log"  # each target's noise over the run: two repeats alone say little
+    assert result.verdict == "holds" and "last workers value over the first" in result.check.describe()
+
+
+def test_a_claim_across_an_axis_the_run_did_not_sweep_is_inconclusive(tmp_path: Path) -> None:
+    from benchlab.analysis.claims import evaluate_claims
+    from benchlab.config.claims import load_claims
+
+    claims = load_claims(_claims(tmp_path, "      - {test: json, across: python, ratio: {above: 1.0}}\n"))
+    (result,) = evaluate_claims(load_run(SCALE), claims)[0].results
+    assert result.verdict == "inconclusive" and "json peaks at 1 python value(s), not 2 or more" in result.note
+
+
+@pytest.mark.parametrize(("check", "message"), [
+    ("{test: json, across: cores, ratio: {above: 1}}", "across: expected one of workers, python, got 'cores'"),
+    ("{test: json, across: workers, level: {concurrency: 64}, ratio: {above: 1}}",
+     "across: compares each target's peaks: leave out 'at' and 'level'"),
+    ("{test: json, across: workers, relative_to: db, ratio: {above: 1}}",
+     "across: give either 'relative_to' or 'across', not both"),
+])  # fmt: skip
+def test_bad_across_checks_name_the_key(tmp_path: Path, check: str, message: str) -> None:
+    from benchlab.config.claims import load_claims
+    from benchlab.errors import BenchlabError
+
+    with pytest.raises(BenchlabError, match=re.escape(message)):
+        load_claims(_claims(tmp_path, f"      - {check}\n"))

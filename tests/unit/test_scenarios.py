@@ -46,7 +46,7 @@ def test_smoke_covers_every_test_within_90s() -> None:
     assert Counter((x.target, x.test) for x in closed) == {(t.name, test): 1 for t in TARGETS for test in TESTS}
     assert s.warmup_duration_s == 0 and s.repeats == 1
     # The load itself leaves room for start-up and verification in a 90 s smoke run.
-    assert s.estimate_s(len(TARGETS)) <= 65
+    assert s.estimate_s(TARGETS) <= 65
 
 
 def test_quick_has_two_or_three_levels_two_repeats_under_10_minutes() -> None:
@@ -56,7 +56,7 @@ def test_quick_has_two_or_three_levels_two_repeats_under_10_minutes() -> None:
     per_test = Counter((x.test) for x in steps if x.mode == "closed" and x.repeat == 1 and x.target == TARGETS[0].name)
     assert set(per_test) == set(TESTS) and all(2 <= n <= 3 for n in per_test.values())
     assert any(x.mode == "open" for x in steps)
-    assert s.estimate_s(len(TARGETS)) <= 540  # 10 min less start-up and verification
+    assert s.estimate_s(TARGETS) <= 540  # 10 min less start-up and verification
 
 
 def test_matrix_runs_every_target_and_test_at_two_levels_twice_within_35_minutes() -> None:
@@ -69,7 +69,7 @@ def test_matrix_runs_every_target_and_test_at_two_levels_twice_within_35_minutes
         (t.name, test, r): 2 for t in every for test in TESTS for r in (1, 2)
     }
     # Start-up, verification of twelve targets and the report get the other 5 minutes.
-    assert s.estimate_s(len(targets)) <= 30 * 60
+    assert s.estimate_s(targets) <= 30 * 60
 
 
 def test_groups_select_their_targets() -> None:
@@ -179,6 +179,12 @@ MALFORMED = [
     (GOOD + "targets: some\n", "bad.yaml: targets: unknown target or group 'some'; groups: all, core,"),
     (GOOD + "targets: [1]\n", "bad.yaml: targets: expected a group .all, core, servers, style, baselines. or a list"),
     (GOOD + "open_loop: {tests: [json]}\n", "bad.yaml: open_loop: give rates"),
+    ("tests:\n  json: {concurrency: [16], targets: [flask]}\nduration_s: 2\n",
+     "bad.yaml: tests.json.targets: unknown target or group 'flask'; groups: all, core,"),
+    ("tests:\n  json: {concurrency: [16], workers: [1, 0]}\nduration_s: 2\n",
+     "bad.yaml: tests.json.workers: expected a list of positive integers, got 0"),
+    ("tests:\n  json: {concurrency: [16], python: [3.99.1]}\nduration_s: 2\n",
+     "bad.yaml: tests.json.python: expected a list of Python versions like 3.13 or '3.14t', got '3.99.1'"),
     (GOOD + "open_loop: {tests: [db], fractions: [0.5]}\n", "bad.yaml: open_loop.tests: 'db' has fractions"),
     (GOOD + "open_loop: {tests: [xml], rates: [10]}\n", "bad.yaml: open_loop.tests: unknown test 'xml'"),
     (GOOD + "open_loop: {tests: [json], rates: [-5]}\n", "bad.yaml: open_loop.rates: expected a positive number"),
@@ -219,3 +225,49 @@ def test_exponent_rates_are_numbers(tmp_path: Path) -> None:
     """YAML 1.1 reads 1e3 as a string; the lab reads it as the number a user meant."""
     s = load_scenario(_write(tmp_path, GOOD + "open_loop: {tests: [json], rates: [1e3]}\n"))
     assert s.open_loop is not None and s.open_loop.rates == (1000.0,)
+
+
+def test_a_test_sweeps_and_selects_on_its_own(tmp_path: Path) -> None:
+    """A test's own ``workers`` and ``targets`` narrow that test; the others run once, on each
+    target's default, and ``--workers`` style checks see every value any test sweeps."""
+    s = load_scenario(_write(tmp_path, """\
+        duration_s: 2
+        repeats: 2
+        tests:
+          json: {concurrency: [16, 64], workers: [1, 2], targets: [fastapi-uvicorn, flask-gunicorn-gevent]}
+          db: {concurrency: [16]}
+        """))
+    names = [t.name for t in TARGETS]
+    steps = s.plan(TARGETS)
+    assert Counter((x.test, x.setup.workers, x.target) for x in steps) == {
+        **{("json", w, t): 4 for w in (1, 2) for t in ("fastapi-uvicorn", "flask-gunicorn-gevent")},
+        **{("db", None, t): 2 for t in names},
+    }
+    assert [x.setup.workers for x in steps if x.repeat == 1] == [1] * 4 + [2] * 4 + [None] * 3  # one restart each
+    assert s.swept("workers") == [1, 2] and s.swept("python") == []
+    assert s.profiled_setups() == {"json": s.setups()[1], "db": s.setups()[2]}
+    assert s.estimate_s(TARGETS) == pytest.approx(sum(x.duration_s for x in steps) + 14 * s.primer.duration_s)
+    assert load_scenario(_write(tmp_path, s.to_yaml())) == s
+
+
+def test_claims_measures_what_each_claim_needs_within_30_minutes() -> None:
+    """Every check of a claim judged on its own workload finds its test, level and axis values
+    planned for the baseline and each contender; load leaves 5 minutes for start-up."""
+    from benchlab.config.claims import load_claims
+
+    s = load_scenario("claims")
+    targets = load_targets(s.target_names(), env={})
+    planned = {(x.target, x.test, x.concurrency, x.queries, x.setup.workers) for x in s.plan(targets)}
+    workload = [c for c in load_claims() if c.workload]  # the rest are judged on TechEmpower's tests
+    assert len(workload) == 6
+    for claim in workload:
+        for target in (claim.baseline, *claim.contenders):
+            for check in claim.checks:
+                level = dict(check.level_items)
+                for test in filter(None, (check.test, check.relative_to)):
+                    found = {(w, c, q) for t, tst, c, q, w in planned if (t, tst) == (target, test)
+                             and level.get("concurrency", c) == c and level.get("queries", q) == q}  # fmt: skip
+                    assert found, (claim.id, target, test)
+                    if check.across:
+                        assert {w for w, _, _ in found} == {1, 2}, (claim.id, target)
+    assert s.estimate_s(targets) <= 25 * 60

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchlab.analysis.run import Point, Run
-from benchlab.analysis.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio, welch_log_ratio
+from benchlab.analysis.scaling import along
+from benchlab.analysis.stats import RatioEstimate, paired_log_ratio, pooled_log_ratio, pooled_ratio_of_ratios
 from benchlab.config.claims import Claim, ClaimCheck
-from benchlab.model.level import LEVEL_DIMENSIONS, Level
+from benchlab.model.level import AXIS_TITLE, LEVEL_DIMENSIONS, Level
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -77,8 +78,8 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     if missing:
         note = f"no successful {check.test} ({check.mode}) steps for {', '.join(missing)}"
         return CheckResult(check, None, INCONCLUSIVE, note, ())
-    if check.relative_to:
-        return _relative(run, baseline, contender, check)
+    if check.relative_to or check.across:
+        return _over_own(run, baseline, contender, check)
     if check.where_kind == "peak":
         a, b = run.peak(baseline, check.test, check.mode), run.peak(contender, check.test, check.mode)
         assert a is not None and b is not None
@@ -99,23 +100,41 @@ def _evaluate(run: Run, baseline: str, contender: str, check: ClaimCheck) -> Che
     return _judge(check, paired_log_ratio(pairs), used)
 
 
-def _relative(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:
-    """Each target's metric on ``test`` (at its peak) over its own on ``relative_to`` (at the same
-    connections and pipeline if measured there, else its peak), repeat by repeat, contender
-    against baseline: what the test costs each beyond the reference (the 1,000th route against
-    /json), apart from how fast each framework is anyway."""
-    assert check.relative_to is not None
-    samples, points = [], []
+def _over_own(run: Run, baseline: str, contender: str, check: ClaimCheck) -> CheckResult:
+    """Each target's metric over its own reference, contender against baseline, so how fast each
+    framework is anyway cancels out: ``relative_to`` what the test costs beyond another (the
+    1,000th route against /json), ``across`` how it scales along an axis. The interval takes each
+    target's noise over the run, as ``_point_ratio`` does."""
+    sides, points = [], []
     for target in (baseline, contender):
-        p = run.peak(target, check.test, check.mode)
-        refs = run.points_for(target, check.relative_to, check.mode)
-        same = [r for r in refs if p is not None and _connections(r) == _connections(p)]
-        ref = same[0] if same else run.peak(target, check.relative_to, check.mode)
-        if p is None or ref is None:
-            return CheckResult(check, None, INCONCLUSIVE, f"no successful {check.relative_to} steps for {target}", ())
-        samples.append([v / r for r, v in _repeat_pairs(ref, p, check.metric) if r > 0])
+        pair = _own_pair(run, target, check)
+        if isinstance(pair, str):
+            return CheckResult(check, None, INCONCLUSIVE, pair, ())
+        ref, p = pair
+        paired = _repeat_pairs(ref, p, check.metric)
+        sides.append(([r for r, _ in paired], [v for _, v in paired]))
         points += [p, ref]
-    return _judge(check, welch_log_ratio(samples[0], samples[1]), points)
+    spreads = [run.spread(t, check.metric, check.mode) for t in (baseline, contender)]
+    return _judge(check, pooled_ratio_of_ratios(sides[0], sides[1], *spreads), points)
+
+
+def _own_pair(run: Run, target: str, check: ClaimCheck) -> tuple[Point, Point] | str:
+    """(reference, point) for ``_over_own``, or why there is none. ``relative_to``: the peak on
+    the test over the other test at the same connections and pipeline if measured there, else
+    its peak. ``across``: the peak at the axis's last value over the peak at its first."""
+    if check.across:
+        found = along(run, check.across, target, check.test, check.mode)
+        if len(found) < 2:
+            return f"{target} has {check.test} peaks at {len(found)} {AXIS_TITLE[check.across]} value(s), not 2 or more"
+        return found[0][1], found[-1][1]
+    assert check.relative_to is not None
+    p = run.peak(target, check.test, check.mode)
+    refs = run.points_for(target, check.relative_to, check.mode)
+    same = [r for r in refs if p is not None and _connections(r) == _connections(p)]
+    ref = same[0] if same else run.peak(target, check.relative_to, check.mode)
+    if p is None or ref is None:
+        return f"no successful {check.relative_to} steps for {target}"
+    return ref, p
 
 
 def _connections(p: Point) -> tuple[int | None, int | None]:

@@ -62,7 +62,7 @@ def scaling(run: Run) -> list[Scaling]:
     return out
 
 
-def along(run: Run, axis: str, target: str, test: str) -> list[tuple[Any, Point]]:
+def along(run: Run, axis: str, target: str, test: str, mode: str = MODE) -> list[tuple[Any, Point]]:
     """(value, peak there) for each value of ``axis``, the target's other axes at their reference."""
     ref = run.reference_axes(target)
     if ref is None:
@@ -71,7 +71,7 @@ def along(run: Run, axis: str, target: str, test: str) -> list[tuple[Any, Point]
     for axes in run.axes_of(target, test):
         if replace(axes, **{axis: ref.value(axis)}) != replace(ref, cpus=axes.cpus):
             continue  # another axis differs from the reference: not this line
-        peak = run.peak(target, test, MODE, axes)
+        peak = run.peak(target, test, mode, axes)
         if peak is not None:
             out.append((axes.value(axis), peak))
     return out

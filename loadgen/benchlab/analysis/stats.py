@@ -121,17 +121,47 @@ def pooled_log_ratio(
     (see the module docstring); Welch's t on the repeats alone when a side has no pool."""
     if spread_a is None or spread_b is None:
         return welch_log_ratio(a, b, confidence)
-    n = f"{len(a)} vs {len(b)}"
-    logs = _both_logs(a, b, n, "pooled-log")
-    if isinstance(logs, RatioEstimate):
-        return logs
-    la, lb = logs
-    diff = statistics.fmean(lb) - statistics.fmean(la)
-    va, vb = spread_a.variance / len(la), spread_b.variance / len(lb)
-    if va + vb == 0:
+    return _pooled_contrast([(spread_a, [a], []), (spread_b, [b], [])], confidence)
+
+
+def pooled_ratio_of_ratios(
+    a: tuple[Sequence[float], Sequence[float]], b: tuple[Sequence[float], Sequence[float]],
+    spread_a: Spread | None, spread_b: Spread | None, confidence: float = CONFIDENCE,
+) -> RatioEstimate:  # fmt: skip
+    """``(b[1] / b[0]) / (a[1] / a[0])``: how each side changes from a reference point of its own
+    (2 workers over 1, the 1,000th route over /json), side b against side a, each side's interval
+    from its pooled spread. Welch's t on the per-repeat ratios when a side has no pool."""
+    if spread_a is None or spread_b is None:
+        per_repeat = [[y / x for x, y in zip(*side, strict=False) if x > 0] for side in (a, b)]
+        return welch_log_ratio(per_repeat[0], per_repeat[1], confidence)
+    return _pooled_contrast([(spread_a, [a[1]], [a[0]]), (spread_b, [b[1]], [b[0]])], confidence)
+
+
+def _pooled_contrast(
+    sides: Sequence[tuple[Spread, Sequence[Sequence[float]], Sequence[Sequence[float]]]], confidence: float
+) -> RatioEstimate:
+    """Side b over side a, each side its numerator groups over its denominator groups (geometric
+    means); each side's variance from its pooled spread, the degrees of freedom of the two
+    combined (Welch–Satterthwaite)."""
+    groups = [g for _, up, down in sides for g in (*up, *down)]
+    n = " vs ".join(str(len(g)) for g in groups)
+    if not all(groups):
+        return RatioEstimate(None, None, None, None, n, "pooled-log", "no samples")
+    logged = {id(g): lg for g in groups if (lg := _logs(g)) is not None}
+    if len(logged) < len({id(g) for g in groups}):
+        return RatioEstimate(None, None, None, None, n, "pooled-log", "non-positive values")
+
+    def mean_log(gs: Sequence[Sequence[float]]) -> float:
+        return sum(statistics.fmean(logged[id(g)]) for g in gs)
+
+    (_, up_a, down_a), (_, up_b, down_b) = sides
+    diff = (mean_log(up_b) - mean_log(down_b)) - (mean_log(up_a) - mean_log(down_a))
+    terms = [(sp.variance * sum(1 / len(g) for g in (*up, *down)), sp.df) for sp, up, down in sides]
+    total = sum(v for v, _ in terms)
+    if total == 0:
         return _exact(diff, n, "pooled-log")
-    df = (va + vb) ** 2 / (va**2 / spread_a.df + vb**2 / spread_b.df)
-    se = math.sqrt(va + vb)
+    df = total**2 / sum(v**2 / d for v, d in terms)
+    se = math.sqrt(total)
     half = float(sps.t.ppf(1 - (1 - confidence) / 2, df)) * se
     p = float(2 * sps.t.sf(abs(diff) / se, df))
     return RatioEstimate(math.exp(diff), math.exp(diff - half), math.exp(diff + half), p, n, "pooled-log")

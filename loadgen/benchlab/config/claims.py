@@ -1,8 +1,10 @@
 """Published performance claims as pydantic models, declared once: a baseline target, the
 contenders compared with it, and checks. Each check is a ratio contender/baseline of one metric
 (``rps`` or a latency column) on one test, at each target's peak, at every common level, or at
-one named level, and the range that ratio must fall in; with ``relative_to``, each target's
-metric is first taken over its own on another test (what the test costs beyond it). The packaged file is ``claims.yaml``
+one named level, and the range that ratio must fall in. A target can first be taken over
+itself: with ``relative_to``, its metric over its own on another test (what the test costs beyond
+it); with ``across``, its metric at the last value of a swept axis over its own at the first (how
+it scales: 2 workers against 1). The packaged file is ``claims.yaml``
 beside this module (see it for the schema by example); ``analysis.claims`` gives the verdicts.
 """
 
@@ -16,7 +18,7 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from benchlab.config.fields import PosNumber, Strict, Text, at, choice, dotted, expected, one_line, within, wrong
 from benchlab.contract import TEST_TYPES, TESTS, TFB_TESTS, test_label
 from benchlab.measurement import LATENCY_COLUMNS
-from benchlab.model.level import LEVEL_DIMENSIONS
+from benchlab.model.level import AXIS_NAMES, AXIS_TITLE, LEVEL_DIMENSIONS
 from benchlab.model.modes import MODE_ORDER, LoadMode
 from benchlab.yamlfile import load_yaml
 
@@ -101,6 +103,7 @@ class ClaimCheck(Strict):
     level: LevelFilter | None = None
     ratio: Ratio
     relative_to: Annotated[str, BeforeValidator(_test)] | None = None  # over each target's own on this test
+    across: Annotated[str, choice(AXIS_NAMES)] | None = None  # last value of this axis over each target's first
 
     @model_validator(mode="before")
     @classmethod
@@ -118,8 +121,11 @@ class ClaimCheck(Strict):
         if self.relative_to is not None:
             if self.relative_to == self.test:
                 raise within("relative_to", f"expected another test (known: {', '.join(TESTS)})")
-            if self.where_kind != "peak":
-                raise within("relative_to", "compares each target's peaks: leave out 'at' and 'level'")
+            if self.across is not None:
+                raise within("across", "give either 'relative_to' or 'across', not both")
+        own = "relative_to" if self.relative_to is not None else "across" if self.across is not None else None
+        if own is not None and self.where_kind != "peak":
+            raise within(own, "compares each target's peaks: leave out 'at' and 'level'")
         return self
 
     @property
@@ -154,6 +160,8 @@ class ClaimCheck(Strict):
 
     def describe(self) -> str:
         what = test_label(self.test) + (f" relative to {self.relative_to}" if self.relative_to else "")
+        if self.across:
+            what += f", last {AXIS_TITLE[self.across]} value over the first"
         return f"{what} ({self.mode}): {self.metric} ratio {self.expectation}, {self.where}"
 
 

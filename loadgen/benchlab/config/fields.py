@@ -166,7 +166,8 @@ def dotted(loc: tuple[Any, ...]) -> str:
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The keys the model allows at ``loc`` (walking nested models, lists and mappings)."""
+    """The keys the model allows at ``loc`` (walking nested models, lists and mappings), its own
+    before those it inherits (a scenario's ``name`` before the sweeps every test shares)."""
     current: Any = model
     for part in loc:
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
@@ -175,7 +176,8 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             continue  # a list index or a mapping key: the same item model
         current = _inner_model(current.model_fields[part].annotation)
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        own = vars(current).get("__annotations__", {})
+        return sorted(current.model_fields, key=lambda name: name not in own)
     return []
 
 

@@ -2,7 +2,9 @@
 
 A scenario names the tests and their levels (concurrency, pipelining depth, query counts),
 the step duration, pauses, primer and warm-up, repeats, optional open-loop steps and the lab
-axes to sweep (``workers``, ``python``). ``plan()`` expands it into the ordered list of measured steps:
+axes to sweep (``workers``, ``python``): for every test, or for one test (its own sweep and
+``targets`` narrow what that test runs, so a scenario pays only for what it asks). ``plan()``
+expands it into the ordered list of measured steps:
 repeats outermost (so slow drift on the host spreads over every target), then the axes, then
 target, then test; within a test the closed-loop levels come first and its open-loop steps
 last, since a rate given as a fraction is a fraction of the peak the closed-loop levels just
@@ -41,7 +43,7 @@ from benchlab.contract import MAX_QUERIES, TEST_TYPES, TESTS
 from benchlab.errors import BenchlabError
 from benchlab.model.level import AXIS_NAMES, Axes
 from benchlab.model.modes import LoadMode
-from benchlab.targets import GROUPS, Target, selection_error
+from benchlab.targets import GROUPS, Target, select, selection_error
 from benchlab.yamlfile import load_yaml
 
 SCENARIO_DIR = Path(__file__).parents[1] / "scenarios"
@@ -165,10 +167,19 @@ class Primer(Strict):
     connections: PosInt = 8
 
 
-class TestLevels(Strict):
+class Sweeps(Strict):
+    """The lab axes to sweep, one field per sweepable ``model.level.Axes`` field of the same name
+    (None: each target's default). A scenario's apply to every test; a test's own replace them."""
+
+    workers: Annotated[tuple[int, ...], int_list()] | None = None
+    python: Annotated[tuple[str, ...], BeforeValidator(_pythons)] | None = None  # None: the lab's own
+
+
+class TestLevels(Sweeps):
     concurrency: Annotated[tuple[int, ...], int_list()]
     pipeline: PosInt = 1
     queries: Annotated[tuple[int, ...], int_list()] | None = None  # at most the test's param_max
+    targets: Annotated[tuple[str, ...], BeforeValidator(_targets)] | None = None  # None: every target run
 
 
 class OpenLoop(Strict):
@@ -192,7 +203,7 @@ class OpenLoop(Strict):
         return self
 
 
-class Scenario(Strict):
+class Scenario(Sweeps):
     name: Annotated[str, BeforeValidator(_name)]
     description: Annotated[str, BeforeValidator(_description)] = ""
     duration_s: PosInt  # wrk takes whole seconds
@@ -204,9 +215,6 @@ class Scenario(Strict):
     targets: Annotated[tuple[str, ...], BeforeValidator(_targets)] | None = None  # None: the default selection
     tests: dict[TestName, TestLevels]
     open_loop: OpenLoop | None = None
-    # The axes to sweep, one field per sweepable ``model.level.Axes`` field of the same name.
-    workers: Annotated[tuple[int, ...], int_list()] | None = None  # None: each target's default
-    python: Annotated[tuple[str, ...], BeforeValidator(_pythons)] | None = None  # None: the lab's own
     # One more step per target x test at its peak, py-spy attached (--profile; never counted).
     profile: Annotated[bool, BeforeValidator(_flag)] = False
 
@@ -258,20 +266,36 @@ class Scenario(Strict):
         """Every measured step, in run order, for ``targets`` (and only ``tests`` if given)."""
         only = set(tests) if tests is not None else None
         targets = list(targets)
+        runs = {test: set(select(levels.targets)) if levels.targets else None for test, levels in self.tests.items()}
         steps: list[PlannedStep] = []
         for repeat in range(1, self.repeats + 1):
             for setup in self.setups():
                 for target in targets:
                     for test, levels in self.tests.items():
-                        if only is None or test in only:
+                        if (only is None or test in only) and setup in self.test_setups(test) \
+                                and (runs[test] is None or target.name in runs[test]):  # fmt: skip
                             steps += self._closed(target.name, test, levels, repeat, setup)
                             steps += self._open(target.name, test, levels, repeat, setup)
         return steps
 
-    def setups(self) -> list[Axes]:
-        """Every combination of the swept axes' values, in sweep order (one, unset, when none is swept)."""
-        swept = {a: values for a in AXIS_NAMES if (values := getattr(self, a, None))}
+    def test_setups(self, test: str) -> list[Axes]:
+        """Every combination of the axes ``test`` sweeps (its own lists, else the scenario's), in
+        sweep order; one, unset, when it sweeps none."""
+        own = self.tests[test]
+        swept = {a: values for a in AXIS_NAMES if (values := getattr(own, a) or getattr(self, a))}
         return [Axes(**dict(zip(swept, combo, strict=True))) for combo in product(*swept.values())]
+
+    def setups(self) -> list[Axes]:
+        """Every setup some test runs on, in the order the tests first ask for them."""
+        return list(dict.fromkeys(s for test in self.tests for s in self.test_setups(test)))
+
+    def profiled_setups(self) -> dict[str, Axes]:
+        """The setup each test is profiled on (``--profile``): its sweep's last, which reports compare on."""
+        return {test: self.test_setups(test)[-1] for test in self.tests}
+
+    def swept(self, axis: str) -> list[Any]:
+        """Every value of ``axis`` the scenario or any of its tests sweeps (checked before a run)."""
+        return list(dict.fromkeys(v for s in self.setups() if (v := s.value(axis)) is not None))
 
     def _closed(self, target: str, test: str, levels: TestLevels, repeat: int, setup: Axes) -> list[PlannedStep]:
         return [
@@ -294,16 +318,13 @@ class Scenario(Strict):
         by_rate = [PlannedStep(**common, rate=r) for r in ol.rates]
         return by_rate + [PlannedStep(**common, rate_fraction=f) for f in ol.fractions]
 
-    def estimate_s(self, n_targets: int) -> float:
-        """Seconds the load itself takes (primers, warm-ups, pauses, steps) for ``n_targets``
-        targets; verification and start-up come on top."""
-        per_test = 0.0
-        for test in self.tests:
-            closed = self._closed("-", test, self.tests[test], 1, Axes())
-            opened = self._open("-", test, self.tests[test], 1, Axes())
-            per_test += self.primer.duration_s + self.warmup_duration_s
-            per_test += sum(self.pause_s + s.duration_s for s in closed + opened)
-        return per_test * n_targets * self.repeats * len(self.setups())
+    def estimate_s(self, targets: Iterable[Target]) -> float:
+        """Seconds the load itself takes for ``targets`` (primers, warm-ups, pauses, steps);
+        verification and start-up come on top."""
+        steps = self.plan(targets)
+        tests_run = {(s.repeat, s.setup, s.target, s.test) for s in steps}
+        per_test_run = self.primer.duration_s + self.warmup_duration_s
+        return len(tests_run) * per_test_run + sum(self.pause_s + s.duration_s for s in steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The scenario as run, every default filled in (for run.json and ``to_yaml``)."""

@@ -7,6 +7,7 @@ the lab is up (``Profiler.lab_check``). Anywhere else (a lab on other hosts) is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,14 @@ OPTIONS = "record --subprocesses --nonblocking --format speedscope (no native fr
 
 
 def prepare_profiler(
-    targets: list[Target], native: bool, repeats: int, setup: Axes
+    targets: list[Target], native: bool, repeats: int, setups: Mapping[str, Axes]
 ) -> tuple[Profiler, dict[str, Any]]:
-    """The profiler for the runner (profiling at ``setup``: a sweep's last), and what run.json
-    records of it."""
+    """The profiler for the runner (profiling each test at its ``setups`` entry: its sweep's last),
+    and what run.json records of it."""
     meta: dict[str, Any] = {"profiler": "py-spy", "rate_hz": pyspy.DEFAULT_RATE_HZ, "options": OPTIONS}
     if not native:
         if settings().profiler_sidecars:
-            return Profiler(recorder=AgentRecorder.for_target, repeats=repeats, setup=setup,
+            return Profiler(recorder=AgentRecorder.for_target, repeats=repeats, setups=setups,
                             lab_check=check_sidecars), meta  # fmt: skip
         if settings().mode == "compose":
             raise BenchlabError(f"PROFILE=1 needs the profiling overlay, which gives each target a py-spy sidecar "
@@ -50,4 +51,4 @@ def prepare_profiler(
         return pyspy.SubprocessRecorder(binary, pid, output, rate_hz)
 
     meta["version"] = pyspy.py_spy_version(binary)
-    return Profiler(recorder=native_recorder, repeats=repeats, setup=setup), meta
+    return Profiler(recorder=native_recorder, repeats=repeats, setups=setups), meta

@@ -1,14 +1,14 @@
 """The profiled step: after a target × test's measured steps, one more at its peak level with
 py-spy attached. Its row (mode ``profiled``) never counts in peaks, charts or claims; its
 throughput against the unprofiled peak at the same level is the profiler's overhead, on the row.
-A sweep is profiled on its last setup (most workers, newest Python), the one reports compare on.
+A sweep is profiled on each test's last setup (most workers, newest Python), the one reports compare on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,22 +48,25 @@ class Profiler:
 
     recorder: RecorderFactory  # py-spy run here (native) or by the target's sidecar (compose)
     repeats: int
-    setup: Axes = field(default_factory=Axes)  # the one setup of a sweep that is profiled (its last)
+    setups: Mapping[str, Axes] = field(default_factory=dict)  # test -> the setup it is profiled on (its last)
     rate_hz: int = DEFAULT_RATE_HZ
     # run once the lab is up, before the run: refuses what cannot be profiled, returns run.json's facts
     lab_check: Callable[[list[Target], dict[str, dict[str, Any]]], dict[str, Any]] | None = None
     _levels: dict[tuple[str, str], dict[Level, list[float]]] = field(default_factory=dict)
     _steps: dict[tuple[str, str, Level], PlannedStep] = field(default_factory=dict)
 
-    def wants(self, repeat: int, setup: Axes) -> bool:
+    def wants(self, repeat: int, setup: Axes, test: str) -> bool:
         """Whether a test's block of steps ends with the profiled step: its last repeat, on the setup
         profiled."""
-        return repeat == self.repeats and setup == self.setup
+        return repeat == self.repeats and self._profiled_on(setup, test)
+
+    def _profiled_on(self, setup: Axes, test: str) -> bool:
+        return setup == self.setups.get(test, Axes())
 
     def observe(self, step: PlannedStep, m: Measurement, status: StepStatus) -> None:
         """Keeps a measured closed-loop step's throughput (a few errors allowed: the peak level
         is where to look, even when wrk saw some timeouts there)."""
-        if step.mode == LoadMode.CLOSED and status.measured and step.setup == self.setup:
+        if step.mode == LoadMode.CLOSED and status.measured and self._profiled_on(step.setup, step.test):
             self._keep(step, m.rps)
 
     def seed(self, recorded: list[Step], planned: list[PlannedStep]) -> None:
@@ -71,7 +74,8 @@ class Profiler:
         by_id = {step_id(s): s for s in planned}
         for r in recorded:
             step = by_id.get(r.step_id)
-            if step is not None and step.mode == LoadMode.CLOSED and r.ok and r.rps and step.setup == self.setup:
+            if step is not None and step.mode == LoadMode.CLOSED and r.ok and r.rps \
+                    and self._profiled_on(step.setup, step.test):  # fmt: skip
                 self._keep(step, r.rps)
 
     def _keep(self, step: PlannedStep, rps: float) -> None:
@@ -90,7 +94,7 @@ class Profiler:
     def after_test(self, runner: Runner, writer: ResultsWriter, target: Target, test: str, repeat: int,
                    verdict: StepStatus) -> None:  # fmt: skip
         """Profiles the test once, after its last repeat."""
-        if not self.wants(repeat, runner.lab.setup) or not verdict.measured:
+        if not self.wants(repeat, runner.lab.setup, test) or not verdict.measured:
             return
         found = self.peak(target.name, test)
         if found is None:
