@@ -107,7 +107,7 @@ class Runner:
         report (workers, CPUs, Python) is what the next rows record. True when they restarted."""
         if setup == self.lab.setup:
             return False
-        self.progress.message(f"restarting the targets with {setup.label(AXIS_NAMES)}")
+        self.progress.message(f"restarting the targets with {setup.label(AXIS_NAMES) or 'their defaults'}")
         self.lab.apply(setup)
         self.target_meta.update({t.name: target_info(t) for t in self.lab.targets if t.name not in self.lab.refused})
         return True
