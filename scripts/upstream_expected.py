@@ -61,8 +61,8 @@ def main() -> None:
         cpu_values = [s[1] for s in samples if s[1] is not None]
         cpu = statistics.median(cpu_values) if cpu_values else None
         cpu_text = "-" if cpu is None else f"{cpu:.2f}/{cpus}" + (" (CPU)" if cpu >= 0.9 * cpus else "")
-        per_request = f"{1e6 * cpu / rps:,.0f}" if cpu else "-"
-        ceiling = f"{rps * cpus / cpu:,.0f}" if cpu else "-"  # all its CPUs at this CPU per request
+        per_request = f"{1e6 * cpu / rps:,.0f}" if cpu and rps else "-"  # a level nothing was answered at has none
+        ceiling = f"{rps * cpus / cpu:,.0f}" if cpu and rps else "-"  # all its CPUs at this CPU per request
         figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text, per_request, ceiling)
         print(row_format.format(name, conns, ms, model, *figures))
 
