@@ -147,12 +147,11 @@ def _pooled_contrast(
     n = " vs ".join(str(len(g)) for g in groups)
     if not all(groups):
         return RatioEstimate(None, None, None, None, n, "pooled-log", "no samples")
-    logged = {id(g): lg for g in groups if (lg := _logs(g)) is not None}
-    if len(logged) < len({id(g) for g in groups}):
+    if any(_logs(g) is None for g in groups):
         return RatioEstimate(None, None, None, None, n, "pooled-log", "non-positive values")
 
     def mean_log(gs: Sequence[Sequence[float]]) -> float:
-        return sum(statistics.fmean(logged[id(g)]) for g in gs)
+        return sum(statistics.fmean(map(math.log, g)) for g in gs)
 
     (_, up_a, down_a), (_, up_b, down_b) = sides
     diff = (mean_log(up_b) - mean_log(down_b)) - (mean_log(up_a) - mean_log(down_a))

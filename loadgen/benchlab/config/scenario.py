@@ -267,12 +267,14 @@ class Scenario(Sweeps):
         only = set(tests) if tests is not None else None
         targets = list(targets)
         runs = {test: set(select(levels.targets)) if levels.targets else None for test, levels in self.tests.items()}
+        on = {test: self.test_setups(test) for test in self.tests}
+        setups = self.setups()
         steps: list[PlannedStep] = []
         for repeat in range(1, self.repeats + 1):
-            for setup in self.setups():
+            for setup in setups:
                 for target in targets:
                     for test, levels in self.tests.items():
-                        if (only is None or test in only) and setup in self.test_setups(test) \
+                        if (only is None or test in only) and setup in on[test] \
                                 and (runs[test] is None or target.name in runs[test]):  # fmt: skip
                             steps += self._closed(target.name, test, levels, repeat, setup)
                             steps += self._open(target.name, test, levels, repeat, setup)
