@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,14 @@ def test_flame_graph_is_an_svg_with_every_frame_named() -> None:
     titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert titles[0].startswith("all: ") and f"{b.busy:,} samples" in titles[0]
     assert any("sqlalchemy/" in t for t in titles)
+
+
+def test_flame_graph_of_a_garbled_frame_name_still_parses() -> None:
+    """py-spy can read a name mid-write; CI once got a control byte that made the SVG unreadable."""
+    stacks = Counter({("main (app.py:1)", "\x00\x1bbad <&> \udcff (x.py:2)"): 3})
+    root = ET.fromstring(render(stacks, "garbled \x07"))
+    titles = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert any(t.startswith("\ufffd\ufffdbad <&> \ufffd") for t in titles)
 
 
 def _factor(base: str, other: str) -> Factor:

@@ -5,6 +5,7 @@ shows the frame, its samples and share. Frames narrower than ``MIN_WIDTH_PX`` ar
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -17,6 +18,13 @@ MIN_WIDTH_PX = 0.5
 PALETTE = ("#e4572e", "#f3a712", "#29335c", "#669bbc", "#a8c686", "#7b2d26", "#b388eb", "#f7aef8",
            "#4c956c", "#2a9d8f", "#e9c46a", "#8d99ae", "#bbbbbb")  # fmt: skip
 COLOURS = dict(zip(COMPONENT_NAMES, PALETTE, strict=True))
+# Characters XML 1.0 forbids: py-spy can read a frame name mid-write and hand back control bytes.
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _text(s: str) -> str:
+    """``s`` as XML character data: markup escaped, forbidden characters shown as U+FFFD."""
+    return escape(_NOT_XML.sub("\ufffd", s))
 
 
 class _Node:
@@ -51,7 +59,7 @@ def render(stacks: Counter[tuple[str, ...]], title: str, component_of: dict[str,
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH_PX}" height="{height}" '
         f'font-family="monospace" font-size="11">',
-        f'<text x="4" y="12">{escape(title)}</text>',
+        f'<text x="4" y="12">{_text(title)}</text>',
     ]
 
     def draw(label: str, node: _Node, x: float, depth: int) -> None:
@@ -61,12 +69,12 @@ def render(stacks: Counter[tuple[str, ...]], title: str, component_of: dict[str,
         y = height - (depth + 1) * ROW_PX
         colour = COLOURS.get((component_of or {}).get(label, ""), "#d8d8d8")
         tip = f"{label}: {node.count:,} samples, {100 * node.count / total:.1f} %"
-        out.append(f'<g><title>{escape(tip)}</title><rect x="{x:.1f}" y="{y}" width="{w:.1f}" '
+        out.append(f'<g><title>{_text(tip)}</title><rect x="{x:.1f}" y="{y}" width="{w:.1f}" '
                    f'height="{ROW_PX - 1}" fill="{colour}" rx="1"/>')  # fmt: skip
         chars = int(w / 7)
         if chars >= 3:
             text = label if len(label) <= chars else label[: chars - 1] + "…"
-            out.append(f'<text x="{x + 2:.1f}" y="{y + ROW_PX - 4}">{escape(text)}</text>')
+            out.append(f'<text x="{x + 2:.1f}" y="{y + ROW_PX - 4}">{_text(text)}</text>')
         out.append("</g>")
         cx = x
         for child_label, child in sorted(node.children.items()):
