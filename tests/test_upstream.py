@@ -79,6 +79,24 @@ def test_upstream_answers_pipelined_requests_in_order(upstream: Upstream) -> Non
     assert raw.index(b'"ms":150') < raw.index(b'"ms":0')
 
 
+def test_a_repeated_request_is_answered_alike_and_a_slow_upstream_still_slows_it(upstream: Upstream) -> None:
+    """A client sends the same bytes for the same URL: the upstream's repeat path must answer, count
+    and wait exactly as its first parse did, slow mode included."""
+    request = b"GET /?ms=30 HTTP/1.1\r\nHost: x\r\nUser-Agent: repeat\r\n\r\n"
+    upstream.client.reset()
+    with socket.create_connection(("127.0.0.1", upstream.port), timeout=5) as sock:
+        took = []
+        for slow_ms in (0, 0, 200, 0):
+            httpx.put(upstream.url + "/slow", params={"ms": slow_ms}, timeout=5).raise_for_status()
+            started = time.monotonic()
+            sock.sendall(request)
+            answer = sock.recv(65536)
+            took.append(time.monotonic() - started)
+            assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b'{"upstream":"benchlab","ms":30}')
+    assert upstream.client.stats()["requests"] == 4
+    assert min(took) >= 0.030 and took[2] >= 0.230 > max(took[:2] + took[3:])
+
+
 def test_upstream_refuses_malformed_requests(upstream: Upstream) -> None:
     assert _raw(upstream, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400 ")
     assert _raw(upstream, b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000).startswith(b"HTTP/1.1 431 ")
