@@ -71,12 +71,18 @@ def planned(scenario: Path, env: dict[str, str]) -> set[str]:
     return {step_id(s) for s in load_scenario(str(scenario)).plan(load_targets([TARGET], env=env))}
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C's default action, as a terminal's shell gives it: a test suite started in the
+    background (``cmd &``) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_run(*args: str, out: Path, mark: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`benchlab run` as a user starts it, in its own session, stderr kept."""
     return subprocess.Popen(
         [sys.executable, "-m", "benchlab.cli", "run", *args, "--out", str(out), "--no-report"],
         env={**os.environ, **(env or {}), MARK: mark}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=_as_from_a_terminal,
     )  # fmt: skip
 
 
