@@ -75,9 +75,11 @@ def run(upstream: Upstream, args: argparse.Namespace) -> None:
     cpu = (last["cpu_seconds"] - first["cpu_seconds"]) / wall
     user = (last["user_seconds"] - first["user_seconds"]) / wall
     print(f"upstream: {args.connections} connections (most open at once: {most}), {args.ms} ms waits, {wall:.1f} s")
-    per_wait, in_python = 1e6 * cpu / max(rate, 1), 1e6 * user / max(rate, 1)
+    per_wait, in_user = 1e6 * cpu / max(rate, 1), 1e6 * user / max(rate, 1)
     print(f"  {rate:,.0f} waits/s answered, upstream CPU {100 * cpu:.1f} % of one core "
-          f"({per_wait:.1f} us per wait, {in_python:.1f} of them in Python)")  # fmt: skip
+          f"({per_wait:.1f} us per wait: {in_user:.1f} in the process, "
+          f"{per_wait - in_user:.1f} in the kernel)")  # fmt: skip
+    print(f"  at 5,000 waits/s that is {per_wait * 5000 / 1e4:.1f} % of one core")
 
 
 if __name__ == "__main__":

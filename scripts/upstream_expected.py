@@ -7,9 +7,15 @@ pool), whatever C is. Until the server's CPU is the limit, a stack should reach 
 figure (issue 24: within 10 %). The CPU ceiling is the rate the server would reach with all its
 CPUs at the CPU per request it was measured at: where it is below the model's figure, the stack
 is CPU-bound first; on a shared machine a server may get less than its CPUs (the server CPU
-column says how much it got). This reads a run's ``results.csv`` (closed-loop upstream steps)
-and ``run.json`` (workers per target) and prints, per target and level, the expected and
-measured rates, their ratio, and the server's CPU, so a shortfall can be told from a CPU limit.
+column says how much it got, the lab CPU column what every role used together: server, database,
+load generator and upstream). This reads a run's ``results.csv`` (closed-loop upstream steps)
+and ``run.json`` (workers and CPU sets) and prints, per target and level, the expected and
+measured rates, their ratio, the CPU figures, and what limited the step:
+- ``model``: within 10 % of the model's figure;
+- ``server CPU``: the CPU ceiling is below the model's figure;
+- ``lab CPU``: the roles together used 90 % or more of the CPUs they were given, so the server
+  could not have had more (on a machine the roles share);
+- ``-``: none of these: a shortfall the model does not explain.
 
 Run: ``python scripts/upstream_expected.py RUN_DIR``. Thread counts are the targets' own
 settings: gunicorn_conf.GTHREAD_THREADS, serve_granian.BLOCKING_THREADS, sync_app.ANYIO_THREADS.
@@ -23,6 +29,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from benchlab.cpus import cpuset_cpus
 from benchlab.model.codec import read_rows
 from benchlab.targets import load_targets
 
@@ -36,21 +43,48 @@ def threads(name: str, worker_class: str) -> int | None:
     return THREADED_TARGETS.get(name) or THREADED.get(worker_class)
 
 
+ROLES = ("server_cpu_cores", "db_cpu_cores", "loadgen_cpu_cores", "upstream_cpu_cores")
+NEAR = 0.9  # within 10 % of a figure: reached it
+
+
+def lab_cpus(meta: dict) -> int | None:
+    """How many CPUs the native roles were given together (their sets' union); None when a role's
+    set is not a local cpuset (compose or other hosts)."""
+    sets = meta.get("cpus") or {}
+    try:
+        return len(set().union(*(cpuset_cpus(str(sets[r])) for r in ("targets", "db", "loadgen", "upstream"))))
+    except (KeyError, ValueError):
+        return None
+
+
+def limit(ratio: float, ceiling: float | None, expected: float, lab: float | None, machine: int | None) -> str:
+    if ratio >= NEAR:
+        return "model"
+    if ceiling is not None and ceiling < expected:
+        return "server CPU"
+    if lab is not None and machine and lab >= NEAR * machine:
+        return "lab CPU"
+    return "-"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args()
     meta = json.loads((args.run_dir / "run.json").read_text())
     registry = {t.name: t for t in load_targets(["all"], env={})}
-    cpus = len(str(meta.get("cpus", {}).get("targets", "0-1")).replace("-", ",").split(","))
-    rates: dict[tuple[str, int, int], list[tuple[float, float | None]]] = defaultdict(list)
+    cpus = len(cpuset_cpus(str(meta.get("cpus", {}).get("targets", "0-1"))))
+    machine = lab_cpus(meta)
+    rates: dict[tuple[str, int, int], list[tuple[float, float | None, float | None]]] = defaultdict(list)
     for row in read_rows(args.run_dir):
         if row["test"] == "upstream" and row["mode"] == "closed" and row["rps"]:
             cpu = float(row["server_cpu_cores"]) if row["server_cpu_cores"] else None
-            rates[(row["target"], int(row["concurrency"]), int(row["queries"]))].append((float(row["rps"]), cpu))
-    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>10} {:>8} {:>11}"
+            used = [float(row[r]) for r in ROLES if row[r]]
+            lab = sum(used) if len(used) == len(ROLES) else None
+            rates[(row["target"], int(row["concurrency"]), int(row["queries"]))].append((float(row["rps"]), cpu, lab))
+    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>10} {:>8} {:>11} {:>8} {:>10}"
     print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "server CPU",
-                            "us/req", "CPU ceiling"))  # fmt: skip
+                            "us/req", "CPU ceiling", "lab CPU", "limit"))  # fmt: skip
     for (name, conns, ms), samples in sorted(rates.items()):
         workers = int((meta.get("targets", {}).get(name) or {}).get("workers") or 1)
         held = threads(name, registry[name].worker_class if name in registry else "")
@@ -58,13 +92,21 @@ def main() -> None:
         waits = min(conns, held * workers) if held else conns
         expected = waits / (ms / 1000)
         rps = statistics.median(s[0] for s in samples)
-        cpu_values = [s[1] for s in samples if s[1] is not None]
-        cpu = statistics.median(cpu_values) if cpu_values else None
-        cpu_text = "-" if cpu is None else f"{cpu:.2f}/{cpus}" + (" (CPU)" if cpu >= 0.9 * cpus else "")
+        cpu = _median([s[1] for s in samples])
+        lab = _median([s[2] for s in samples])
+        cpu_text = "-" if cpu is None else f"{cpu:.2f}/{cpus}"
         per_request = f"{1e6 * cpu / rps:,.0f}" if cpu and rps else "-"  # a level nothing was answered at has none
-        ceiling = f"{rps * cpus / cpu:,.0f}" if cpu and rps else "-"  # all its CPUs at this CPU per request
-        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text, per_request, ceiling)
+        ceiling = rps * cpus / cpu if cpu and rps else None  # all its CPUs at this CPU per request
+        lab_text = "-" if lab is None else f"{lab:.2f}/{machine or '?'}"
+        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text, per_request,
+                   "-" if ceiling is None else f"{ceiling:,.0f}", lab_text,
+                   limit(rps / expected, ceiling, expected, lab, machine))  # fmt: skip
         print(row_format.format(name, conns, ms, model, *figures))
+
+
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 if __name__ == "__main__":

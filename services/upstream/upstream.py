@@ -30,6 +30,7 @@ import resource
 import signal
 import socket
 import sys
+import time
 from urllib.parse import parse_qsl
 
 import uvloop
@@ -90,21 +91,24 @@ ANSWERS_CLOSE = {ms: response("200 OK", b'{"upstream":"benchlab","ms":%d}' % ms,
 
 class Timers:
     """Waits grouped by the millisecond they end in, one loop timer per millisecond rather than
-    one per wait (the loop's timers have millisecond resolution anyway). A wait ends at the
-    first whole millisecond at least its length after the loop's time at arrival, which the
-    loop reads after the poll that delivered the request: never early."""
+    one per wait. A wait ends at the first whole millisecond at or after its arrival (read from the
+    clock, not the loop's cached time, which is as old as the loop's current pass) plus its length.
+    Its timer is set relative to the whole millisecond that clock reading falls in, the base the
+    loop's timers count from (libuv's clock is the same CLOCK_MONOTONIC, floored to milliseconds),
+    so it fires at that millisecond or after: never early, and about half a millisecond late."""
 
     def __init__(self) -> None:
         self.due: dict[int, list[tuple[Connection, int, bytes]]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, delay_ms: int, conn: Connection, seq: int, answer: bytes) -> None:
-        loop = self.loop or asyncio.get_running_loop()
-        tick = math.ceil(loop.time() * 1000) + delay_ms + 1  # +1: the loop clock is whole ms, floored
+        now = time.monotonic() * 1000
+        tick = math.ceil(now + delay_ms)
         waits = self.due.get(tick)
         if waits is None:
             waits = self.due[tick] = []
-            loop.call_at(tick / 1000, self.fire, tick)
+            loop = self.loop or asyncio.get_running_loop()
+            loop.call_later((tick - math.floor(now)) / 1000, self.fire, tick)
         waits.append((conn, seq, answer))
 
     def fire(self, tick: int) -> None:
