@@ -17,7 +17,14 @@ measured rates, their ratio, the CPU figures, and what limited the step:
   could not have had more (on a machine the roles share);
 - ``-``: none of these: a shortfall the model does not explain.
 
-Run: ``python scripts/upstream_expected.py RUN_DIR``. Thread counts are the targets' own
+Where the run also measured one connection (the ``upstream-model`` scenario does), the time one
+call took there, uncontended (the wait as the stack sees it: the upstream's own lateness, the
+client, the framework), gives a second expected figure: the same waits held over that time;
+the limit column then judges against that one.
+
+Run: ``benchlab run --native --scenario upstream-model``, then ``python scripts/upstream_expected.py RUN_DIR``.
+
+Thread counts are the targets' own
 settings: gunicorn_conf.GTHREAD_THREADS, serve_granian.BLOCKING_THREADS, sync_app.ANYIO_THREADS.
 """
 
@@ -76,15 +83,18 @@ def main() -> None:
     cpus = len(cpuset_cpus(str(meta.get("cpus", {}).get("targets", "0-1"))))
     machine = lab_cpus(meta)
     rates: dict[tuple[str, int, int], list[tuple[float, float | None, float | None]]] = defaultdict(list)
+    alone: dict[tuple[str, int], list[float]] = defaultdict(list)  # (target, ms) -> mean latency at c=1
     for row in read_rows(args.run_dir):
         if row["test"] == "upstream" and row["mode"] == "closed" and row["rps"]:
             cpu = float(row["server_cpu_cores"]) if row["server_cpu_cores"] else None
             used = [float(row[r]) for r in ROLES if row[r]]
             lab = sum(used) if len(used) == len(ROLES) else None
             rates[(row["target"], int(row["concurrency"]), int(row["queries"]))].append((float(row["rps"]), cpu, lab))
-    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>10} {:>8} {:>11} {:>8} {:>10}"
-    print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "server CPU",
-                            "us/req", "CPU ceiling", "lab CPU", "limit"))  # fmt: skip
+            if row["concurrency"] == "1" and row["latency_mean_ms"]:
+                alone[(row["target"], int(row["queries"]))].append(float(row["latency_mean_ms"]))
+    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10} {:>8} {:>11} {:>8} {:>10}"
+    print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "c=1 ms", "at c=1 ms",
+                            "ratio", "server CPU", "us/req", "CPU ceiling", "lab CPU", "limit"))  # fmt: skip
     for (name, conns, ms), samples in sorted(rates.items()):
         workers = int((meta.get("targets", {}).get(name) or {}).get("workers") or 1)
         held = threads(name, registry[name].worker_class if name in registry else "")
@@ -98,9 +108,13 @@ def main() -> None:
         per_request = f"{1e6 * cpu / rps:,.0f}" if cpu and rps else "-"  # a level nothing was answered at has none
         ceiling = rps * cpus / cpu if cpu and rps else None  # all its CPUs at this CPU per request
         lab_text = "-" if lab is None else f"{lab:.2f}/{machine or '?'}"
-        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}", cpu_text, per_request,
+        one = _median(list(alone.get((name, ms), [])))
+        at_one = waits / (one / 1000) if one else None
+        figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}",
+                   "-" if one is None else f"{one:.2f}", "-" if at_one is None else f"{at_one:,.0f}",
+                   "-" if at_one is None else f"{rps / at_one:.2f}", cpu_text, per_request,
                    "-" if ceiling is None else f"{ceiling:,.0f}", lab_text,
-                   limit(rps / expected, ceiling, expected, lab, machine))  # fmt: skip
+                   limit(rps / (at_one or expected), ceiling, at_one or expected, lab, machine))  # fmt: skip
         print(row_format.format(name, conns, ms, model, *figures))
 
 
