@@ -255,15 +255,20 @@ def cpuset_text(value: Any) -> str:
 
 
 def cpusets(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(role, cpuset) pairs from run.json ``cpus``, whether roles hold one set or one per target."""
+    """(role, cpuset) pairs from run.json ``cpus``, whether roles hold one set or one per target
+    (one pair when every target has the same set: twelve identical sets say nothing more)."""
     cpus = meta.get("cpus")
     if not isinstance(cpus, Mapping):
         return [("cpus", UNKNOWN)]
     out = []
     for role, value in cpus.items():
         if isinstance(value, Mapping):
+            texts = {name: cpuset_text(v) for name, v in value.items()}
+            if len(set(texts.values())) == 1 and len(texts) > 1:
+                out.append((f"{role.replace('_', ' ')} (every target)", next(iter(texts.values()))))
+                continue
             where = "" if role == "targets" else f" ({role.replace('_', ' ')})"
-            out += [(f"{name}{where}", cpuset_text(v)) for name, v in value.items()]
+            out += [(f"{name}{where}", text) for name, text in texts.items()]
         else:
             out.append((role, cpuset_text(value)))
     return out

@@ -59,7 +59,7 @@ def _chart(test: str, cpu: dict[tuple[str, str], dict[str, float]], targets: lis
     ax.grid(axis="y", visible=False)
     fig.legend(fontsize=7, loc="outside right upper")
     title = f"{test_label(test)}: CPU per request by component"
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
     return Drawn(f"profile-{test}", title, fig, False)
 
 

@@ -27,7 +27,7 @@ from benchlab.analysis.run import (
     lookup,
     x_dimension,
 )  # fmt: skip
-from benchlab.contract import test_label
+from benchlab.contract import TEST_TYPES, test_label
 from benchlab.model.modes import LoadMode
 from benchlab.report.axes import axis_chart
 from benchlab.report.plotting import (
@@ -42,6 +42,8 @@ from benchlab.report.plotting import (
     context_line,
     figure,
     flag_legend,
+    flag_note,
+    legend,
     marker,
     ring,
     save,
@@ -53,6 +55,7 @@ AXIS_LABELS = {
     "queries": "queries per request",
     "offered_rps": "offered rate (requests/s)",
 }
+WAIT_LABEL = "upstream wait (ms)"  # the parameter of a test that waits, in place of "queries per request"
 
 
 def render_charts(analysis: Analysis, out_dir: Path) -> dict[str, list[Chart]]:
@@ -108,14 +111,14 @@ def _peak(run: Run, test: str) -> Drawn | None:
         )  # fmt: skip
         note = f"{point.rps:,.0f} rps at {point.label}, n={len(samples)}"
         if bad:
-            note += f"  {WARN} {', '.join(point.flags)}"
+            note += f"\n{flag_note(point.flags)}"
         ax.text(max(samples) * 1.02, i, note, va="center", fontsize=8, color=FLAG_COLOUR if bad else "black")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("throughput at peak (requests/s); bar = median of repeats, whisker = min..max")
     ax.set_xlim(0, max(max(p.rps_samples) for _, p in peaks) * 1.9)
     ax.grid(axis="y", visible=False)
     title = f"{test_label(test)}: peak throughput by target ({mode} loop)"
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
     handles = flag_legend(flagged)
     if handles:
         ax.legend(handles=[Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
@@ -146,9 +149,23 @@ def _log2_axis(ax: Any, values: Iterable[float]) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
+def _swept(run: Run, test: str) -> str:
+    """The level field the scaling chart puts on x: the test's own (its parameter, if it takes
+    one), unless the run held that at one value and swept connections instead."""
+    own = x_dimension(test, LoadMode.CLOSED)
+    points = [p for t in run.targets for p in run.points_for(t, test, LoadMode.CLOSED)]
+    held = len({p.level.value(own) for p in points}) < 2
+    return "concurrency" if held and len({p.level.concurrency for p in points}) >= 2 else own
+
+
+def _axis_label(test: str, dimension: str) -> str:
+    spec = TEST_TYPES.get(test)
+    return WAIT_LABEL if dimension == "queries" and spec is not None and spec.waits else AXIS_LABELS[dimension]
+
+
 def _scaling(run: Run, test: str) -> Drawn | None:
     """Throughput against load; only drawn when some target ran more than one level (else: the peak chart)."""
-    dimension = x_dimension(test, LoadMode.CLOSED)
+    dimension = _swept(run, test)
     if max((len({p.level for p in run.points_for(t, test, LoadMode.CLOSED)}) for t in run.targets), default=0) < 2:
         return None
     fig, (ax,) = figure()
@@ -168,14 +185,14 @@ def _scaling(run: Run, test: str) -> Drawn | None:
     if not xs:
         return None
     _log2_axis(ax, xs)
-    ax.set_xlabel(AXIS_LABELS[dimension] + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_xlabel(_axis_label(test, dimension) + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("throughput (requests/s)")
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
-    title = f"{test_label(test)}: throughput against {AXIS_LABELS[dimension]} (median, whiskers min..max)"
-    ax.set_title(title)
+    title = f"{test_label(test)}: throughput against {_axis_label(test, dimension)} (median, whiskers min..max)"
+    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="best")
+    legend(ax, handles + flag_legend(flagged), "best")
     return Drawn(f"scaling-{test}", title, fig, flagged)
 
 
@@ -199,7 +216,7 @@ def _spectrum(run: Run, test: str) -> Drawn | None:
             continue
         bad = bool(point.flags)
         flagged |= bad
-        label = f"{target} at {point.label}" + (f"  {WARN} {', '.join(point.flags)}" if bad else "")
+        label = f"{target} at {point.label}" + (f"  {flag_note(point.flags)}" if bad else "")
         ax.plot(*zip(*xy, strict=True), color=colour(target), marker=marker(target),
                 linestyle="--" if bad else "-", label=label)  # fmt: skip
         if bad:
@@ -215,9 +232,9 @@ def _spectrum(run: Run, test: str) -> Drawn | None:
     ax.set_xlabel("percentile (tail to the right)")
     ax.set_ylabel("latency (ms, log scale)")
     title = f"{test_label(test)}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")
+    legend(ax, handles + flag_legend(flagged), "upper left")
     return Drawn(f"latency-{test}", title, fig, flagged)
 
 
@@ -271,9 +288,9 @@ def _open_loop(run: Run, test: str) -> Drawn | None:
     ax.set_ylabel("latency (ms, log scale)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     title = f"{test_label(test)}: open-loop latency against offered rate, up to the first overloaded rate"
-    ax.set_title(title)
+    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
     handles, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + flag_legend(flagged), fontsize=8, loc="upper left")
+    legend(ax, handles + flag_legend(flagged), "upper left")
     return Drawn(f"openloop-{test}", title, fig, flagged)
 
 

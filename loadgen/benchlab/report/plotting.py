@@ -40,6 +40,7 @@ RC = {
     "grid.alpha": 0.3,
 }
 WIDTH_IN, HEIGHT_IN, PNG_DPI = 8.0, 4.4, 120
+IN_AXES_MAX = 10  # legend entries that fit inside the axes; more go beside them
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,26 @@ def flag_legend(flagged: bool) -> list[Any]:
     return [
         Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
                markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
-               label=f"{WARN} client-bound, errors or drops: do not quote"),
+               label=f"{WARN} client-bound, errors, drops or a verification warning: do not quote"),
     ]  # fmt: skip
+
+
+def legend(ax: Any, handles: list[Any], loc: str) -> None:
+    """Inside the axes while short; beside them when long (a run of many targets), the figure
+    grown to hold it, so the axes keep their size."""
+    if len(handles) <= IN_AXES_MAX:
+        ax.legend(handles=handles, fontsize=8, loc=loc)
+        return
+    fig = ax.figure
+    fig.set_size_inches(fig.get_figwidth() * 1.3, max(fig.get_figheight(), 1.6 + 0.17 * len(handles)))
+    fig.legend(handles=handles, fontsize=7, loc="outside right center")
+
+
+def flag_note(flags: tuple[str, ...]) -> str:
+    """A point's flags as a chart shows them: a verification warning by name only (its text, a
+    sentence, is in the report's verification table)."""
+    short = dict.fromkeys("verification warning" if f.startswith("warn") else f for f in flags)
+    return f"{WARN} {', '.join(short)}"
 
 
 def ring(ax: Any, x: float, y: float) -> None:
