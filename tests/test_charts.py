@@ -125,4 +125,4 @@ def test_a_sweep_of_connections_at_one_wait_is_charted_against_connections() -> 
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "256"]
     notes = [t.get_text() for t in drawn["peak-upstream"].fig.axes[0].texts]
     flagged = [n for n in notes if "⚠" in n]
-    assert flagged and all(n.endswith("\n⚠ verification warning") for n in flagged), notes
+    assert flagged and all(n.endswith("\n⚠ warning") for n in flagged), notes

@@ -139,7 +139,7 @@ def test_flagged_steps_are_marked(smoke_run: Path, tmp_path: Path) -> None:
         assert re.search(rf'<tr class="flag[^"]*">\s*<td class="t">{row["target"]}', html)
     for chart in ("peak-json", "latency-json", "peak-db"):
         assert f'id="chart-{chart}" class="chart" data-flagged="true"' in html
-    assert "client-bound, errors, drops or a verification warning: do not quote" in html
+    assert "client-bound, errors, drops or a warning: do not quote" in html
     assert 'id="status-banner"' in html and "interrupted" in html
 
 

@@ -15,6 +15,7 @@ from helpers import PERCENTILES, assert_healthy_rows, read_csv, rows_in, run_ben
 
 from benchlab.contract import TFB_TESTS as TESTS  # the built-in scenarios run TechEmpower's tests
 from benchlab.harness import NativeLab
+from benchlab.sampling import BUSY_AT_START
 from benchlab.targets import load_targets
 
 
@@ -129,6 +130,35 @@ def test_open_loop_step_scales_from_measured_peak(lab: NativeLab, tmp_path: Path
     assert opened["dropped"] != "" and int(opened["dropped"]) >= 0
     lat = [float(opened[f"latency_{p}_ms"]) for p in PERCENTILES]
     assert lat == sorted(lat)
+
+
+def test_a_step_that_starts_on_a_busy_server_is_flagged_and_an_idle_one_is_not(lab: NativeLab, tmp_path: Path):
+    """A server still working (here: another client's load, as a server works off requests whose
+    client left) when a step starts is waited for up to settle_s, then the step is flagged; the
+    same step on the idle server is not."""
+    scenario = tmp_path / "settle.yaml"
+    scenario.write_text(
+        "name: settle\nduration_s: 1\npause_s: 0\nsettle_s: 1\nprimer: {duration_s: 1, connections: 4}\n"
+        "tests:\n  json:\n    concurrency: [8]\n"
+    )
+    url = next(t.url for t in lab.targets if t.name == "fastapi-uvicorn")
+
+    def run(out: str) -> dict[str, str]:
+        proc = run_benchlab("run", "--scenario", str(scenario), "--targets", "fastapi-uvicorn", "--dsn", lab.dsn,
+                            "--out", str(tmp_path / out), "--no-report")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (row,) = read_csv(next((tmp_path / out).iterdir()))
+        return row
+
+    other = subprocess.Popen(["wrk", "-t1", "-c16", "-d120s", f"{url}/json"], stdout=subprocess.DEVNULL)
+    try:
+        busy = run("busy")
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
+    assert busy["verification"].startswith("warn: ") and BUSY_AT_START in busy["verification"], busy
+    idle = run("idle")
+    assert idle["verification"] == "pass", idle
 
 
 def test_target_dying_mid_run_is_recorded_and_others_go_on(tmp_path: Path):

@@ -27,7 +27,7 @@ from benchlab.model.level import AXIS_FIELDS, AXIS_NAMES, AXIS_SHORT, Axes, Leve
 from benchlab.model.status import Status, StepStatus, judge
 from benchlab.model.step import Step
 from benchlab.progress import Progress
-from benchlab.sampling import CLIENT_BOUND_SHARE, WAITING_BOUND_SHARE, StepSampler
+from benchlab.sampling import CLIENT_BOUND_SHARE, WAITING_BOUND_SHARE, StepSampler, server_busy
 from benchlab.targets import Target
 from benchlab.verification import NO_DSN, NO_STATS, ContractCheck, format_checks, verify_targets
 
@@ -158,7 +158,11 @@ class Runner:
     def _measure(self, writer: ResultsWriter, target: Target, step: PlannedStep, verdict: StepStatus) -> None:
         sid = step_id(step)
         raw = self.run_dir / RAW_DIR / _raw_name(sid, "step")
-        time.sleep(self.scenario.pause_s)
+        waited = time.monotonic()
+        busy = server_busy(target.url, self.scenario.pause_s, self.scenario.settle_s)
+        waited = time.monotonic() - waited - self.scenario.pause_s
+        if waited > 2:
+            self.progress.message(f"{target.name} {step.test}: waited {waited:.1f} s for the last step's work to end")
         started = now()
         engine = for_mode(step.mode)
         load = engine.load_for(step, self.scenario.timeout_s, self.peaks.get((target.name, step.test)))
@@ -176,6 +180,8 @@ class Runner:
             self._write(writer, target, step, None, sampler.result, StepStatus(Status.ERROR, str(exc)), started)
             return
         status = judge(verdict, m)
+        if busy is not None and status.measured:
+            status = StepStatus(Status.WARN, f"{status.reason}; {busy}" if status.reason else busy)
         if engine.sets_peak and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)

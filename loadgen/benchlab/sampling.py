@@ -43,6 +43,49 @@ CLIENT_BOUND_SHARE = 0.9  # the client is the bottleneck when it uses this share
 # half of their CPUs (issue 24's rule).
 WAITING_BOUND_SHARE = 0.5
 UPSTREAM_STATS = "/stats"
+# Between steps a server using less than this is idle; one still working off the last step's
+# requests (whose clients left) uses a core or more.
+IDLE_CORES = 0.25
+# The windows an idle check measures over: the pause, at least the first (CPU time comes in
+# 10 ms ticks), then the second while the target stays busy.
+FIRST_WINDOW_S, SETTLE_WINDOW_S = 0.1, 0.5
+BUSY_AT_START = "target still busy with the last step's work"
+
+
+def server_busy(target_url: str, wait_s: float, settle_s: float) -> str | None:
+    """Waits ``wait_s`` (a scenario's pause), then on until the target's CPU (from its
+    ``/benchlab/info``) falls under IDLE_CORES, at most ``settle_s`` more. None when it went idle
+    or cannot say (no info, gone: the step will tell); else why the next step starts on a busy
+    server. A server too busy to answer within a second counts as busy."""
+    window = max(wait_s, FIRST_WINDOW_S)
+    deadline = time.monotonic() + window + settle_s
+    last = _cpu_now(target_url)
+    rate = None
+    while True:
+        time.sleep(window)
+        now = _cpu_now(target_url)
+        if now is None:
+            return None
+        if last not in (None, "busy") and now != "busy":
+            rate = (now[1] - last[1]) / (now[0] - last[0])
+            if rate < IDLE_CORES:
+                return None
+        if time.monotonic() >= deadline:
+            using = "too busy to answer" if rate is None else f"using {rate:.2f} cores"
+            return f"{BUSY_AT_START} ({using} after {settle_s:g} s more)"
+        last, window = now, SETTLE_WINDOW_S
+
+
+def _cpu_now(target_url: str) -> tuple[float, float] | str | None:
+    """(time, the target's cumulative CPU seconds); "busy" when it did not answer within a
+    second; None when it cannot say."""
+    try:
+        resp = _client().get(target_url.rstrip("/") + INFO_PATH, timeout=1.0)
+        return (time.monotonic(), float(resp.json()["cpu_seconds"])) if resp.status_code == 200 else None
+    except httpx.TimeoutException:
+        return "busy"
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -208,6 +208,10 @@ class Scenario(Sweeps):
     description: Annotated[str, BeforeValidator(_description)] = ""
     duration_s: PosInt  # wrk takes whole seconds
     pause_s: NonNegNumber = 0.0
+    # After the pause, how long a step waits for its target to finish the last step's work (a
+    # server keeps working off requests whose client left); a step that starts on a busy server
+    # anyway is flagged.
+    settle_s: NonNegNumber = 15.0
     timeout_s: PosInt = 8  # wrk: whole seconds
     primer: Primer = Primer()
     warmup: Annotated[bool | int, BeforeValidator(_warmup)] = False

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 
 from benchlab.analysis.run import cpusets, lookup, show, target_order
 from benchlab.hosts.network import describe_rtt
+from benchlab.sampling import BUSY_AT_START
 
 WARN = "⚠"
 FLAG_COLOUR = "#d62728"
@@ -101,7 +102,7 @@ def flag_legend(flagged: bool) -> list[Any]:
     return [
         Line2D([], [], linestyle="none", marker="o", markersize=11, markerfacecolor="none",
                markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
-               label=f"{WARN} client-bound, errors, drops or a verification warning: do not quote"),
+               label=f"{WARN} client-bound, errors, drops or a warning: do not quote"),
     ]  # fmt: skip
 
 
@@ -117,10 +118,16 @@ def legend(ax: Any, handles: list[Any], loc: str) -> None:
 
 
 def flag_note(flags: tuple[str, ...]) -> str:
-    """A point's flags as a chart shows them: a verification warning by name only (its text, a
-    sentence, is in the report's verification table)."""
-    short = dict.fromkeys("verification warning" if f.startswith("warn") else f for f in flags)
+    """A point's flags as a chart shows them: a warning by its kind only (its sentence is in the
+    report's tables)."""
+    short = dict.fromkeys(_kind(f) for f in flags)
     return f"{WARN} {', '.join(short)}"
+
+
+def _kind(flag: str) -> str:
+    if not flag.startswith("warn: "):  # client-bound, errors, drops...: short already
+        return flag
+    return "busy at start" if BUSY_AT_START in flag else "warning"
 
 
 def ring(ax: Any, x: float, y: float) -> None:
