@@ -181,7 +181,7 @@ class Runner:
             return
         status = judge(verdict, m)
         if busy is not None and status.measured:
-            status = StepStatus(Status.WARN, f"{status.reason}; {busy}" if status.reason else busy)
+            status = _warned(status, busy)
         if engine.sets_peak and status.measured and not _has_errors(m):
             key = (target.name, step.test)
             self.peaks[key] = max(self.peaks.get(key, 0.0), m.rps)
@@ -205,7 +205,7 @@ class Runner:
                profiler_overhead: float | None = None) -> None:  # fmt: skip
         if samples is not None and samples.lost and status.measured:  # its server cells are empty, not 0
             lost = f"sampler lost the target ({samples.lost})"
-            status = StepStatus(Status.WARN, f"{status.reason}; {lost}" if status.reason else lost)
+            status = _warned(status, lost)
         meta = self.target_meta.get(target.name, {})
         record = Step(
             run_id=self.run_id, target=target.name, framework=target.framework, server=target.server,
@@ -230,6 +230,11 @@ def _request(target: Target, step: PlannedStep) -> Request:
     """What the engine sends for this step: the test's request against this target."""
     spec = TEST_TYPES[step.test]
     return Request(url=target.url + step.url_path(), method=spec.method, headers=step.headers(), body=spec.body)
+
+
+def _warned(status: StepStatus, why: str) -> StepStatus:
+    """A measured step's status with one more reason not to quote it."""
+    return StepStatus(Status.WARN, f"{status.reason}; {why}" if status.reason else why)
 
 
 def _has_errors(m: Measurement) -> bool:
