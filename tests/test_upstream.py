@@ -19,6 +19,7 @@ from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+from urllib.request import urlopen
 
 import httpx
 import pytest
@@ -252,3 +253,39 @@ def test_verifier_catches_a_target_that_does_not_wait(upstream: Upstream) -> Non
     # the 10 s case: a busy machine can make a cheat's answer to ms=50 take 50 ms, never 10 s
     assert "before the 10000 ms wait was over" in reasons
     assert "the upstream saw 0 requests for 10 calls" in reasons
+
+
+class LateHandler(NoWaitHandler):
+    """Calls the upstream once per /upstream, as a target must, then sleeps LATE_MS more: a stack
+    that adds more than the verifier's 5 ms to every wait."""
+
+    upstream_url = ""
+    disable_nagle_algorithm = True  # its head and body are two writes: no waiting for an ACK between them
+
+    def do_GET(self) -> None:
+        ms = parse_qs(urlsplit(self.path).query).get("ms", ["20"])[0]
+        with urlopen(f"{self.upstream_url}/?ms={ms}", timeout=15) as resp:  # no TLS set-up, unlike httpx.get
+            resp.read()
+        time.sleep(LATE_MS / 1000)
+        super().do_GET()
+
+
+LATE_MS = 10
+
+
+def test_verifier_times_low_concurrency_calls_and_fails_a_stack_that_adds_too_much(upstream: Upstream) -> None:
+    """Every other check passes (the wait, one upstream call per call); the best of five calls at
+    one connection takes 20 + LATE_MS ms and more, over the 25 ms allowed. On a machine busy
+    while the calls ran that is a warning saying so, never a pass."""
+    LateHandler.upstream_url = upstream.url
+    with serving(LateHandler) as url:
+        late = replace(load_targets()[0], name="late", url=url)
+        (check,) = verify_targets([late], ["upstream"], None, timeout_s=15, upstream_url=upstream.url)
+    reasons = " | ".join(check.reasons)
+    assert "at best of 5 sequential calls, expected at most 25 ms on an idle machine" in reasons, reasons
+    best = float(reasons.split("/upstream?ms=20: ")[1].split(" ms at best")[0])
+    assert 20 + LATE_MS <= best < 20 + LATE_MS + 15
+    if check.status == "warn":
+        assert "not judged: this machine is busy" in reasons and "CPUs in use" in reasons
+    else:
+        assert check.status == "fail"
