@@ -289,10 +289,13 @@ def _kill_a_worker_then_the_master(rt: RunningTarget) -> None:
     assert replaced < RESPAWN_BOUND_S, f"{name}: no replacement worker: {rt.log_tail()}"
 
     descendants = [p.pid for p in rt.processes() if p.pid != rt.process.pid]
+    frozen = _alive(_workers(rt))[0]
+    os.kill(frozen, signal.SIGSTOP)  # a worker that cannot run a graceful stop must die with its master too
     rt.process.kill()  # SIGKILL to the master alone
     rt.process.wait()
     gone = _until(lambda: not _alive(descendants) and not rt.target.answers(timeout_s=0.5), ORPHAN_BOUND_S)
-    print(f"{name}: master killed, {len(descendants)} children gone and port closed after {gone:.1f} s")
+    print(f"{name}: worker {frozen} frozen, master killed, {len(descendants)} children gone and port closed "
+          f"after {gone:.1f} s")  # fmt: skip
     assert not _alive(descendants), f"{name}: {_alive(descendants)} outlived their master"
     assert not rt.target.answers(timeout_s=0.5), f"{name}: port still answers"
 

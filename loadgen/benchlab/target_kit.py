@@ -282,17 +282,20 @@ class SilenceWatch:
 
 
 def die_with_master(master_pid: int) -> None:
-    """In a worker (Linux): ask the kernel for SIGTERM when the master dies, even by SIGKILL, so
+    """In a worker (Linux): ask the kernel for SIGKILL when the master dies, even by SIGKILL, so
     a killed launcher leaves nothing serving on its port. Servers' workers do not notice on
-    their own. The signal follows the thread that forked us (the master's main thread for
-    every supervisor here); a master that died before the call never sends it, hence the check."""
+    their own. SIGKILL, not SIGTERM: with the master gone nothing bounds a graceful stop, and a
+    worker that cannot finish one (Granian's can hang in its runtime's teardown, granian#875; a
+    frozen one never runs it) would serve on. The signal follows the thread that forked us (the
+    master's main thread for every supervisor here); a master that died before the call never
+    sends it, hence the check."""
     if sys.platform != "linux" or os.getpid() == master_pid:
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != master_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def master_pid() -> int:

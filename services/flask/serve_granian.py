@@ -50,8 +50,8 @@ def load_app(target: str) -> Callable[..., Any]:
     outlive a SIGKILLed master, so this is where a worker asks to die with it.
 
     Until Granian sets the worker's own handlers (after this), the worker has the master's,
-    which only wake the master's loop: a SIGTERM during the app's import would be lost, and a
-    master killed meanwhile would leave this worker serving. So SIGTERM first gets its default.
+    which only wake the master's loop: a SIGTERM from the master during the app's import would be
+    lost. So SIGTERM first gets its default.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     target_kit.die_with_master(int(os.environ["BENCHLAB_MASTER_PID"]))
