@@ -22,6 +22,13 @@ call took there, uncontended (the wait as the stack sees it: the upstream's own 
 client, the framework), gives a second expected figure: the same waits held over that time;
 the limit column then judges against that one.
 
+Close to its model's figure a stack is also close to its CPU: the queueing column is what a
+closed system of that many waits allows when each worker process runs its Python on one core
+at a time (one event loop, or one GIL), with the CPU per request measured at that level and the
+rest of the one-call time spent waiting (exact mean value analysis, one queue per worker). Far
+from saturation it equals the model's figure; near it, it falls below both the model and the
+CPU ceiling, as waits queue for the CPU. A step within 10 % of it is ``CPU queueing``.
+
 Run: ``benchlab run --native --scenario upstream-model``, then ``python scripts/upstream_expected.py RUN_DIR``.
 
 Thread counts are the targets' own
@@ -64,11 +71,26 @@ def lab_cpus(meta: dict) -> int | None:
         return None
 
 
-def limit(ratio: float, ceiling: float | None, expected: float, lab: float | None, machine: int | None) -> str:
+def queueing(waits: int, cpu_s: float, call_s: float) -> float:
+    """Requests/s of one worker process holding ``waits`` waits, each needing ``cpu_s`` of its one
+    core and ``call_s`` in all when alone: exact mean value analysis of one queue (the core) and
+    one delay (the rest of the call)."""
+    think, queued, rate = max(call_s - cpu_s, 0.0), 0.0, 0.0
+    for n in range(1, waits + 1):
+        response = cpu_s * (1 + queued)
+        rate = n / (response + think)
+        queued = rate * response
+    return rate
+
+
+def limit(ratio: float, ceiling: float | None, expected: float, lab: float | None, machine: int | None,
+          queued_ratio: float | None) -> str:  # fmt: skip
     if ratio >= NEAR:
         return "model"
     if ceiling is not None and ceiling < expected:
         return "server CPU"
+    if queued_ratio is not None and queued_ratio >= NEAR:
+        return "CPU queueing"
     if lab is not None and machine and lab >= NEAR * machine:
         return "lab CPU"
     return "-"
@@ -92,9 +114,10 @@ def main() -> None:
             rates[(row["target"], int(row["concurrency"]), int(row["queries"]))].append((float(row["rps"]), cpu, lab))
             if row["concurrency"] == "1" and row["latency_mean_ms"]:
                 alone[(row["target"], int(row["queries"]))].append(float(row["latency_mean_ms"]))
-    row_format = "{:32} {:>5} {:>4} {:>14} {:>9} {:>9} {:>6} {:>8} {:>9} {:>6} {:>10} {:>8} {:>11} {:>8} {:>10}"
+    row_format = " ".join(["{:32}", "{:>5}", "{:>4}", "{:>14}"] + ["{:>9}"] * 12 + ["{:>12}"])
     print(row_format.format("target", "c", "ms", "model", "expected", "measured", "ratio", "c=1 ms", "at c=1 ms",
-                            "ratio", "server CPU", "us/req", "CPU ceiling", "lab CPU", "limit"))  # fmt: skip
+                            "ratio", "server CPU", "us/req", "CPU ceiling", "queueing", "ratio", "lab CPU",
+                            "limit"))  # fmt: skip
     for (name, conns, ms), samples in sorted(rates.items()):
         workers = int((meta.get("targets", {}).get(name) or {}).get("workers") or 1)
         held = threads(name, registry[name].worker_class if name in registry else "")
@@ -110,11 +133,17 @@ def main() -> None:
         lab_text = "-" if lab is None else f"{lab:.2f}/{machine or '?'}"
         one = _median(list(alone.get((name, ms), [])))
         at_one = waits / (one / 1000) if one else None
+        queued = (
+            workers * queueing(waits // workers, cpu / rps, (one or ms) / 1000) if cpu and rps and conns > 1 else None
+        )
         figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}",
                    "-" if one is None else f"{one:.2f}", "-" if at_one is None else f"{at_one:,.0f}",
                    "-" if at_one is None else f"{rps / at_one:.2f}", cpu_text, per_request,
-                   "-" if ceiling is None else f"{ceiling:,.0f}", lab_text,
-                   limit(rps / (at_one or expected), ceiling, at_one or expected, lab, machine))  # fmt: skip
+                   "-" if ceiling is None else f"{ceiling:,.0f}",
+                   "-" if queued is None else f"{queued:,.0f}", "-" if queued is None else f"{rps / queued:.2f}",
+                   lab_text,
+                   limit(rps / (at_one or expected), ceiling, at_one or expected, lab, machine,
+                         rps / queued if queued else None))  # fmt: skip
         print(row_format.format(name, conns, ms, model, *figures))
 
 

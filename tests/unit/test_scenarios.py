@@ -275,12 +275,13 @@ def test_claims_measures_what_each_claim_needs_within_30_minutes() -> None:
 
 def test_upstream_model_measures_every_target_alone_and_at_256() -> None:
     """What scripts/upstream_expected.py needs: each target's upstream at 1 and 256 connections,
-    20 ms waits, twice, within 6 minutes of load."""
+    20 ms waits (where the CPU is near its limit) and 200 ms (where it is far from it), twice,
+    within 12 minutes of load."""
     s = load_scenario("upstream-model")
     targets = load_targets(s.target_names(), env={})
     steps = s.plan(targets)
     assert {t.name for t in targets} == {t.name for t in load_targets(["all"], env={})}
     assert Counter((x.target, x.test, x.concurrency, x.queries) for x in steps) == {
-        (t.name, "upstream", c, 20): 2 for t in targets for c in (1, 256)
+        (t.name, "upstream", c, ms): 2 for t in targets for c in (1, 256) for ms in (20, 200)
     }
-    assert s.estimate_s(targets) <= 6 * 60
+    assert s.estimate_s(targets) <= 12 * 60
