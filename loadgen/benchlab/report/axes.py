@@ -10,7 +10,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 from benchlab.analysis.scaling import Scaling
 from benchlab.contract import test_label
 from benchlab.model.level import Axes
-from benchlab.report.plotting import Drawn, colour, figure, flag_legend, legend, marker, ring
+from benchlab.report.plotting import Drawn, colour, figure, flag_legend, legend, marker, ring, set_title
 
 
 def axis_chart(lines: list[Scaling], axis: str) -> Drawn | None:
@@ -43,7 +43,7 @@ def axis_chart(lines: list[Scaling], axis: str) -> Drawn | None:
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     title = f"{test_label(test)}: throughput against {title_axis} (median, each target at its peak)"
-    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
+    set_title(ax, title)
     handles, _ = ax.get_legend_handles_labels()
     if per_unit:
         handles.append(Line2D([], [], color="grey", linestyle=":", label="linear from the first value; % = efficiency"))

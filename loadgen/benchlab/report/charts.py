@@ -47,6 +47,7 @@ from benchlab.report.plotting import (
     marker,
     ring,
     save,
+    set_title,
 )
 
 RATIO_TICKS = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
@@ -118,7 +119,7 @@ def _peak(run: Run, test: str) -> Drawn | None:
     ax.set_xlim(0, max(max(p.rps_samples) for _, p in peaks) * 1.9)
     ax.grid(axis="y", visible=False)
     title = f"{test_label(test)}: peak throughput by target ({mode} loop)"
-    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
+    set_title(ax, title)
     handles = flag_legend(flagged)
     if handles:
         ax.legend(handles=[Patch(facecolor="white", edgecolor=FLAG_COLOUR, hatch="xx",
@@ -190,7 +191,7 @@ def _scaling(run: Run, test: str) -> Drawn | None:
     ax.set_ylim(bottom=0)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     title = f"{test_label(test)}: throughput against {_axis_label(test, dimension)} (median, whiskers min..max)"
-    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
+    set_title(ax, title)
     handles, _ = ax.get_legend_handles_labels()
     legend(ax, handles + flag_legend(flagged), "best")
     return Drawn(f"scaling-{test}", title, fig, flagged)
@@ -232,7 +233,7 @@ def _spectrum(run: Run, test: str) -> Drawn | None:
     ax.set_xlabel("percentile (tail to the right)")
     ax.set_ylabel("latency (ms, log scale)")
     title = f"{test_label(test)}: latency percentiles at each target's peak ({mode} loop, median of repeats)"
-    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
+    set_title(ax, title)
     handles, _ = ax.get_legend_handles_labels()
     legend(ax, handles + flag_legend(flagged), "upper left")
     return Drawn(f"latency-{test}", title, fig, flagged)
@@ -288,7 +289,7 @@ def _open_loop(run: Run, test: str) -> Drawn | None:
     ax.set_ylabel("latency (ms, log scale)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     title = f"{test_label(test)}: open-loop latency against offered rate, up to the first overloaded rate"
-    ax.set_title(title, wrap=True)  # a long test name and a narrow axes: wrapped within the figure
+    set_title(ax, title)
     handles, _ = ax.get_legend_handles_labels()
     legend(ax, handles + flag_legend(flagged), "upper left")
     return Drawn(f"openloop-{test}", title, fig, flagged)

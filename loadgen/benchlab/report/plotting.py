@@ -106,6 +106,11 @@ def flag_legend(flagged: bool) -> list[Any]:
     ]  # fmt: skip
 
 
+def set_title(ax: Any, text: str) -> None:
+    """A long test name over narrow axes wraps within the figure rather than running off it."""
+    ax.set_title(text, wrap=True)
+
+
 def legend(ax: Any, handles: list[Any], loc: str) -> None:
     """Inside the axes while short; beside them when long (a run of many targets), the figure
     grown to hold it, so the axes keep their size."""
