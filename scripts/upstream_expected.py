@@ -27,7 +27,9 @@ closed system of that many waits allows when each worker process runs its Python
 at a time (one event loop, or one GIL), with the CPU per request measured at that level and the
 rest of the one-call time spent waiting (exact mean value analysis, one queue per worker). Far
 from saturation it equals the model's figure; near it, it falls below both the model and the
-CPU ceiling, as waits queue for the CPU. A step within 10 % of it is ``CPU queueing``.
+CPU ceiling, as waits queue for the CPU. Where other roles share the targets' CPUs, the CPU they
+used (lab CPU less server CPU) slows each core the server gets by that share. A step within 10 %
+of it is ``CPU queueing``.
 
 Run: ``benchlab run --native --scenario upstream-model``, then ``python scripts/upstream_expected.py RUN_DIR``.
 
@@ -71,11 +73,22 @@ def lab_cpus(meta: dict) -> int | None:
         return None
 
 
-def queueing(waits: int, cpu_s: float, call_s: float) -> float:
+def shared(meta: dict) -> bool:
+    """Whether another role ran on the targets' CPUs (then the server's processes waited for a core
+    behind it); False when the sets are apart or not local cpusets."""
+    sets = meta.get("cpus") or {}
+    try:
+        mine = cpuset_cpus(str(sets["targets"]))
+        return any(mine & cpuset_cpus(str(sets[r])) for r in ("db", "loadgen", "upstream"))
+    except (KeyError, ValueError):
+        return False
+
+
+def queueing(waits: int, cpu_s: float, think_s: float) -> float:
     """Requests/s of one worker process holding ``waits`` waits, each needing ``cpu_s`` of its one
-    core and ``call_s`` in all when alone: exact mean value analysis of one queue (the core) and
-    one delay (the rest of the call)."""
-    think, queued, rate = max(call_s - cpu_s, 0.0), 0.0, 0.0
+    core and ``think_s`` elsewhere (the rest of its one-call time): exact mean value analysis of one
+    queue (the core) and one delay."""
+    think, queued, rate = max(think_s, 0.0), 0.0, 0.0
     for n in range(1, waits + 1):
         response = cpu_s * (1 + queued)
         rate = n / (response + think)
@@ -104,6 +117,7 @@ def main() -> None:
     registry = {t.name: t for t in load_targets(["all"], env={})}
     cpus = len(cpuset_cpus(str(meta.get("cpus", {}).get("targets", "0-1"))))
     machine = lab_cpus(meta)
+    sharing = shared(meta)
     rates: dict[tuple[str, int, int], list[tuple[float, float | None, float | None]]] = defaultdict(list)
     alone: dict[tuple[str, int], list[float]] = defaultdict(list)  # (target, ms) -> mean latency at c=1
     for row in read_rows(args.run_dir):
@@ -133,9 +147,13 @@ def main() -> None:
         lab_text = "-" if lab is None else f"{lab:.2f}/{machine or '?'}"
         one = _median(list(alone.get((name, ms), [])))
         at_one = waits / (one / 1000) if one else None
-        queued = (
-            workers * queueing(waits // workers, cpu / rps, (one or ms) / 1000) if cpu and rps and conns > 1 else None
-        )
+        queued = None
+        if cpu and rps and conns > 1:
+            # the other roles' CPU on shared cores slows each core the server gets by that share
+            others = max(lab - cpu, 0.0) if lab is not None and sharing else 0.0
+            slowdown = cpus / max(cpus - others, 0.1)
+            cpu_s = cpu / rps
+            queued = workers * queueing(waits // workers, cpu_s * slowdown, (one or ms) / 1000 - cpu_s)
         figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}",
                    "-" if one is None else f"{one:.2f}", "-" if at_one is None else f"{at_one:,.0f}",
                    "-" if at_one is None else f"{rps / at_one:.2f}", cpu_text, per_request,
