@@ -80,12 +80,24 @@ def _cpu_now(target_url: str) -> tuple[float, float] | str | None:
     """(time, the target's cumulative CPU seconds); "busy" when it did not answer within a
     second; None when it cannot say."""
     try:
-        resp = _client().get(target_url.rstrip("/") + INFO_PATH, timeout=1.0)
-        return (time.monotonic(), float(resp.json()["cpu_seconds"])) if resp.status_code == 200 else None
+        info = _info(info_url(target_url), 1.0)
+        return None if info is None else (time.monotonic(), float(info["cpu_seconds"]))
     except httpx.TimeoutException:
         return "busy"
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
+
+
+def info_url(target_url: str) -> str:
+    return target_url.rstrip("/") + INFO_PATH
+
+
+def _info(url: str, timeout_s: float) -> dict[str, Any] | None:
+    """A target's ``/benchlab/info`` on the sampler's own kept-alive connection (apart from the
+    load's), or None when it answered with another status. Errors propagate: a timeout tells a
+    busy target from a gone one."""
+    resp = _client().get(url, timeout=timeout_s)
+    return resp.json() if resp.status_code == 200 else None
 
 
 @dataclass(frozen=True)
@@ -230,7 +242,7 @@ class StepSampler:
     ) -> None:
         """``upstream_url``: also sample the upstream service (its ``/stats``); ``bound_share``:
         the share of the load generator's CPUs at which the step is client-bound."""
-        self.info_url = target_url.rstrip("/") + INFO_PATH if target_url else None
+        self.info_url = info_url(target_url) if target_url else None
         self.db_processes = db_processes
         self.interval_s = interval_s
         self.request_timeout_s = request_timeout_s
@@ -252,12 +264,10 @@ class StepSampler:
         if not self.info_url:
             return
         try:
-            # The sampler's own kept-alive connection, apart from the load's connections.
-            resp = _client().get(self.info_url, timeout=timeout_s)
+            info = _info(self.info_url, timeout_s)
             t = time.monotonic()
-            if resp.status_code != 200:
+            if info is None:
                 return
-            info = resp.json()
             rss = float(info["rss_mb"])
             self._keep(self._server, _Point(t, float(info["cpu_seconds"]), info.get("target_pid"), rss))
             self._keep(self._rss, rss)
