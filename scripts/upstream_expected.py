@@ -63,25 +63,16 @@ ROLES = ("server_cpu_cores", "db_cpu_cores", "loadgen_cpu_cores", "upstream_cpu_
 NEAR = 0.9  # within 10 % of a figure: reached it
 
 
-def lab_cpus(meta: dict) -> int | None:
-    """How many CPUs the native roles were given together (their sets' union); None when a role's
-    set is not a local cpuset (compose or other hosts)."""
+LAB_ROLES = ("targets", "db", "loadgen", "upstream")
+
+
+def role_cpus(meta: dict) -> dict[str, set[int]] | None:
+    """Each native role's CPU set; None when one is not a local cpuset (compose or other hosts)."""
     sets = meta.get("cpus") or {}
     try:
-        return len(set().union(*(cpuset_cpus(str(sets[r])) for r in ("targets", "db", "loadgen", "upstream"))))
+        return {role: cpuset_cpus(str(sets[role])) for role in LAB_ROLES}
     except (KeyError, ValueError):
         return None
-
-
-def shared(meta: dict) -> bool:
-    """Whether another role ran on the targets' CPUs (then the server's processes waited for a core
-    behind it); False when the sets are apart or not local cpusets."""
-    sets = meta.get("cpus") or {}
-    try:
-        mine = cpuset_cpus(str(sets["targets"]))
-        return any(mine & cpuset_cpus(str(sets[r])) for r in ("db", "loadgen", "upstream"))
-    except (KeyError, ValueError):
-        return False
 
 
 def queueing(waits: int, cpu_s: float, think_s: float) -> float:
@@ -116,8 +107,10 @@ def main() -> None:
     meta = json.loads((args.run_dir / "run.json").read_text())
     registry = {t.name: t for t in load_targets(["all"], env={})}
     cpus = len(cpuset_cpus(str(meta.get("cpus", {}).get("targets", "0-1"))))
-    machine = lab_cpus(meta)
-    sharing = shared(meta)
+    roles = role_cpus(meta)
+    machine = len(set().union(*roles.values())) if roles else None  # the CPUs the roles had together
+    # another role on the targets' CPUs: the server's processes then wait for a core behind it
+    sharing = roles is not None and any(roles["targets"] & roles[role] for role in LAB_ROLES[1:])
     rates: dict[tuple[str, int, int], list[tuple[float, float | None, float | None]]] = defaultdict(list)
     alone: dict[tuple[str, int], list[float]] = defaultdict(list)  # (target, ms) -> mean latency at c=1
     for row in read_rows(args.run_dir):
@@ -147,21 +140,22 @@ def main() -> None:
         lab_text = "-" if lab is None else f"{lab:.2f}/{machine or '?'}"
         one = _median(list(alone.get((name, ms), [])))
         at_one = waits / (one / 1000) if one else None
-        queued = None
+        queued = queued_ratio = None
         if cpu and rps and conns > 1:
             # the other roles' CPU on shared cores slows each core the server gets by that share
             others = max(lab - cpu, 0.0) if lab is not None and sharing else 0.0
             slowdown = cpus / max(cpus - others, 0.1)
             cpu_s = cpu / rps
             queued = workers * queueing(waits // workers, cpu_s * slowdown, (one or ms) / 1000 - cpu_s)
+            queued_ratio = rps / queued
         figures = (f"{expected:,.0f}", f"{rps:,.0f}", f"{rps / expected:.2f}",
                    "-" if one is None else f"{one:.2f}", "-" if at_one is None else f"{at_one:,.0f}",
                    "-" if at_one is None else f"{rps / at_one:.2f}", cpu_text, per_request,
                    "-" if ceiling is None else f"{ceiling:,.0f}",
-                   "-" if queued is None else f"{queued:,.0f}", "-" if queued is None else f"{rps / queued:.2f}",
+                   "-" if queued is None else f"{queued:,.0f}", "-" if queued_ratio is None else f"{queued_ratio:.2f}",
                    lab_text,
                    limit(rps / (at_one or expected), ceiling, at_one or expected, lab, machine,
-                         rps / queued if queued else None))  # fmt: skip
+                         queued_ratio))  # fmt: skip
         print(row_format.format(name, conns, ms, model, *figures))
 
 

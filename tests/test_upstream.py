@@ -255,6 +255,9 @@ def test_verifier_catches_a_target_that_does_not_wait(upstream: Upstream) -> Non
     assert "the upstream saw 0 requests for 10 calls" in reasons
 
 
+LATE_MS = 10
+
+
 class LateHandler(NoWaitHandler):
     """Calls the upstream once per /upstream, as a target must, then sleeps LATE_MS more: a stack
     that adds more than the verifier's 5 ms to every wait."""
@@ -268,9 +271,6 @@ class LateHandler(NoWaitHandler):
             resp.read()
         time.sleep(LATE_MS / 1000)
         super().do_GET()
-
-
-LATE_MS = 10
 
 
 def test_verifier_times_low_concurrency_calls_and_fails_a_stack_that_adds_too_much(upstream: Upstream) -> None:
